@@ -1,0 +1,122 @@
+//! arm64: `-fpatchable-function-entry=2` (or `4,2` with CALL_OPS): two NOPs at entry, maybe after `BTI C`.
+
+use object::elf;
+
+use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple, read_u32};
+
+pub struct Arm64;
+
+const NOP: u32 = 0xd503_201f;
+const BTI_C: u32 = 0xd503_245f;
+const PACIASP: u32 = 0xd503_233f;
+
+const SPECIAL: &[SpecialSection] = &[
+    SpecialSection::table("__ex_table", &[12]),
+    SpecialSection {
+        name: ".altinstructions",
+        entry_sizes: &[12],
+        parallel: None,
+        companion: Some(".altinstr_replacement"),
+    },
+];
+
+impl Backend for Arm64 {
+    fn arch(&self) -> Arch {
+        Arch::Arm64
+    }
+    fn name(&self) -> &'static str {
+        "arm64"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["aarch64"]
+    }
+    fn kernel_arch(&self) -> &'static str {
+        "arm64"
+    }
+    fn elf_machine(&self) -> u16 {
+        elf::EM_AARCH64.0
+    }
+    fn endian(&self) -> Endian {
+        Endian::Little
+    }
+    fn default_cross_prefix(&self) -> &'static str {
+        "aarch64-linux-gnu-"
+    }
+    fn compiler_package(&self) -> &'static str {
+        "gcc-aarch64-linux-gnu"
+    }
+    fn triple(&self) -> Triple {
+        "aarch64-unknown-linux-gnu".parse().expect("valid triple")
+    }
+    fn entry_convention(&self) -> &'static str {
+        "-fpatchable-function-entry=2 (4,2 with CALL_OPS): two NOPs at entry, after BTI C when BTI is on; sites in __patchable_function_entries"
+    }
+    fn entry_cflags(&self) -> &'static [&'static str] {
+        &["-fpatchable-function-entry=2"]
+    }
+    fn kernel_cflags(&self) -> &'static [&'static str] {
+        &["-mgeneral-regs-only", "-fno-pic", "-fno-PIE", "-mbranch-protection=none"]
+    }
+    fn reloc_class(&self, r_type: u32) -> RelocClass {
+        match elf::RelocationType(r_type) {
+            elf::R_AARCH64_CALL26 | elf::R_AARCH64_JUMP26 => RelocClass::Call,
+            elf::R_AARCH64_PREL64
+            | elf::R_AARCH64_PREL32
+            | elf::R_AARCH64_PREL16
+            | elf::R_AARCH64_ADR_PREL_PG_HI21
+            | elf::R_AARCH64_ADR_PREL_PG_HI21_NC
+            | elf::R_AARCH64_ADR_PREL_LO21
+            | elf::R_AARCH64_CONDBR19
+            | elf::R_AARCH64_TSTBR14 => RelocClass::PcRel,
+            elf::R_AARCH64_ABS64
+            | elf::R_AARCH64_ABS32
+            | elf::R_AARCH64_ABS16
+            | elf::R_AARCH64_ADD_ABS_LO12_NC
+            | elf::R_AARCH64_LDST8_ABS_LO12_NC
+            | elf::R_AARCH64_LDST16_ABS_LO12_NC
+            | elf::R_AARCH64_LDST32_ABS_LO12_NC
+            | elf::R_AARCH64_LDST64_ABS_LO12_NC
+            | elf::R_AARCH64_LDST128_ABS_LO12_NC
+            | elf::R_AARCH64_MOVW_UABS_G0
+            | elf::R_AARCH64_MOVW_UABS_G0_NC
+            | elf::R_AARCH64_MOVW_UABS_G1
+            | elf::R_AARCH64_MOVW_UABS_G1_NC
+            | elf::R_AARCH64_MOVW_UABS_G2
+            | elf::R_AARCH64_MOVW_UABS_G2_NC
+            | elf::R_AARCH64_MOVW_UABS_G3 => RelocClass::Abs,
+            elf::R_AARCH64_ADR_GOT_PAGE | elf::R_AARCH64_LD64_GOT_LO12_NC => RelocClass::Got,
+            _ => RelocClass::Other,
+        }
+    }
+    fn reloc_name(&self, r_type: u32) -> String {
+        crate::reloc_name(self.elf_machine(), r_type)
+    }
+    fn target_offset(&self, _r_type: u32, addend: i64, _in_code: bool) -> i64 {
+        // AArch64 RELA addends name the target byte directly (ADRP works on pages of S+A).
+        addend
+    }
+    fn abs64(&self) -> u32 {
+        elf::R_AARCH64_ABS64.0
+    }
+    fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String> {
+        let word = |i: usize| read_u32(Endian::Little, f.bytes, i * 4);
+        let first = if word(0) == Some(BTI_C) { 1 } else { 0 };
+        if word(first) == Some(NOP) && word(first + 1) == Some(NOP) {
+            return Ok(if first == 1 { "BTI C; NOP; NOP" } else { "NOP; NOP" });
+        }
+        let seen = match word(0) {
+            Some(PACIASP) => "PACIASP".to_string(),
+            Some(w) => format!("{w:#010x}"),
+            None => "nothing".to_string(),
+        };
+        Err(format!(
+            "no patchable-entry NOPs at entry (first instruction {seen}; the function is notrace or noinstr)"
+        ))
+    }
+    fn special_sections(&self) -> &'static [SpecialSection] {
+        SPECIAL
+    }
+    fn is_mapping_symbol(&self, name: &str) -> bool {
+        name == "$x" || name == "$d" || name.starts_with("$x.") || name.starts_with("$d.")
+    }
+}

@@ -1,0 +1,308 @@
+//! Everything klpx needs to know about an architecture, as data and pure decisions.
+//!
+//! No code outside this crate matches on an architecture: the kbuild driver, the object differ and the
+//! module writer ask a [`Backend`] instead. The crate does no I/O; callers hand it bytes and relocations
+//! they have read and get answers back.
+
+mod arm64;
+mod ppc64le;
+mod s390;
+mod x86_64;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use target_lexicon::Triple;
+
+/// Byte order of an architecture's ELF objects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endian {
+    Little,
+    Big,
+}
+
+/// The architectures klpx supports. The enum is only an identifier; behaviour lives in [`Backend`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+    Ppc64le,
+    S390x,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 4] = [Arch::X86_64, Arch::Arm64, Arch::Ppc64le, Arch::S390x];
+
+    /// The backend that answers every per-architecture question.
+    pub fn backend(self) -> &'static dyn Backend {
+        match self {
+            Arch::X86_64 => &x86_64::X86_64,
+            Arch::Arm64 => &arm64::Arm64,
+            Arch::Ppc64le => &ppc64le::Ppc64le,
+            Arch::S390x => &s390::S390x,
+        }
+    }
+
+    /// The architecture of an ELF object, from its `e_machine` and byte order.
+    pub fn from_elf(machine: u16, endian: Endian) -> Option<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.backend().elf_machine() == machine && a.backend().endian() == endian)
+    }
+
+    /// The architecture named by a kernel `ARCH` value (x86, arm64, powerpc, s390) or a common alias.
+    pub fn from_kernel_arch(name: &str) -> Option<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.backend().kernel_arch() == name || a.backend().aliases().contains(&name))
+    }
+
+    pub fn name(self) -> &'static str {
+        self.backend().name()
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Error for an architecture name klpx does not know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownArch(pub String);
+
+impl fmt::Display for UnknownArch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "unknown architecture '{}': use one of x86_64, arm64, ppc64le, s390",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for UnknownArch {}
+
+impl FromStr for Arch {
+    type Err = UnknownArch;
+    fn from_str(s: &str) -> Result<Arch, UnknownArch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.name() == s)
+            .or_else(|| Arch::from_kernel_arch(s))
+            .ok_or_else(|| UnknownArch(s.to_string()))
+    }
+}
+
+/// What a relocation does, independent of its architecture-specific type number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RelocClass {
+    /// A direct call or branch to a function (x86 PLT32, arm64 CALL26/JUMP26, ppc REL24, s390 PLT32DBL).
+    Call,
+    /// A PC-relative reference to data or code (x86 PC32, arm64 ADRP/PREL, s390 PC32DBL).
+    PcRel,
+    /// An absolute address or part of one (x86 64/32S, arm64 ABS64 and LO12, ppc ADDR64).
+    Abs,
+    /// A reference through the TOC (ppc64 TOC16_*).
+    Toc,
+    /// A reference through the GOT (x86 GOTPCREL, arm64 GOT_PAGE, s390 GOTENT).
+    Got,
+    /// Anything else the backend does not classify.
+    Other,
+}
+
+impl RelocClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RelocClass::Call => "call",
+            RelocClass::PcRel => "pc-relative",
+            RelocClass::Abs => "absolute",
+            RelocClass::Toc => "toc",
+            RelocClass::Got => "got",
+            RelocClass::Other => "other",
+        }
+    }
+}
+
+/// A relocation inside one function, as the differ hands it to a backend.
+#[derive(Clone, Copy, Debug)]
+pub struct CodeReloc<'a> {
+    /// Offset from the start of the function symbol (may be negative for pre-symbol padding).
+    pub offset: i64,
+    pub r_type: u32,
+    /// Name of the symbol the relocation refers to (a section name for section symbols).
+    pub target: &'a str,
+    pub addend: i64,
+}
+
+/// One function's code as the differ sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct FunctionCode<'a> {
+    pub name: &'a str,
+    /// The function's bytes, starting at its symbol value.
+    pub bytes: &'a [u8],
+    /// Relocations inside the function, sorted by offset.
+    pub relocs: &'a [CodeReloc<'a>],
+    /// The symbol's `st_other` (ppc64 ELFv2 keeps the local-entry offset there).
+    pub st_other: u8,
+    /// Offsets (from the function start) named by `__mcount_loc` or `__patchable_function_entries`.
+    pub entry_sites: &'a [i64],
+}
+
+/// A special section: a table of fixed-size entries, each pointing at code.
+#[derive(Clone, Copy, Debug)]
+pub struct SpecialSection {
+    pub name: &'static str,
+    /// Entry sizes possible for this kernel generation, most likely first. Empty: infer from relocations.
+    pub entry_sizes: &'static [u64],
+    /// A section whose entries run in lockstep with this one's and carry no relocations (ORC).
+    pub parallel: Option<(&'static str, u64)>,
+    /// A section of replacement code the entries point into, kept whole when any entry is kept.
+    pub companion: Option<&'static str>,
+}
+
+impl SpecialSection {
+    pub const fn table(name: &'static str, entry_sizes: &'static [u64]) -> SpecialSection {
+        SpecialSection {
+            name,
+            entry_sizes,
+            parallel: None,
+            companion: None,
+        }
+    }
+}
+
+/// Sections every kernel architecture shares.
+const GENERIC_SPECIAL: [SpecialSection; 4] = [
+    SpecialSection::table("__bug_table", &[12, 8]),
+    SpecialSection::table("__jump_table", &[16]),
+    SpecialSection::table("__mcount_loc", &[8]),
+    SpecialSection::table("__patchable_function_entries", &[8]),
+];
+
+/// The per-architecture questions. One implementation per supported architecture.
+pub trait Backend: Send + Sync {
+    fn arch(&self) -> Arch;
+    /// klpx's name: x86_64, arm64, ppc64le, s390.
+    fn name(&self) -> &'static str;
+    /// Other names users write for it (aarch64, ppc64el, s390x, ...).
+    fn aliases(&self) -> &'static [&'static str];
+    /// The kernel's `ARCH=` value.
+    fn kernel_arch(&self) -> &'static str;
+    fn elf_machine(&self) -> u16;
+    fn endian(&self) -> Endian;
+    /// The `CROSS_COMPILE` prefix of Debian's cross compiler (empty on the native x86_64 host).
+    fn default_cross_prefix(&self) -> &'static str;
+    /// The Debian package that provides `<prefix>gcc`.
+    fn compiler_package(&self) -> &'static str;
+    fn triple(&self) -> Triple;
+    /// One line describing how the kernel makes functions traceable on this architecture.
+    fn entry_convention(&self) -> &'static str;
+    /// The kernel's function-entry compiler flags (`CC_FLAGS_FTRACE` for the usual configuration).
+    fn entry_cflags(&self) -> &'static [&'static str];
+    /// Code-generation flags that make a stand-alone C file compile like kernel code.
+    fn kernel_cflags(&self) -> &'static [&'static str];
+    fn reloc_class(&self, r_type: u32) -> RelocClass;
+    fn reloc_name(&self, r_type: u32) -> String;
+    /// Offset within the target that a relocation refers to: the addend corrected by the distance from
+    /// the relocated field to the point the CPU measures from (x86 PC32 in an instruction: +4, s390
+    /// PC32DBL: +2). `in_code` tells an instruction operand from a data word such as `.long sym - .`.
+    fn target_offset(&self, r_type: u32, addend: i64, in_code: bool) -> i64;
+    /// The 64-bit absolute relocation type, used for klpx's own side tables.
+    fn abs64(&self) -> u32;
+    /// Where the function's ftrace entry is, if it has one: `Ok(description)` or `Err(what was seen)`.
+    fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String>;
+    /// Whether a call from patch code at `relocs[index]` can reach a symbol outside the module
+    /// (ppc64 needs a `nop` after the `bl` for the TOC restore). `Err` carries the reason.
+    fn check_external_call(&self, _f: &FunctionCode, _index: usize) -> Result<(), String> {
+        Ok(())
+    }
+    /// Special sections this architecture's kernel emits.
+    fn special_sections(&self) -> &'static [SpecialSection];
+    /// Symbols that are not functions or data even though they look like them (arm64 `$x`).
+    fn is_mapping_symbol(&self, _name: &str) -> bool {
+        false
+    }
+    /// Symbols the module loader resolves itself (ppc64 `.TOC.`): references stay plain relocations.
+    fn loader_symbols(&self) -> &'static [&'static str] {
+        &[]
+    }
+}
+
+/// Looks up a special section by name for a backend, including the generic ones.
+pub fn special_section(backend: &dyn Backend, name: &str) -> Option<SpecialSection> {
+    backend
+        .special_sections()
+        .iter()
+        .chain(GENERIC_SPECIAL.iter())
+        .find(|s| s.name == name)
+        .copied()
+}
+
+/// Every special section of a backend: its own and the generic ones.
+pub fn all_special_sections(backend: &dyn Backend) -> Vec<SpecialSection> {
+    backend.special_sections().iter().chain(GENERIC_SPECIAL.iter()).copied().collect()
+}
+
+/// Sections whose entries are parallel to a special section (ORC's `.orc_unwind`).
+pub fn is_parallel_section(backend: &dyn Backend, name: &str) -> bool {
+    backend
+        .special_sections()
+        .iter()
+        .any(|s| s.parallel.is_some_and(|(p, _)| p == name))
+}
+
+/// Reads a 32-bit word in the architecture's byte order.
+pub fn read_u32(endian: Endian, bytes: &[u8], at: usize) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+    Some(match endian {
+        Endian::Little => u32::from_le_bytes(b),
+        Endian::Big => u32::from_be_bytes(b),
+    })
+}
+
+/// Name of a relocation type for a machine (`R_X86_64_PC32`), or its number when unnamed.
+fn reloc_name(machine: u16, r_type: u32) -> String {
+    object::elf::machine_names(object::elf::Machine(machine))
+        .r
+        .name(object::elf::RelocationType(r_type))
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("relocation type {r_type}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for a in Arch::ALL {
+            assert_eq!(a.name().parse::<Arch>().unwrap(), a);
+            assert_eq!(Arch::from_kernel_arch(a.backend().kernel_arch()), Some(a));
+            assert_eq!(
+                Arch::from_elf(a.backend().elf_machine(), a.backend().endian()),
+                Some(a)
+            );
+        }
+        assert_eq!("aarch64".parse::<Arch>().unwrap(), Arch::Arm64);
+        assert_eq!("s390x".parse::<Arch>().unwrap(), Arch::S390x);
+        assert_eq!("powerpc".parse::<Arch>().unwrap(), Arch::Ppc64le);
+        assert!("mips".parse::<Arch>().is_err());
+    }
+
+    #[test]
+    fn kernel_arch_values() {
+        let got: Vec<_> = Arch::ALL.iter().map(|a| a.backend().kernel_arch()).collect();
+        assert_eq!(got, ["x86", "arm64", "powerpc", "s390"]);
+        assert_eq!(Arch::S390x.backend().endian(), Endian::Big);
+    }
+
+    #[test]
+    fn triples_parse() {
+        for a in Arch::ALL {
+            let t = a.backend().triple();
+            assert_eq!(t.endianness().unwrap() == target_lexicon::Endianness::Big, a.backend().endian() == Endian::Big);
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! ppc64le (ELFv2): global and local entry; `mflr r0; bl _mcount` (-mprofile-kernel) or patchable-entry
+//! NOPs after the local entry; calls leaving the module need a `nop` after the `bl` for the TOC restore.
+
+use object::elf;
+
+use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple, read_u32};
+
+pub struct Ppc64le;
+
+const NOP: u32 = 0x6000_0000;
+const MFLR_R0: u32 = 0x7c08_02a6;
+/// `object` lacks these ELFv2 power10 constants.
+const R_PPC64_REL24_NOTOC: elf::RelocationType = elf::RelocationType(116);
+const R_PPC64_PCREL34: elf::RelocationType = elf::RelocationType(132);
+
+const SPECIAL: &[SpecialSection] = &[
+    SpecialSection::table("__ex_table", &[8]),
+    SpecialSection::table("__ftr_fixup", &[48]),
+    SpecialSection::table("__mmu_ftr_fixup", &[48]),
+    SpecialSection::table("__fw_ftr_fixup", &[48]),
+    SpecialSection::table("__lwsync_fixup", &[8, 4]),
+];
+
+/// Byte offset of the local entry point encoded in an ELFv2 symbol's `st_other`.
+pub fn local_entry_offset(st_other: u8) -> usize {
+    match (st_other >> 5) & 7 {
+        v @ 2..=6 => 1 << v,
+        _ => 0,
+    }
+}
+
+impl Backend for Ppc64le {
+    fn arch(&self) -> Arch {
+        Arch::Ppc64le
+    }
+    fn name(&self) -> &'static str {
+        "ppc64le"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["ppc64el", "powerpc64le", "ppc64"]
+    }
+    fn kernel_arch(&self) -> &'static str {
+        "powerpc"
+    }
+    fn elf_machine(&self) -> u16 {
+        elf::EM_PPC64.0
+    }
+    fn endian(&self) -> Endian {
+        Endian::Little
+    }
+    fn default_cross_prefix(&self) -> &'static str {
+        "powerpc64le-linux-gnu-"
+    }
+    fn compiler_package(&self) -> &'static str {
+        "gcc-powerpc64le-linux-gnu"
+    }
+    fn triple(&self) -> Triple {
+        "powerpc64le-unknown-linux-gnu".parse().expect("valid triple")
+    }
+    fn entry_convention(&self) -> &'static str {
+        "-pg -mprofile-kernel: mflr r0; bl _mcount after the local entry (or -fpatchable-function-entry=2 NOPs); external calls need a nop for the TOC restore"
+    }
+    fn entry_cflags(&self) -> &'static [&'static str] {
+        &["-pg", "-mprofile-kernel"]
+    }
+    fn kernel_cflags(&self) -> &'static [&'static str] {
+        &["-mcmodel=medium", "-mno-pointers-to-nested-functions", "-msoft-float", "-fno-pic"]
+    }
+    fn reloc_class(&self, r_type: u32) -> RelocClass {
+        match elf::RelocationType(r_type) {
+            elf::R_PPC64_REL24 | R_PPC64_REL24_NOTOC => RelocClass::Call,
+            elf::R_PPC64_REL14
+            | elf::R_PPC64_REL32
+            | elf::R_PPC64_REL64
+            | elf::R_PPC64_REL16_HA
+            | elf::R_PPC64_REL16_LO
+            | R_PPC64_PCREL34 => RelocClass::PcRel,
+            elf::R_PPC64_ADDR64 | elf::R_PPC64_ADDR32 | elf::R_PPC64_ADDR16_HA | elf::R_PPC64_ADDR16_LO => {
+                RelocClass::Abs
+            }
+            elf::R_PPC64_TOC16
+            | elf::R_PPC64_TOC16_HA
+            | elf::R_PPC64_TOC16_LO
+            | elf::R_PPC64_TOC16_HI
+            | elf::R_PPC64_TOC16_DS
+            | elf::R_PPC64_TOC16_LO_DS
+            | elf::R_PPC64_TOC => RelocClass::Toc,
+            _ => RelocClass::Other,
+        }
+    }
+    fn reloc_name(&self, r_type: u32) -> String {
+        crate::reloc_name(self.elf_machine(), r_type)
+    }
+    fn target_offset(&self, _r_type: u32, addend: i64, _in_code: bool) -> i64 {
+        addend
+    }
+    fn abs64(&self) -> u32 {
+        elf::R_PPC64_ADDR64.0
+    }
+    fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String> {
+        let local = local_entry_offset(f.st_other) as i64;
+        let mcount = f.relocs.iter().any(|r| {
+            r.target == "_mcount" && self.reloc_class(r.r_type) == RelocClass::Call && (local..=local + 12).contains(&r.offset)
+        });
+        let word = |off: i64| read_u32(Endian::Little, f.bytes, off as usize);
+        if mcount && (word(local) == Some(MFLR_R0) || word(local + 4) == Some(MFLR_R0)) {
+            return Ok("mflr r0; bl _mcount (-mprofile-kernel)");
+        }
+        if word(local) == Some(NOP) && word(local + 4) == Some(NOP)
+            || f.entry_sites.iter().any(|s| (local..=local + 4).contains(s))
+        {
+            return Ok("patchable-entry NOPs after the local entry");
+        }
+        Err(format!(
+            "no mflr r0; bl _mcount or patchable-entry NOPs after the local entry at +{local} (the function is notrace)"
+        ))
+    }
+    fn check_external_call(&self, f: &FunctionCode, index: usize) -> Result<(), String> {
+        let r = &f.relocs[index];
+        if self.reloc_class(r.r_type) != RelocClass::Call || r.target == "_mcount" {
+            return Ok(());
+        }
+        let Some(insn) = read_u32(Endian::Little, f.bytes, r.offset as usize) else {
+            return Ok(());
+        };
+        if insn & 1 == 0 {
+            return Err(format!(
+                "tail branch (sibling call) to {} at +{:#x} cannot come back through the TOC restore",
+                r.target, r.offset
+            ));
+        }
+        if read_u32(Endian::Little, f.bytes, r.offset as usize + 4) != Some(NOP) {
+            return Err(format!(
+                "call to {} at +{:#x} has no nop after it for the TOC restore (a call the compiler made local)",
+                r.target, r.offset
+            ));
+        }
+        Ok(())
+    }
+    fn special_sections(&self) -> &'static [SpecialSection] {
+        SPECIAL
+    }
+    fn loader_symbols(&self) -> &'static [&'static str] {
+        &[".TOC."]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_entry_from_st_other() {
+        assert_eq!(super::local_entry_offset(0), 0);
+        assert_eq!(super::local_entry_offset(3 << 5), 8);
+        assert_eq!(super::local_entry_offset(2 << 5), 4);
+    }
+}

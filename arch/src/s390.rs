@@ -1,0 +1,105 @@
+//! s390x (big-endian): `-pg -mfentry -mnop-mcount`: a 6-byte `brcl 0,0` at entry; PC-relative fields are
+//! halfword-scaled and measured from the instruction start, two bytes before the field.
+
+use object::elf;
+
+use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple};
+
+pub struct S390x;
+
+const BRCL_0_0: [u8; 6] = [0xc0, 0x04, 0x00, 0x00, 0x00, 0x00];
+
+const SPECIAL: &[SpecialSection] = &[
+    SpecialSection::table("__ex_table", &[12]),
+    SpecialSection {
+        name: ".altinstructions",
+        entry_sizes: &[13, 12],
+        parallel: None,
+        companion: Some(".altinstr_replacement"),
+    },
+    SpecialSection::table(".s390_indirect_jump", &[4]),
+    SpecialSection::table(".s390_indirect_call", &[4]),
+    SpecialSection::table(".s390_indirect_branches", &[4]),
+    SpecialSection::table(".s390_return_reg", &[4]),
+    SpecialSection::table(".s390_return_mem", &[4]),
+];
+
+impl Backend for S390x {
+    fn arch(&self) -> Arch {
+        Arch::S390x
+    }
+    fn name(&self) -> &'static str {
+        "s390"
+    }
+    fn aliases(&self) -> &'static [&'static str] {
+        &["s390x"]
+    }
+    fn kernel_arch(&self) -> &'static str {
+        "s390"
+    }
+    fn elf_machine(&self) -> u16 {
+        elf::EM_S390.0
+    }
+    fn endian(&self) -> Endian {
+        Endian::Big
+    }
+    fn default_cross_prefix(&self) -> &'static str {
+        "s390x-linux-gnu-"
+    }
+    fn compiler_package(&self) -> &'static str {
+        "gcc-s390x-linux-gnu"
+    }
+    fn triple(&self) -> Triple {
+        "s390x-unknown-linux-gnu".parse().expect("valid triple")
+    }
+    fn entry_convention(&self) -> &'static str {
+        "-pg -mfentry -mnop-mcount -mrecord-mcount: brcl 0,0 (c0 04 00 00 00 00) at entry, or brasl to __fentry__; sites in __mcount_loc"
+    }
+    fn entry_cflags(&self) -> &'static [&'static str] {
+        &["-pg", "-mfentry", "-mnop-mcount", "-mrecord-mcount"]
+    }
+    fn kernel_cflags(&self) -> &'static [&'static str] {
+        &["-fPIC", "-march=z10", "-mpacked-stack", "-msoft-float"]
+    }
+    fn reloc_class(&self, r_type: u32) -> RelocClass {
+        match elf::RelocationType(r_type) {
+            elf::R_390_PLT32DBL | elf::R_390_PLT32 | elf::R_390_PLT16DBL => RelocClass::Call,
+            elf::R_390_PC32 | elf::R_390_PC64 | elf::R_390_PC16DBL | elf::R_390_PC32DBL | elf::R_390_PC16 => {
+                RelocClass::PcRel
+            }
+            elf::R_390_64 | elf::R_390_32 | elf::R_390_16 | elf::R_390_8 => RelocClass::Abs,
+            elf::R_390_GOTENT | elf::R_390_GOTPCDBL | elf::R_390_GOT12 | elf::R_390_GOT20 | elf::R_390_GOT32 => {
+                RelocClass::Got
+            }
+            _ => RelocClass::Other,
+        }
+    }
+    fn reloc_name(&self, r_type: u32) -> String {
+        crate::reloc_name(self.elf_machine(), r_type)
+    }
+    fn target_offset(&self, r_type: u32, addend: i64, _in_code: bool) -> i64 {
+        match elf::RelocationType(r_type) {
+            // Instruction-relative fields sit two bytes into the instruction.
+            elf::R_390_PC32DBL | elf::R_390_PLT32DBL | elf::R_390_GOTENT | elf::R_390_PC16DBL => addend + 2,
+            _ => addend,
+        }
+    }
+    fn abs64(&self) -> u32 {
+        elf::R_390_64.0
+    }
+    fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String> {
+        if f.bytes.starts_with(&BRCL_0_0) {
+            return Ok("brcl 0,0");
+        }
+        if f.bytes.starts_with(&[0xc0, 0x05]) && f.relocs.iter().any(|r| r.offset == 2 && r.target == "__fentry__") {
+            return Ok("brasl %r0,__fentry__");
+        }
+        Err("no brcl 0,0 or brasl to __fentry__ at entry (the function is notrace)".to_string())
+    }
+    fn special_sections(&self) -> &'static [SpecialSection] {
+        SPECIAL
+    }
+    fn loader_symbols(&self) -> &'static [&'static str] {
+        &["_GLOBAL_OFFSET_TABLE_"]
+    }
+}

@@ -1,0 +1,52 @@
+//! `klpx arch list`: what each backend says.
+
+use klpx_arch::{Arch, Endian};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct ArchInfo {
+    name: &'static str,
+    kernel_arch: &'static str,
+    triple: String,
+    elf_machine: u16,
+    endian: &'static str,
+    cross_compile: &'static str,
+    compiler_package: &'static str,
+    entry: &'static str,
+    entry_cflags: Vec<&'static str>,
+    special_sections: Vec<&'static str>,
+}
+
+fn info(arch: Arch) -> ArchInfo {
+    let b = arch.backend();
+    ArchInfo {
+        name: b.name(),
+        kernel_arch: b.kernel_arch(),
+        triple: b.triple().to_string(),
+        elf_machine: b.elf_machine(),
+        endian: if b.endian() == Endian::Big { "big" } else { "little" },
+        cross_compile: b.default_cross_prefix(),
+        compiler_package: b.compiler_package(),
+        entry: b.entry_convention(),
+        entry_cflags: b.entry_cflags().to_vec(),
+        special_sections: klpx_arch::all_special_sections(b).iter().map(|s| s.name).collect(),
+    }
+}
+
+/// Prints the architecture table (or JSON) and returns the exit status.
+pub fn list(json: bool) -> i32 {
+    let all: Vec<ArchInfo> = Arch::ALL.into_iter().map(info).collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all).expect("serialisable"));
+        return 0;
+    }
+    for a in &all {
+        println!("{}", a.name);
+        println!("  ARCH={}  CROSS_COMPILE={}  triple {}", a.kernel_arch, a.cross_compile, a.triple);
+        println!("  ELF machine {}, {}-endian; compiler package {}", a.elf_machine, a.endian, a.compiler_package);
+        println!("  entry: {}", a.entry);
+        println!("  entry flags: {}", a.entry_cflags.join(" "));
+        println!("  special sections: {}", a.special_sections.join(" "));
+    }
+    0
+}

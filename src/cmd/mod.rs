@@ -1,0 +1,5 @@
+//! One module per subcommand. Each takes plain values and returns the process exit status.
+
+pub mod arch;
+pub mod diff;
+pub mod doctor;

@@ -1,0 +1,133 @@
+//! Compares functions and data by content, with each relocation reduced to what it means: the
+//! correlated symbol it names, the string it points into, or the bytes of an anonymous constant.
+//! Section indexes, symbol-table order and string-table offsets never take part.
+
+use std::borrow::Cow;
+
+use super::correlate::{Keys, is_special};
+use super::names::canonical;
+use crate::objfile::{ObjectFile, Reloc, SymKind};
+
+/// What a relocation refers to, in terms that mean the same thing in both builds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// A correlated function or data symbol, with the offset from its start.
+    Entity { key: &'a str, addend: i64 },
+    /// A kernel bookkeeping static (`__warned`, `__func__`), compared by name and contents.
+    Special { name: Cow<'a, str>, bytes: &'a [u8], addend: i64 },
+    /// A position inside a string literal.
+    Str { text: &'a [u8], inner: i64 },
+    /// A position in an anonymous mergeable constant section, by the constant's bytes.
+    Const { bytes: &'a [u8], addend: i64 },
+    /// A position in an anonymous section without symbols.
+    Section { name: &'a str, addend: i64 },
+    /// A symbol defined elsewhere.
+    External { name: &'a str, addend: i64 },
+}
+
+/// Byte range `[start, end)` of a function or data symbol within its section. Zero-sized symbols (from
+/// assembly) extend to the next symbol or the end of the section.
+pub fn extent(obj: &ObjectFile, sym: usize) -> (u64, u64) {
+    let s = &obj.symbols[sym];
+    let Some(sec) = s.section else { return (0, 0) };
+    if s.size > 0 {
+        return (s.value, s.value + s.size);
+    }
+    let section = &obj.sections[sec];
+    let next = section
+        .symbols
+        .iter()
+        .map(|&i| obj.symbols[i].value)
+        .filter(|&v| v > s.value)
+        .min()
+        .unwrap_or(section.size);
+    (s.value, next)
+}
+
+/// The NUL-terminated string that contains byte `off` of `data`, and `off`'s position inside it.
+pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
+    if off >= data.len() {
+        return None;
+    }
+    let start = data[..off].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
+    let end = data[off..].iter().position(|&b| b == 0).map_or(data.len(), |p| off + p);
+    Some((&data[start..end], (off - start) as i64))
+}
+
+/// Reduces one relocation of `obj` to its meaning.
+pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool) -> Target<'a> {
+    let sym = &obj.symbols[r.symbol];
+    let Some(sec_index) = sym.section else {
+        return Target::External { name: sym.name, addend: r.addend };
+    };
+    if let Some(key) = keys.of(r.symbol) {
+        return Target::Entity { key, addend: r.addend };
+    }
+    if is_special(obj, r.symbol) {
+        return Target::Special { name: canonical(sym.name), bytes: obj.symbol_bytes(r.symbol), addend: r.addend };
+    }
+    let section = &obj.sections[sec_index];
+    if sym.kind != SymKind::Section {
+        // A local label or other untyped symbol: treat it as its section plus its value.
+        return Target::Section { name: section.name, addend: r.addend + sym.value as i64 };
+    }
+    let off = obj.backend().target_offset(r.r_type, r.addend, in_code);
+    if section.is_strings() {
+        if let Some((text, inner)) = usize::try_from(off).ok().and_then(|o| string_at(section.data, o)) {
+            return Target::Str { text, inner };
+        }
+    }
+    if let Some(cover) = u64::try_from(off).ok().and_then(|o| obj.symbol_covering(sec_index, o)) {
+        if let Some(key) = keys.of(cover) {
+            return Target::Entity { key, addend: r.addend - obj.symbols[cover].value as i64 };
+        }
+        if is_special(obj, cover) {
+            let s = &obj.symbols[cover];
+            return Target::Special {
+                name: canonical(s.name),
+                bytes: obj.symbol_bytes(cover),
+                addend: r.addend - s.value as i64,
+            };
+        }
+    }
+    if section.is_merge() && section.entsize > 0 {
+        let start = usize::try_from(off).unwrap_or(usize::MAX);
+        let bytes = section.data.get(start..start.saturating_add(section.entsize as usize)).unwrap_or(&[]);
+        return Target::Const { bytes, addend: r.addend - off };
+    }
+    Target::Section { name: section.name, addend: r.addend }
+}
+
+/// Whether two symbols have the same bytes and relocations that mean the same things.
+pub fn same_contents(
+    orig: &ObjectFile,
+    ok: &Keys,
+    osym: usize,
+    patched: &ObjectFile,
+    pk: &Keys,
+    psym: usize,
+) -> bool {
+    let (os, oe) = extent(orig, osym);
+    let (ps, pe) = extent(patched, psym);
+    if oe - os != pe - ps {
+        return false;
+    }
+    let (Some(osec), Some(psec)) = (orig.symbols[osym].section, patched.symbols[psym].section) else {
+        return false;
+    };
+    let (osec, psec) = (&orig.sections[osec], &patched.sections[psec]);
+    if osec.is_nobits() != psec.is_nobits() {
+        return false;
+    }
+    if !osec.is_nobits() && osec.data.get(os as usize..oe as usize) != psec.data.get(ps as usize..pe as usize) {
+        return false;
+    }
+    let (orel, prel) = (osec.relocs_in(os, oe), psec.relocs_in(ps, pe));
+    let code = psec.is_exec();
+    orel.len() == prel.len()
+        && orel.iter().zip(prel).all(|(a, b)| {
+            a.offset - os == b.offset - ps
+                && a.r_type == b.r_type
+                && target(orig, ok, a, code) == target(patched, pk, b, code)
+        })
+}

@@ -1,0 +1,299 @@
+//! The object differ: given the original and the patched build of one translation unit, decides what
+//! changed, whether it can be live-patched, and what the livepatch module must carry.
+
+mod compare;
+mod correlate;
+pub mod names;
+pub mod select;
+mod special;
+
+use std::collections::HashSet;
+
+use klpx_arch::{Arch, CodeReloc, FunctionCode, special_section};
+use serde::Serialize;
+
+use crate::error::UserError;
+use crate::objfile::{ObjectFile, SymKind};
+use compare::{extent, same_contents};
+use correlate::{Correlation, is_entity};
+use names::{ChildKind, canonical, child_parent, is_ignored_section};
+pub use select::{FuncStatus, KlpTarget, OutReloc, OutTarget, Piece, Selection};
+use select::Selector;
+
+/// Which kernel symbols the module loader can resolve by itself.
+#[derive(Debug, Clone, Default)]
+pub struct Exports {
+    /// Symbols exported to modules (from `Module.symvers`), or `None` when unknown.
+    pub symbols: Option<HashSet<String>>,
+}
+
+impl Exports {
+    /// Whether `name` can be left to the module loader. Without an export list, symbols defined elsewhere
+    /// are assumed exported and symbols defined in the object itself are not.
+    pub fn exported(&self, name: &str, defined_here: bool) -> bool {
+        match &self.symbols {
+            Some(set) => set.contains(name),
+            None => !defined_here,
+        }
+    }
+
+    /// Parses a kbuild `Module.symvers` (`crc<TAB>symbol<TAB>module<TAB>export<TAB>namespace`).
+    pub fn from_symvers(text: &str) -> Exports {
+        let symbols = text.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_string).collect();
+        Exports { symbols: Some(symbols) }
+    }
+}
+
+/// What the differ needs besides the two objects.
+#[derive(Debug, Clone)]
+pub struct DiffOptions {
+    /// The livepatch object the code belongs to: `vmlinux` or a module name.
+    pub object_name: String,
+    pub exports: Exports,
+}
+
+/// A change that cannot be live-patched, with the symbol it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub symbol: String,
+    pub reason: String,
+}
+
+/// The verdict on a pair of objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Patchable,
+    NoChange,
+    Unpatchable,
+}
+
+/// A changed function and the name the running kernel knows it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchedFunction {
+    pub name: String,
+    pub old_name: String,
+}
+
+/// The result of diffing two objects.
+#[derive(Debug)]
+pub struct Diff {
+    pub arch: Arch,
+    /// The livepatch object (`vmlinux` or a module name) the code belongs to.
+    pub object_name: String,
+    pub verdict: Verdict,
+    pub changed_functions: Vec<PatchedFunction>,
+    pub new_functions: Vec<String>,
+    pub changed_data: Vec<String>,
+    pub new_data: Vec<String>,
+    pub copied_functions: Vec<String>,
+    pub refusals: Vec<Refusal>,
+    pub selection: Selection,
+}
+
+/// Diffs two parsed objects of one translation unit.
+pub fn diff(orig: &ObjectFile, patched: &ObjectFile, opts: &DiffOptions) -> Result<Diff, UserError> {
+    if orig.arch != patched.arch {
+        return Err(UserError::new(format!(
+            "{}: built for {} but {} is built for {}; give two builds of the same object",
+            patched.path, patched.arch, orig.path, orig.arch
+        )));
+    }
+    let corr = Correlation::new(orig, patched);
+    let mut refusals = Vec::new();
+    let status = classify_functions(orig, patched, &corr);
+
+    let mut changed_functions = Vec::new();
+    let mut new_functions = Vec::new();
+    let mut roots = Vec::new();
+    let mut patched_functions = Vec::new();
+    for (i, s) in patched.symbols.iter().enumerate() {
+        let Some(st) = status[i] else { continue };
+        if st == FuncStatus::Unchanged || is_cold_child(s.name) {
+            continue;
+        }
+        roots.push(i);
+        roots.extend(children_of(patched, i));
+        match st {
+            FuncStatus::Changed => {
+                let twin = corr.twin(i).expect("changed functions have a twin");
+                let old = &orig.symbols[twin];
+                changed_functions.push(PatchedFunction { name: s.name.to_string(), old_name: old.name.to_string() });
+                patched_functions.push((i, twin));
+                check_entry(orig, twin, &mut refusals);
+            }
+            FuncStatus::New => new_functions.push(s.name.to_string()),
+            FuncStatus::Unchanged => {}
+        }
+    }
+
+    let (changed_data, new_data) = classify_data(orig, patched, &corr, &mut refusals);
+
+    let selection = {
+        let mut sel = Selector::new(orig, patched, &corr, &opts.exports, &opts.object_name, &status, &mut refusals)
+            .run(&roots);
+        sel.patched_functions = patched_functions;
+        sel
+    };
+    let copied_functions = selection.copied_functions.iter().map(|&i| patched.symbols[i].name.to_string()).collect();
+
+    let new_global_data = new_data.iter().any(|n| patched.symbols.iter().any(|s| s.global && s.name == n));
+    let verdict = if !refusals.is_empty() {
+        Verdict::Unpatchable
+    } else if changed_functions.is_empty() && new_functions.is_empty() && !new_global_data {
+        Verdict::NoChange
+    } else {
+        Verdict::Patchable
+    };
+    Ok(Diff {
+        arch: patched.arch,
+        object_name: opts.object_name.clone(),
+        verdict,
+        changed_functions,
+        new_functions,
+        changed_data,
+        new_data,
+        copied_functions,
+        refusals,
+        selection,
+    })
+}
+
+fn is_cold_child(name: &str) -> bool {
+    matches!(child_parent(&canonical(name)), Some((_, ChildKind::Cold)))
+}
+
+/// Status of every patched function symbol (`None` for everything else). A `.cold` child's change is
+/// its parent's change.
+fn classify_functions(orig: &ObjectFile, patched: &ObjectFile, corr: &Correlation) -> Vec<Option<FuncStatus>> {
+    let mut status: Vec<Option<FuncStatus>> = vec![None; patched.symbols.len()];
+    for (i, s) in patched.symbols.iter().enumerate() {
+        if s.kind != SymKind::Func || !is_entity(patched, i) || in_ignored_section(patched, i) {
+            continue;
+        }
+        status[i] = Some(match corr.twin(i) {
+            None => FuncStatus::New,
+            Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => FuncStatus::Unchanged,
+            Some(_) => FuncStatus::Changed,
+        });
+    }
+    for (i, s) in patched.symbols.iter().enumerate() {
+        if status[i] != Some(FuncStatus::Changed) && status[i] != Some(FuncStatus::New) {
+            continue;
+        }
+        let canon = canonical(s.name);
+        if let Some((parent, ChildKind::Cold)) = child_parent(&canon) {
+            if let Some(&p) = corr.patched.by_key.get(parent) {
+                if status[p] == Some(FuncStatus::Unchanged) {
+                    status[p] = Some(FuncStatus::Changed);
+                }
+            }
+        }
+    }
+    status
+}
+
+/// `.cold` and `.part` children of a function, which travel with it.
+fn children_of(obj: &ObjectFile, parent: usize) -> Vec<usize> {
+    let pname = canonical(obj.symbols[parent].name).into_owned();
+    obj.symbols
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            s.kind == SymKind::Func
+                && is_entity(obj, *i)
+                && child_parent(&canonical(s.name)).is_some_and(|(p, _)| p == pname)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+fn in_ignored_section(obj: &ObjectFile, sym: usize) -> bool {
+    obj.symbols[sym].section.is_some_and(|s| is_ignored_section(obj.sections[s].name))
+}
+
+/// Data symbols: changed existing ones are refused (the running kernel keeps using its copy); new ones
+/// are listed.
+fn classify_data(
+    orig: &ObjectFile,
+    patched: &ObjectFile,
+    corr: &Correlation,
+    refusals: &mut Vec<Refusal>,
+) -> (Vec<String>, Vec<String>) {
+    let mut changed = Vec::new();
+    let mut new = Vec::new();
+    for (i, s) in patched.symbols.iter().enumerate() {
+        if s.kind != SymKind::Object || !is_entity(patched, i) || in_ignored_section(patched, i) {
+            continue;
+        }
+        if correlate::is_special(patched, i) {
+            continue;
+        }
+        match corr.twin(i) {
+            None => new.push(s.name.to_string()),
+            Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => {}
+            Some(o) => {
+                let sec = &patched.sections[s.section.expect("entities are defined")];
+                let what = if sec.is_nobits() { "bss" } else { "data" };
+                let old = &orig.symbols[o];
+                let detail = if old.size != s.size {
+                    format!("size {} -> {}", old.size, s.size)
+                } else {
+                    "initial value or references".to_string()
+                };
+                refusals.push(Refusal {
+                    symbol: s.name.to_string(),
+                    reason: format!(
+                        "changed existing {what} in {} ({detail}): the running kernel keeps its copy; use a shadow variable or new data",
+                        sec.name
+                    ),
+                });
+                changed.push(s.name.to_string());
+            }
+        }
+    }
+    (changed, new)
+}
+
+/// A changed function needs an ftrace entry in the running kernel's build to be redirected.
+fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
+    let s = &orig.symbols[sym];
+    let Some(sec) = s.section else { return };
+    let (start, end) = extent(orig, sym);
+    let section = &orig.sections[sec];
+    let bytes = section.data.get(start as usize..end as usize).unwrap_or(&[]);
+    let views: Vec<CodeReloc> = section
+        .relocs_in(start, end)
+        .iter()
+        .map(|r| CodeReloc {
+            offset: (r.offset - start) as i64,
+            r_type: r.r_type,
+            target: orig.symbols[r.symbol].name,
+            addend: r.addend,
+        })
+        .collect();
+    let sites = entry_sites(orig, sec, start);
+    let f = FunctionCode { name: s.name, bytes, relocs: &views, st_other: s.st_other, entry_sites: &sites };
+    if let Err(why) = orig.backend().find_entry(&f) {
+        refusals.push(Refusal { symbol: s.name.to_string(), reason: format!("changed function has no patchable entry: {why}") });
+    }
+}
+
+/// Offsets from `start` in section `sec` named by `__mcount_loc` or `__patchable_function_entries`.
+fn entry_sites(obj: &ObjectFile, sec: usize, start: u64) -> Vec<i64> {
+    let backend = obj.backend();
+    let mut sites = Vec::new();
+    for table in &obj.sections {
+        if table.name != "__mcount_loc" && table.name != "__patchable_function_entries" {
+            continue;
+        }
+        debug_assert!(special_section(backend, table.name).is_some());
+        for r in &table.relocs {
+            let t = &obj.symbols[r.symbol];
+            if t.section == Some(sec) {
+                sites.push(backend.target_offset(r.r_type, r.addend, false) + t.value as i64 - start as i64);
+            }
+        }
+    }
+    sites
+}

@@ -1,0 +1,126 @@
+//! Names as the compiler numbers them, and what they mean.
+//!
+//! Two builds of one translation unit number their compiler-generated symbols differently (`count.3` vs
+//! `count.5`, `foo.isra.0` vs `foo.isra.1`, `__UNIQUE_ID_ddebug412`), so symbols are correlated by a
+//! canonical name with the numbers removed.
+
+use std::borrow::Cow;
+
+/// A local symbol's name without compiler numbering: `foo.isra.0` → `foo.isra`, `count.3` → `count`,
+/// `__UNIQUE_ID_ddebug412` → `__UNIQUE_ID_ddebug`, `foo.llvm.1234` → `foo`.
+pub fn canonical(name: &str) -> Cow<'_, str> {
+    let name = match name.find(".llvm.") {
+        Some(i) => &name[..i],
+        None => name,
+    };
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or("");
+    let first = match first.strip_prefix("__UNIQUE_ID_") {
+        Some(rest) => &first[..first.len() - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())],
+        None => first,
+    };
+    let numbered = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+    if !name.contains('.') {
+        return Cow::Borrowed(first);
+    }
+    let mut out = String::with_capacity(name.len());
+    out.push_str(first);
+    for p in parts.filter(|p| !numbered(p)) {
+        out.push('.');
+        out.push_str(p);
+    }
+    if out == name { Cow::Borrowed(name) } else { Cow::Owned(out) }
+}
+
+/// Static locals the kernel's macros create for their own bookkeeping. Their values belong to one build,
+/// so patched code gets fresh copies instead of references to the running kernel's.
+pub fn is_special_static(canonical: &str) -> bool {
+    const SPECIAL: [&str; 9] =
+        ["__key", "__warned", "__already_done", "__print_once", "__func__", "_rs", "CSWTCH", "__msg", "descriptor"];
+    SPECIAL.contains(&canonical)
+        || canonical.starts_with("__UNIQUE_ID_ddebug")
+        || canonical.starts_with("__UNIQUE_ID___addressable")
+}
+
+/// Sections that carry nothing a livepatch module takes over (metadata, exports, debug info).
+pub fn is_ignored_section(name: &str) -> bool {
+    const PREFIXES: [&str; 17] = [
+        ".comment",
+        ".note",
+        ".debug",
+        ".discard",
+        ".modinfo",
+        "__ksymtab",
+        "__kcrctab",
+        ".export_symbol",
+        "__param",
+        ".BTF",
+        ".llvm",
+        ".gnu",
+        ".group",
+        ".initcall",
+        ".con_initcall",
+        "__tracepoint_str",
+        ".eh_frame",
+    ];
+    name.is_empty() || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Sections the kernel frees after boot or never keeps for a module: changing them cannot be patched.
+pub fn is_init_section(name: &str) -> bool {
+    name.starts_with(".init.") || name.starts_with(".exit.") || name == ".init" || name.starts_with(".head.text")
+}
+
+/// Padding and CFI symbols placed before functions (x86 `__pfx_foo`, `__cfi_foo`): not functions.
+pub fn is_function_prefix(name: &str) -> bool {
+    name.starts_with("__pfx_") || name.starts_with("__cfi_")
+}
+
+/// For a compiler-split child (`foo.cold`, `foo.part.3`), the canonical name of its parent.
+pub fn child_parent(canonical: &str) -> Option<(&str, ChildKind)> {
+    if let Some(p) = canonical.strip_suffix(".cold") {
+        return Some((p, ChildKind::Cold));
+    }
+    if let Some(i) = canonical.find(".part") {
+        if canonical[i..] == *".part" || canonical[i..].starts_with(".part.") {
+            return Some((&canonical[..i], ChildKind::Part));
+        }
+    }
+    None
+}
+
+/// How a child function relates to its parent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChildKind {
+    /// Cold code split off the parent: entered by a jump, never called; changes with its parent.
+    Cold,
+    /// Partial inlining: a real function called by its parent, traceable on its own.
+    Part,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_compiler_numbers() {
+        assert_eq!(canonical("foo"), "foo");
+        assert_eq!(canonical("count.3"), "count");
+        assert_eq!(canonical("foo.isra.0"), "foo.isra");
+        assert_eq!(canonical("foo.constprop.0.isra.0"), "foo.constprop.isra");
+        assert_eq!(canonical("foo.cold"), "foo.cold");
+        assert_eq!(canonical("foo.part.12.cold"), "foo.part.cold");
+        assert_eq!(canonical("__UNIQUE_ID_ddebug412"), "__UNIQUE_ID_ddebug");
+        assert_eq!(canonical("__func__.7"), "__func__");
+        assert_eq!(canonical("foo.llvm.123456"), "foo");
+    }
+
+    #[test]
+    fn children() {
+        assert_eq!(child_parent("foo.cold"), Some(("foo", ChildKind::Cold)));
+        assert_eq!(child_parent("foo.part"), Some(("foo", ChildKind::Part)));
+        assert_eq!(child_parent("foo.part.cold"), Some(("foo.part", ChildKind::Cold)));
+        assert_eq!(child_parent("foo.partial"), None);
+        assert_eq!(child_parent("foo"), None);
+    }
+}

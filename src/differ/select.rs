@@ -1,0 +1,504 @@
+//! Decides what goes into the output object and how each reference out of it is resolved.
+//!
+//! A worklist starts from the changed and new functions and follows their relocations: new data, string
+//! literals, anonymous constants and kernel bookkeeping statics are taken along; everything else the
+//! running kernel already has stays a reference, resolved either by the module loader (an exported
+//! symbol) or by the livepatch core (a livepatch relocation naming the object and symbol). Special
+//! sections keep exactly the entries that belong to what was taken. Each symbol and relocation is
+//! visited once.
+
+use std::collections::HashMap;
+
+use klpx_arch::{CodeReloc, FunctionCode, RelocClass, special_section};
+
+use super::compare::extent;
+use super::correlate::{Correlation, is_entity, is_special};
+use super::names::{canonical, is_ignored_section, is_init_section};
+use super::special::split_entries;
+use super::{Exports, Refusal};
+use crate::objfile::{ObjectFile, Reloc, SymKind};
+
+/// A livepatch relocation's target: resolved by the livepatch core through kallsyms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KlpTarget {
+    pub object: String,
+    pub symbol: String,
+    /// The original object's source file, which tells same-named local symbols apart.
+    pub source: Option<String>,
+}
+
+/// Where a relocation of the output object points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutTarget {
+    /// A symbol of the patched object that is emitted into the output.
+    Symbol(usize),
+    /// A place in a patched section that is (partly) emitted: section index, offset from its start
+    /// (the addend is then the offset in the output piece).
+    Location(usize),
+    /// A symbol the module loader resolves: exported by the kernel, or the loader's own (`.TOC.`).
+    Undefined(String),
+    /// A livepatch relocation.
+    Klp(KlpTarget),
+    /// A reference into metadata the module does not carry (a `.discard` or debug section): not emitted.
+    Dropped(String),
+}
+
+/// One relocation of an output piece, with offsets relative to the piece.
+#[derive(Clone, Debug)]
+pub struct OutReloc {
+    pub offset: u64,
+    pub r_type: u32,
+    pub target: OutTarget,
+    pub addend: i64,
+}
+
+/// A run of bytes taken from one patched section into one output section.
+#[derive(Clone, Debug)]
+pub struct Piece {
+    pub section: usize,
+    /// Byte ranges `[start, end)` of the input section, concatenated in this order.
+    pub ranges: Vec<(u64, u64)>,
+    /// For `SHF_LINK_ORDER` sections, the input section they describe.
+    pub link: Option<usize>,
+    pub relocs: Vec<OutReloc>,
+}
+
+impl Piece {
+    pub fn size(&self) -> u64 {
+        self.ranges.iter().map(|(s, e)| e - s).sum()
+    }
+    /// Output offset of input offset `off`, if one of the ranges holds it.
+    pub fn map(&self, off: u64) -> Option<u64> {
+        let mut base = 0;
+        for &(s, e) in &self.ranges {
+            if (s..e).contains(&off) || (off == e && e == s) {
+                return Some(base + off - s);
+            }
+            base += e - s;
+        }
+        None
+    }
+}
+
+/// Status of a patched function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuncStatus {
+    Changed,
+    New,
+    Unchanged,
+}
+
+/// Everything the output writer and the report need.
+#[derive(Debug, Default)]
+pub struct Selection {
+    pub pieces: Vec<Piece>,
+    /// Patched symbols emitted into the output, in order of inclusion.
+    pub symbols: Vec<usize>,
+    /// Changed functions: (patched symbol, original symbol).
+    pub patched_functions: Vec<(usize, usize)>,
+    /// Unchanged functions copied in because patch code must call them directly (ppc64 local calls).
+    pub copied_functions: Vec<usize>,
+    pub special_entries: Vec<(String, usize)>,
+}
+
+/// Inputs of the selection, borrowed.
+pub struct Selector<'a, 'd> {
+    pub orig: &'a ObjectFile<'d>,
+    pub patched: &'a ObjectFile<'d>,
+    pub corr: &'a Correlation,
+    pub exports: &'a Exports,
+    pub object_name: &'a str,
+    pub status: &'a [Option<FuncStatus>],
+    pub refusals: &'a mut Vec<Refusal>,
+    included: Vec<bool>,
+    piece_of_section: HashMap<usize, usize>,
+    carved: HashMap<usize, Vec<usize>>,
+    queue: Vec<usize>,
+    out: Selection,
+}
+
+/// How a symbol reference out of included content resolves, before it is turned into an [`OutTarget`].
+enum Resolved {
+    Internal(OutTarget),
+    External(OutTarget),
+}
+
+impl<'a, 'd> Selector<'a, 'd> {
+    pub fn new(
+        orig: &'a ObjectFile<'d>,
+        patched: &'a ObjectFile<'d>,
+        corr: &'a Correlation,
+        exports: &'a Exports,
+        object_name: &'a str,
+        status: &'a [Option<FuncStatus>],
+        refusals: &'a mut Vec<Refusal>,
+    ) -> Self {
+        Selector {
+            orig,
+            patched,
+            corr,
+            exports,
+            object_name,
+            status,
+            refusals,
+            included: vec![false; patched.symbols.len()],
+            piece_of_section: HashMap::new(),
+            carved: HashMap::new(),
+            queue: Vec::new(),
+            out: Selection::default(),
+        }
+    }
+
+    /// Runs the selection from the given roots (changed and new functions with their children).
+    pub fn run(mut self, roots: &[usize]) -> Selection {
+        for &r in roots {
+            self.include_symbol(r);
+        }
+        self.drain();
+        self.select_special_entries();
+        self.drain();
+        self.out
+    }
+
+    fn refuse(&mut self, symbol: &str, reason: String) {
+        if !self.refusals.iter().any(|r| r.symbol == symbol && r.reason == reason) {
+            self.refusals.push(Refusal { symbol: symbol.to_string(), reason });
+        }
+    }
+
+    /// Takes a symbol into the output, with the part of its section it occupies.
+    fn include_symbol(&mut self, sym: usize) {
+        if self.included[sym] {
+            return;
+        }
+        self.included[sym] = true;
+        self.out.symbols.push(sym);
+        let p = self.patched;
+        let sec = p.symbols[sym].section.expect("entities are defined");
+        let section = &p.sections[sec];
+        if is_init_section(section.name) {
+            let what = if section.is_exec() { "__init code" } else { "__initdata" };
+            self.refuse(p.symbols[sym].name, format!("{what} in {} is freed after boot and cannot be patched", section.name));
+        }
+        if self.piece_of_section.contains_key(&sec) {
+            return;
+        }
+        let alone = section.symbols.iter().all(|&s| s == sym || !is_entity(p, s) || same_place(p, s, sym));
+        if alone {
+            self.add_piece(sec, vec![(0, section.size)], None);
+        } else {
+            let range = extent(p, sym);
+            let existing = self.carved.get(&sec).into_iter().flatten().any(|&i| self.out.pieces[i].ranges[0] == range);
+            if !existing {
+                let idx = self.add_piece(sec, vec![range], None);
+                self.carved.entry(sec).or_default().push(idx);
+            }
+        }
+        // Every other entity sharing the section (aliases at the same place) comes along.
+        let others: Vec<usize> = if alone {
+            section.symbols.iter().copied().filter(|&s| s != sym && is_entity(p, s)).collect()
+        } else {
+            Vec::new()
+        };
+        for s in others {
+            if !self.included[s] {
+                self.included[s] = true;
+                self.out.symbols.push(s);
+            }
+        }
+    }
+
+    /// Takes a whole anonymous section (strings, constants, alternative replacements).
+    fn include_section(&mut self, sec: usize) {
+        if self.piece_of_section.contains_key(&sec) {
+            return;
+        }
+        let size = self.patched.sections[sec].size;
+        self.add_piece(sec, vec![(0, size)], None);
+    }
+
+    fn add_piece(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) -> usize {
+        let idx = self.out.pieces.len();
+        self.out.pieces.push(Piece { section: sec, ranges, link, relocs: Vec::new() });
+        if self.out.pieces[idx].ranges == [(0, self.patched.sections[sec].size)] {
+            self.piece_of_section.insert(sec, idx);
+        }
+        self.queue.push(idx);
+        idx
+    }
+
+    /// Whether input offset `off` of section `sec` is emitted.
+    fn is_emitted(&self, sec: usize, off: u64) -> bool {
+        if self.piece_of_section.contains_key(&sec) {
+            return true;
+        }
+        self.carved
+            .get(&sec)
+            .is_some_and(|v| v.iter().any(|&i| self.out.pieces[i].map(off).is_some()))
+    }
+
+    fn drain(&mut self) {
+        while let Some(idx) = self.queue.pop() {
+            let sec = self.out.pieces[idx].section;
+            let ranges = self.out.pieces[idx].ranges.clone();
+            let mut relocs = Vec::new();
+            let mut base = 0;
+            for (s, e) in ranges {
+                let list: Vec<Reloc> = self.patched.sections[sec].relocs_in(s, e).to_vec();
+                for r in &list {
+                    let (target, addend) = self.resolve(sec, r);
+                    relocs.push(OutReloc { offset: base + r.offset - s, r_type: r.r_type, target, addend });
+                }
+                base += e - s;
+            }
+            if self.patched.sections[sec].is_exec() {
+                self.check_calls(sec, idx, &mut relocs);
+            }
+            self.out.pieces[idx].relocs = relocs;
+        }
+    }
+
+    /// Resolves one relocation found in included content into a target and the addend to use with it.
+    /// `Location` addends are offsets from the start of the input section.
+    fn resolve(&mut self, from_sec: usize, r: &Reloc) -> (OutTarget, i64) {
+        let p = self.patched;
+        let sym = &p.symbols[r.symbol];
+        let Some(sec) = sym.section else {
+            return (self.external_undefined(sym.name), r.addend);
+        };
+        if is_entity(p, r.symbol) || is_special(p, r.symbol) {
+            return match self.entity(r.symbol) {
+                Resolved::Internal(t) | Resolved::External(t) => (t, r.addend),
+            };
+        }
+        let section = &p.sections[sec];
+        let in_section = r.addend + sym.value as i64;
+        let in_code = p.sections[from_sec].is_exec();
+        let off = p.backend().target_offset(r.r_type, in_section, in_code);
+        if let Some(cover) = u64::try_from(off).ok().and_then(|o| p.symbol_covering(sec, o)) {
+            if is_entity(p, cover) || is_special(p, cover) {
+                let relative = in_section - p.symbols[cover].value as i64;
+                return match self.entity(cover) {
+                    Resolved::Internal(_) => (OutTarget::Location(sec), in_section),
+                    Resolved::External(t) => (t, relative),
+                };
+            }
+        }
+        if is_ignored_section(section.name) || !section.is_alloc() {
+            return (OutTarget::Dropped(section.name.to_string()), in_section);
+        }
+        if section.is_write() {
+            self.refuse(
+                section.name,
+                "patched code refers to writable data without a symbol; it cannot be shared with the running kernel"
+                    .to_string(),
+            );
+        }
+        self.include_section(sec);
+        (OutTarget::Location(sec), in_section)
+    }
+
+    /// Resolves a reference to a named function or data symbol of the patched object.
+    fn entity(&mut self, sym: usize) -> Resolved {
+        let p = self.patched;
+        if self.included[sym] {
+            return Resolved::Internal(OutTarget::Symbol(sym));
+        }
+        if is_special(p, sym) {
+            self.include_symbol(sym);
+            return Resolved::Internal(OutTarget::Symbol(sym));
+        }
+        let Some(twin) = self.corr.twin(sym) else {
+            // New in the patched build: it has to travel with the patch.
+            self.include_symbol(sym);
+            return Resolved::Internal(OutTarget::Symbol(sym));
+        };
+        if p.symbols[sym].kind == SymKind::Func && self.status[sym] == Some(FuncStatus::Changed) {
+            self.include_symbol(sym);
+            return Resolved::Internal(OutTarget::Symbol(sym));
+        }
+        let o = &self.orig.symbols[twin];
+        let osec = o.section.map(|s| self.orig.sections[s].name).unwrap_or("");
+        if is_init_section(osec) {
+            self.refuse(
+                o.name,
+                format!("patched code refers to {} in {osec}, which is freed after boot", o.name),
+            );
+        }
+        let exported = o.global && self.exports.exported(o.name, true);
+        Resolved::External(if exported {
+            OutTarget::Undefined(o.name.to_string())
+        } else {
+            self.klp(o.name)
+        })
+    }
+
+    fn klp(&self, name: &str) -> OutTarget {
+        OutTarget::Klp(KlpTarget {
+            object: self.object_name.to_string(),
+            symbol: name.to_string(),
+            source: self.orig.source_name.map(str::to_string),
+        })
+    }
+
+    /// A symbol the patched object does not define.
+    fn external_undefined(&self, name: &str) -> OutTarget {
+        if self.patched.backend().loader_symbols().contains(&name) || self.exports.exported(name, false) {
+            OutTarget::Undefined(name.to_string())
+        } else {
+            self.klp(name)
+        }
+    }
+
+    /// ppc64: a call that leaves the module needs a `nop` for the TOC restore. A call to a function of
+    /// this object without one (the compiler made it local) is served by copying the callee in.
+    fn check_calls(&mut self, sec: usize, piece: usize, relocs: &mut [OutReloc]) {
+        let p = self.patched;
+        let backend = p.backend();
+        let section = &p.sections[sec];
+        let ranges = self.out.pieces[piece].ranges.clone();
+        if ranges.len() != 1 {
+            return;
+        }
+        let (start, end) = ranges[0];
+        let code = &section.data[start as usize..end as usize];
+        let inputs: Vec<Reloc> = section.relocs_in(start, end).to_vec();
+        let views: Vec<CodeReloc> = inputs
+            .iter()
+            .map(|r| CodeReloc {
+                offset: (r.offset - start) as i64,
+                r_type: r.r_type,
+                target: p.symbols[r.symbol].name,
+                addend: r.addend,
+            })
+            .collect();
+        let f = FunctionCode { name: section.name, bytes: code, relocs: &views, st_other: 0, entry_sites: &[] };
+        for (i, r) in inputs.iter().enumerate() {
+            if backend.reloc_class(r.r_type) != RelocClass::Call {
+                continue;
+            }
+            if !matches!(relocs[i].target, OutTarget::Klp(_) | OutTarget::Undefined(_)) {
+                continue;
+            }
+            let Err(why) = backend.check_external_call(&f, i) else { continue };
+            let callee = r.symbol;
+            let defined_here = is_entity(p, callee) && p.symbols[callee].kind == SymKind::Func;
+            if defined_here && !self.included[callee] {
+                self.include_symbol(callee);
+                self.out.copied_functions.push(callee);
+                relocs[i].target = OutTarget::Symbol(callee);
+            } else if defined_here {
+                relocs[i].target = OutTarget::Symbol(callee);
+            } else {
+                let owner = p.symbol_covering(sec, r.offset).map_or(section.name, |s| p.symbols[s].name);
+                self.refuse(owner, why);
+            }
+        }
+    }
+
+    /// Keeps the special-section entries that belong to emitted code, and checks what they refer to.
+    fn select_special_entries(&mut self) {
+        let p = self.patched;
+        let backend = p.backend();
+        for (sec, section) in p.sections.iter().enumerate() {
+            let Some(spec) = special_section(backend, section.name) else { continue };
+            let entries = match split_entries(p, sec, &spec) {
+                Ok(e) => e,
+                Err(why) => {
+                    if self.emitted_any(sec) {
+                        self.refuse(section.name, why);
+                    }
+                    continue;
+                }
+            };
+            let mut kept = Vec::new();
+            let mut kept_index = Vec::new();
+            for (n, &(s, e)) in entries.iter().enumerate() {
+                let owner = section.relocs_in(s, e).iter().find_map(|r| {
+                    let t = &p.symbols[r.symbol];
+                    let tsec = t.section?;
+                    let off = backend.target_offset(r.r_type, r.addend, false) + t.value as i64;
+                    p.sections[tsec].is_exec().then_some((tsec, off))
+                });
+                if let Some((tsec, off)) = owner {
+                    if off >= 0 && self.is_emitted(tsec, off as u64) {
+                        kept.push((s, e));
+                        kept_index.push(n);
+                    }
+                }
+            }
+            if kept.is_empty() {
+                continue;
+            }
+            self.out.special_entries.push((section.name.to_string(), kept.len()));
+            let link = section.is_link_order().then_some(section.link);
+            self.add_piece_special(sec, kept.clone(), link);
+            self.check_keys(section.name, &kept);
+            if let Some((parallel, size)) = spec.parallel {
+                if let Some(psec) = p.sections.iter().position(|s| s.name == parallel) {
+                    let ranges = kept_index.iter().map(|&n| (n as u64 * size, (n as u64 + 1) * size)).collect();
+                    self.add_piece_special(psec, ranges, None);
+                }
+            }
+        }
+    }
+
+    fn add_piece_special(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) {
+        let idx = self.out.pieces.len();
+        self.out.pieces.push(Piece { section: sec, ranges, link, relocs: Vec::new() });
+        self.queue.push(idx);
+    }
+
+    fn emitted_any(&self, sec: usize) -> bool {
+        let p = self.patched;
+        p.sections[sec].relocs.iter().any(|r| {
+            let t = &p.symbols[r.symbol];
+            t.section.is_some_and(|s| p.sections[s].is_exec() && self.is_emitted(s, t.value))
+        })
+    }
+
+    /// Static keys and static calls are wired up when the module loads, before livepatch relocations
+    /// are applied: their keys must be exported by the kernel or new in the patch.
+    fn check_keys(&mut self, name: &str, kept: &[(u64, u64)]) {
+        if name != "__jump_table" && name != ".static_call_sites" {
+            return;
+        }
+        let p = self.patched;
+        let sec = p.sections.iter().position(|s| s.name == name).expect("section exists");
+        for &(s, e) in kept {
+            for r in p.sections[sec].relocs_in(s, e) {
+                let t = &p.symbols[r.symbol];
+                if t.section.is_some_and(|ts| p.sections[ts].is_exec()) {
+                    continue;
+                }
+                let key = if t.kind == SymKind::Section {
+                    let off = r.addend.max(0) as u64;
+                    t.section
+                        .and_then(|ts| p.symbol_covering(ts, off))
+                        .map(|c| canonical(p.symbols[c].name).into_owned())
+                        .unwrap_or_else(|| t.name.to_string())
+                } else {
+                    t.name.to_string()
+                };
+                let exported = t.global && self.exports.exported(t.name, t.section.is_some());
+                let new_in_patch = t.section.is_some() && is_entity(p, r.symbol) && self.corr.twin(r.symbol).is_none();
+                if exported || new_in_patch {
+                    continue;
+                }
+                let what = if name == "__jump_table" { "static key" } else { "static call key" };
+                let fix = if self.object_name == "vmlinux" {
+                    "it is not exported; read it with static_key_enabled() instead".to_string()
+                } else {
+                    format!("it is defined in module {}, which may load after the patch", self.object_name)
+                };
+                self.refuse(&key, format!("{what} used by patched code cannot be wired up at module load: {fix}"));
+            }
+        }
+    }
+}
+
+/// Two symbols at the same place (aliases).
+fn same_place(obj: &ObjectFile, a: usize, b: usize) -> bool {
+    let (x, y) = (&obj.symbols[a], &obj.symbols[b]);
+    x.value == y.value && x.size == y.size
+}

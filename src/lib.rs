@@ -1,0 +1,12 @@
+//! klpx: turns kernel source patches into livepatch modules for x86_64, arm64, ppc64le and s390.
+//!
+//! Data flows one way: command line → plan → kbuild → diff → module → verify. This library holds the
+//! stages; the binary only parses the command line and reports.
+
+pub mod cli;
+pub mod cmd;
+pub mod differ;
+pub mod error;
+pub mod objfile;
+pub mod toolchain;
+pub mod writer;

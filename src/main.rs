@@ -1,0 +1,39 @@
+//! The klpx binary: parses the command line, hands plain values to a subcommand, maps errors to exit
+//! statuses (2 for the user's mistakes, 4 for everything else).
+
+use clap::Parser;
+
+use klpx::cli::{ArchCommand, Cli, Command};
+use klpx::cmd;
+use klpx::error::{UserError, exit};
+
+fn main() {
+    let cli = Cli::parse();
+    let env_cross = std::env::var("CROSS_COMPILE").ok();
+    let result = match cli.command {
+        Command::Arch { what: ArchCommand::List { json } } => Ok(cmd::arch::list(json)),
+        Command::Doctor(a) => cmd::doctor::run(a.arch.as_deref(), a.cross.as_deref(), env_cross.as_deref()),
+        Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest {
+            orig: a.orig,
+            patched: a.patched,
+            output: a.output,
+            json: a.json,
+            object: a.object,
+            symvers: a.symvers,
+        }),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => match e.downcast_ref::<UserError>() {
+            Some(u) => {
+                eprintln!("klpx: {u}");
+                exit::USER
+            }
+            None => {
+                eprintln!("klpx: error: {e:#}");
+                exit::INTERNAL
+            }
+        },
+    };
+    std::process::exit(code);
+}

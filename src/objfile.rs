@@ -1,0 +1,314 @@
+//! Reads one ELF relocatable object into plain tables the differ can index in O(1).
+//!
+//! Everything is borrowed from the file's bytes; nothing is copied but the relocation lists. Any
+//! inconsistency (truncated tables, indexes out of range, a foreign machine) ends in a [`UserError`]
+//! naming the file and the problem: inputs are untrusted.
+
+use std::path::Path;
+
+use klpx_arch::{Arch, Backend, Endian};
+use object::elf::{self, FileHeader64};
+use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
+use object::{Endianness, SectionIndex};
+
+use crate::error::UserError;
+
+/// What a symbol names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SymKind {
+    Func,
+    Object,
+    Section,
+    File,
+    NoType,
+    Other,
+}
+
+/// One symbol-table entry.
+#[derive(Clone, Debug)]
+pub struct Symbol<'d> {
+    pub name: &'d str,
+    pub kind: SymKind,
+    /// Bound globally or weakly (visible outside the object).
+    pub global: bool,
+    pub weak: bool,
+    /// The defining section, or `None` for undefined, absolute and common symbols.
+    pub section: Option<usize>,
+    pub value: u64,
+    pub size: u64,
+    pub st_other: u8,
+}
+
+impl Symbol<'_> {
+    pub fn is_undefined(&self) -> bool {
+        self.section.is_none() && self.kind != SymKind::File
+    }
+}
+
+/// One relocation, already attached to the section it patches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reloc {
+    pub offset: u64,
+    pub r_type: u32,
+    pub symbol: usize,
+    pub addend: i64,
+}
+
+/// One section with its relocations and the symbols defined in it.
+#[derive(Clone, Debug)]
+pub struct Section<'d> {
+    pub name: &'d str,
+    pub sh_type: u32,
+    pub flags: u64,
+    pub align: u64,
+    pub entsize: u64,
+    pub size: u64,
+    /// `sh_link`: for `SHF_LINK_ORDER` sections, the section they describe.
+    pub link: usize,
+    /// File contents; empty for `SHT_NOBITS`.
+    pub data: &'d [u8],
+    /// Relocations applying to this section, sorted by offset.
+    pub relocs: Vec<Reloc>,
+    /// The `STT_SECTION` symbol for this section, if any.
+    pub section_symbol: Option<usize>,
+    /// Function and object symbols defined here, sorted by value.
+    pub symbols: Vec<usize>,
+}
+
+impl Section<'_> {
+    pub fn is_alloc(&self) -> bool {
+        self.flags & u64::from(elf::SHF_ALLOC.0) != 0
+    }
+    pub fn is_exec(&self) -> bool {
+        self.flags & u64::from(elf::SHF_EXECINSTR.0) != 0
+    }
+    pub fn is_write(&self) -> bool {
+        self.flags & u64::from(elf::SHF_WRITE.0) != 0
+    }
+    pub fn is_strings(&self) -> bool {
+        self.flags & u64::from(elf::SHF_STRINGS.0) != 0
+    }
+    pub fn is_merge(&self) -> bool {
+        self.flags & u64::from(elf::SHF_MERGE.0) != 0
+    }
+    pub fn is_link_order(&self) -> bool {
+        self.flags & u64::from(elf::SHF_LINK_ORDER.0) != 0
+    }
+    pub fn is_nobits(&self) -> bool {
+        self.sh_type == elf::SHT_NOBITS.0
+    }
+    /// Relocations whose offset lies in `[start, end)`, found by binary search.
+    pub fn relocs_in(&self, start: u64, end: u64) -> &[Reloc] {
+        let lo = self.relocs.partition_point(|r| r.offset < start);
+        let hi = self.relocs.partition_point(|r| r.offset < end);
+        &self.relocs[lo..hi]
+    }
+}
+
+/// A parsed relocatable object.
+#[derive(Debug)]
+pub struct ObjectFile<'d> {
+    pub path: String,
+    pub arch: Arch,
+    pub sections: Vec<Section<'d>>,
+    pub symbols: Vec<Symbol<'d>>,
+    /// `e_flags` (ppc64 records the ELFv2 ABI here) and the OS ABI byte, copied to outputs.
+    pub e_flags: u32,
+    pub os_abi: u8,
+    /// The source file name from the first `STT_FILE` symbol.
+    pub source_name: Option<&'d str>,
+}
+
+impl<'d> ObjectFile<'d> {
+    pub fn backend(&self) -> &'static dyn Backend {
+        self.arch.backend()
+    }
+
+    /// Parses `data`, read from `path`, as a 64-bit ELF relocatable object of a supported architecture.
+    pub fn parse(path: &Path, data: &'d [u8]) -> Result<ObjectFile<'d>, UserError> {
+        let shown = path.display().to_string();
+        let bad = |what: &str| UserError::new(format!("{shown}: {what}"));
+        if data.len() < 4 || &data[..4] != b"\x7fELF" {
+            return Err(bad("not an ELF file (give a compiled .o object)"));
+        }
+        if data.get(4) != Some(&elf::ELFCLASS64.0) {
+            return Err(bad("not a 64-bit ELF object (klpx supports x86_64, arm64, ppc64le, s390)"));
+        }
+        let header = FileHeader64::<Endianness>::parse(data)
+            .map_err(|e| bad(&format!("corrupt ELF header: {e}")))?;
+        let e = header
+            .endian()
+            .map_err(|e| bad(&format!("corrupt ELF header: {e}")))?;
+        if header.e_type(e) != elf::ET_REL {
+            return Err(bad("not a relocatable object (ET_REL); give the .o, not a linked file"));
+        }
+        let endian = if header.is_big_endian() { Endian::Big } else { Endian::Little };
+        let machine = header.e_machine(e).0;
+        let arch = Arch::from_elf(machine, endian).ok_or_else(|| {
+            bad(&format!(
+                "unsupported machine {machine} ({endian:?}-endian); klpx supports x86_64, arm64, ppc64le, s390"
+            ))
+        })?;
+        let table = header
+            .sections(e, data)
+            .map_err(|err| bad(&format!("corrupt section headers: {err}")))?;
+
+        let mut sections = Vec::with_capacity(table.len());
+        for (index, sh) in table.enumerate() {
+            let name = table
+                .section_name(e, sh)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(&format!("section {} has a corrupt name", index.0)))?;
+            let sh_type = sh.sh_type(e).0;
+            let size = sh.sh_size(e);
+            let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
+                &[][..]
+            } else {
+                sh.data(e, data)
+                    .map_err(|_| bad(&format!("section {name} lies outside the file (truncated?)")))?
+            };
+            sections.push(Section {
+                name,
+                sh_type,
+                flags: sh.sh_flags(e).0,
+                align: sh.sh_addralign(e),
+                entsize: sh.sh_entsize(e),
+                size,
+                link: sh.sh_link(e) as usize,
+                data,
+                relocs: Vec::new(),
+                section_symbol: None,
+                symbols: Vec::new(),
+            });
+        }
+
+        let symtab = table
+            .symbols(e, data, elf::SHT_SYMTAB)
+            .map_err(|err| bad(&format!("corrupt symbol table: {err}")))?;
+        let mut symbols = Vec::with_capacity(symtab.len());
+        let mut source_name = None;
+        for (index, sym) in symtab.enumerate() {
+            let name = symtab
+                .symbol_name(e, sym)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(&format!("symbol {} has a corrupt name", index.0)))?;
+            let kind = match sym.st_type() {
+                elf::STT_FUNC => SymKind::Func,
+                elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
+                elf::STT_SECTION => SymKind::Section,
+                elf::STT_FILE => SymKind::File,
+                elf::STT_NOTYPE => SymKind::NoType,
+                _ => SymKind::Other,
+            };
+            let section = match symtab.symbol_section(e, sym, index) {
+                Ok(Some(SectionIndex(i))) if i < sections.len() && i != 0 => Some(i),
+                Ok(Some(_)) => return Err(bad(&format!("symbol {name} names a section that does not exist"))),
+                Ok(None) => None,
+                Err(err) => return Err(bad(&format!("symbol {name}: {err}"))),
+            };
+            if kind == SymKind::File && source_name.is_none() && !name.is_empty() {
+                source_name = Some(name);
+            }
+            let bind = sym.st_bind();
+            symbols.push(Symbol {
+                name,
+                kind,
+                global: bind == elf::STB_GLOBAL || bind == elf::STB_WEAK || bind == elf::STB_GNU_UNIQUE,
+                weak: bind == elf::STB_WEAK,
+                section,
+                value: sym.st_value(e),
+                size: sym.st_size(e),
+                st_other: sym.st_other().0,
+            });
+        }
+        let symtab_index = symtab.section().0;
+
+        for (index, sh) in table.enumerate() {
+            let Some((relas, link)) = sh
+                .rela(e, data)
+                .map_err(|err| bad(&format!("corrupt relocation section {}: {err}", index.0)))?
+            else {
+                if sh.sh_type(e) == elf::SHT_REL {
+                    return Err(bad("REL relocations are not used by any supported kernel architecture"));
+                }
+                continue;
+            };
+            let target = sh.sh_info(e) as usize;
+            let rel_name = &sections[index.0].name;
+            if link.0 != symtab_index || target == 0 || target >= sections.len() {
+                return Err(bad(&format!("relocation section {rel_name} has a bad sh_link or sh_info")));
+            }
+            let target_size = sections[target].size;
+            let mut relocs = Vec::with_capacity(relas.len());
+            for rela in relas {
+                let symbol = rela.r_sym(e, false) as usize;
+                let offset = rela.r_offset(e);
+                if symbol >= symbols.len() || offset >= target_size {
+                    return Err(bad(&format!(
+                        "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
+                    )));
+                }
+                relocs.push(Reloc { offset, r_type: rela.r_type(e, false).0, symbol, addend: rela.r_addend(e) });
+            }
+            relocs.sort_by_key(|r| r.offset);
+            let slot = &mut sections[target].relocs;
+            if slot.is_empty() {
+                *slot = relocs;
+            } else {
+                slot.extend(relocs);
+                slot.sort_by_key(|r| r.offset);
+            }
+        }
+
+        for (i, sym) in symbols.iter().enumerate() {
+            let Some(s) = sym.section else { continue };
+            match sym.kind {
+                SymKind::Section => {
+                    sections[s].section_symbol.get_or_insert(i);
+                }
+                SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
+                    if sym.value > sections[s].size {
+                        return Err(bad(&format!("symbol {} lies outside its section", sym.name)));
+                    }
+                    sections[s].symbols.push(i);
+                }
+                _ => {}
+            }
+        }
+        for sec in &mut sections {
+            sec.symbols.sort_by_key(|&i| (symbols[i].value, std::cmp::Reverse(symbols[i].size)));
+        }
+
+        Ok(ObjectFile {
+            path: shown,
+            arch,
+            sections,
+            symbols,
+            e_flags: header.e_flags(e).0,
+            os_abi: header.e_ident().os_abi.0,
+            source_name,
+        })
+    }
+
+    /// The bytes of a function or object symbol (empty for bss and undefined symbols).
+    pub fn symbol_bytes(&self, sym: usize) -> &'d [u8] {
+        let s = &self.symbols[sym];
+        let Some(sec) = s.section else { return &[] };
+        let data = self.sections[sec].data;
+        let start = (s.value as usize).min(data.len());
+        let end = (s.value.saturating_add(s.size) as usize).min(data.len());
+        &data[start..end]
+    }
+
+    /// The symbol whose `[value, value + size)` covers `offset` in `section`, if any.
+    pub fn symbol_covering(&self, section: usize, offset: u64) -> Option<usize> {
+        let list = &self.sections[section].symbols;
+        let idx = list.partition_point(|&i| self.symbols[i].value <= offset);
+        list[..idx].iter().rev().copied().find(|&i| {
+            let s = &self.symbols[i];
+            offset < s.value + s.size.max(1)
+        })
+    }
+}

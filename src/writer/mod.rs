@@ -1,0 +1,3 @@
+//! Writers: ELF objects klpx produces.
+
+pub mod diff_object;
