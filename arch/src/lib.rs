@@ -203,6 +203,11 @@ pub trait Backend: Send + Sync {
     fn entry_cflags(&self) -> &'static [&'static str];
     /// Code-generation flags that make a stand-alone C file compile like kernel code.
     fn kernel_cflags(&self) -> &'static [&'static str];
+    /// Flags klpx adds to the kernel's own when it compiles objects for a livepatch (ppc64:
+    /// `-mcmodel=large`, so data of the running kernel is reached through TOC entries).
+    fn livepatch_cflags(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass;
     fn reloc_name(&self, r_type: u32) -> String;
     /// Offset within the target that a relocation refers to: the addend corrected by the distance from
@@ -217,6 +222,15 @@ pub trait Backend: Send + Sync {
     /// (ppc64 needs a `nop` after the `bl` for the TOC restore). `Err` carries the reason.
     fn check_external_call(&self, _f: &FunctionCode, _index: usize) -> Result<(), String> {
         Ok(())
+    }
+    /// Whether a relocation of this type can reach a symbol outside the module (ppc64 TOC-relative
+    /// accesses cannot reach the running kernel's data). `Err` carries the reason.
+    fn check_external_reference(&self, _r_type: u32) -> Result<(), String> {
+        Ok(())
+    }
+    /// Writable sections of per-object constants that patch code carries its own copy of (ppc64 `.toc`).
+    fn private_sections(&self) -> &'static [&'static str] {
+        &[]
     }
     /// Special sections this architecture's kernel emits.
     fn special_sections(&self) -> &'static [SpecialSection];

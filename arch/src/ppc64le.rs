@@ -66,6 +66,9 @@ impl Backend for Ppc64le {
     fn kernel_cflags(&self) -> &'static [&'static str] {
         &["-mcmodel=medium", "-mno-pointers-to-nested-functions", "-msoft-float", "-fno-pic"]
     }
+    fn livepatch_cflags(&self) -> &'static [&'static str] {
+        &["-mcmodel=large"]
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_PPC64_REL24 | R_PPC64_REL24_NOTOC => RelocClass::Call,
@@ -136,6 +139,17 @@ impl Backend for Ppc64le {
             ));
         }
         Ok(())
+    }
+    fn check_external_reference(&self, r_type: u32) -> Result<(), String> {
+        if self.reloc_class(r_type) == RelocClass::Toc {
+            return Err("a TOC-relative access cannot reach the running kernel's data from a module; \
+                 build with -mcmodel=large so it goes through a TOC entry"
+                .to_string());
+        }
+        Ok(())
+    }
+    fn private_sections(&self) -> &'static [&'static str] {
+        &[".toc"]
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

@@ -1,5 +1,5 @@
 //! s390x (big-endian): `-pg -mfentry -mnop-mcount`: a 6-byte `brcl 0,0` at entry; PC-relative fields are
-//! halfword-scaled and measured from the instruction start, two bytes before the field.
+//! halfword-scaled and measured from the instruction start, two bytes before the field (addend +2).
 
 use object::elf;
 
@@ -79,8 +79,9 @@ impl Backend for S390x {
     }
     fn target_offset(&self, r_type: u32, addend: i64, _in_code: bool) -> i64 {
         match elf::RelocationType(r_type) {
-            // Instruction-relative fields sit two bytes into the instruction.
-            elf::R_390_PC32DBL | elf::R_390_PLT32DBL | elf::R_390_GOTENT | elf::R_390_PC16DBL => addend + 2,
+            // The field sits two bytes into the instruction and the CPU measures from the instruction,
+            // so an exact reference carries addend +2.
+            elf::R_390_PC32DBL | elf::R_390_PLT32DBL | elf::R_390_GOTENT | elf::R_390_PC16DBL => addend - 2,
             _ => addend,
         }
     }

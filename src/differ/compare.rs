@@ -19,6 +19,8 @@ pub enum Target<'a> {
     Str { text: &'a [u8], inner: i64 },
     /// A position in an anonymous mergeable constant section, by the constant's bytes.
     Const { bytes: &'a [u8], addend: i64 },
+    /// A pointer-sized entry of an anonymous table (ppc64 `.toc`), compared by what it points to.
+    Indirect { via: &'a str, to: Box<Target<'a>> },
     /// A position in an anonymous section without symbols.
     Section { name: &'a str, addend: i64 },
     /// A symbol defined elsewhere.
@@ -56,6 +58,10 @@ pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
 
 /// Reduces one relocation of `obj` to its meaning.
 pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool) -> Target<'a> {
+    target_at_depth(obj, keys, r, in_code, 0)
+}
+
+fn target_at_depth<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool, depth: u8) -> Target<'a> {
     let sym = &obj.symbols[r.symbol];
     let Some(sec_index) = sym.section else {
         return Target::External { name: sym.name, addend: r.addend };
@@ -67,11 +73,9 @@ pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool)
         return Target::Special { name: canonical(sym.name), bytes: obj.symbol_bytes(r.symbol), addend: r.addend };
     }
     let section = &obj.sections[sec_index];
-    if sym.kind != SymKind::Section {
-        // A local label or other untyped symbol: treat it as its section plus its value.
-        return Target::Section { name: section.name, addend: r.addend + sym.value as i64 };
-    }
-    let off = obj.backend().target_offset(r.r_type, r.addend, in_code);
+    // Section symbols and local labels (`.LC0` on s390) both name a place in a section.
+    let base = if sym.kind == SymKind::Section { 0 } else { sym.value as i64 };
+    let off = obj.backend().target_offset(r.r_type, r.addend, in_code) + base;
     if section.is_strings() {
         if let Some((text, inner)) = usize::try_from(off).ok().and_then(|o| string_at(section.data, o)) {
             return Target::Str { text, inner };
@@ -79,23 +83,31 @@ pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool)
     }
     if let Some(cover) = u64::try_from(off).ok().and_then(|o| obj.symbol_covering(sec_index, o)) {
         if let Some(key) = keys.of(cover) {
-            return Target::Entity { key, addend: r.addend - obj.symbols[cover].value as i64 };
+            return Target::Entity { key, addend: r.addend + base - obj.symbols[cover].value as i64 };
         }
         if is_special(obj, cover) {
             let s = &obj.symbols[cover];
             return Target::Special {
                 name: canonical(s.name),
                 bytes: obj.symbol_bytes(cover),
-                addend: r.addend - s.value as i64,
+                addend: r.addend + base - s.value as i64,
             };
         }
     }
     if section.is_merge() && section.entsize > 0 {
         let start = usize::try_from(off).unwrap_or(usize::MAX);
         let bytes = section.data.get(start..start.saturating_add(section.entsize as usize)).unwrap_or(&[]);
-        return Target::Const { bytes, addend: r.addend - off };
+        return Target::Const { bytes, addend: r.addend + base - off };
     }
-    Target::Section { name: section.name, addend: r.addend }
+    if depth == 0 {
+        if let Ok(at) = u64::try_from(off) {
+            if let Some(inner) = section.relocs_in(at, at + 1).first() {
+                let to = target_at_depth(obj, keys, inner, section.is_exec(), depth + 1);
+                return Target::Indirect { via: section.name, to: Box::new(to) };
+            }
+        }
+    }
+    Target::Section { name: section.name, addend: r.addend + base }
 }
 
 /// Whether two symbols have the same bytes and relocations that mean the same things.

@@ -247,6 +247,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 let list: Vec<Reloc> = self.patched.sections[sec].relocs_in(s, e).to_vec();
                 for r in &list {
                     let (target, addend) = self.resolve(sec, r);
+                    self.check_reach(sec, r, &target);
                     relocs.push(OutReloc { offset: base + r.offset - s, r_type: r.r_type, target, addend });
                 }
                 base += e - s;
@@ -287,7 +288,7 @@ impl<'a, 'd> Selector<'a, 'd> {
         if is_ignored_section(section.name) || !section.is_alloc() {
             return (OutTarget::Dropped(section.name.to_string()), in_section);
         }
-        if section.is_write() {
+        if section.is_write() && !p.backend().private_sections().contains(&section.name) {
             self.refuse(
                 section.name,
                 "patched code refers to writable data without a symbol; it cannot be shared with the running kernel"
@@ -296,6 +297,21 @@ impl<'a, 'd> Selector<'a, 'd> {
         }
         self.include_section(sec);
         (OutTarget::Location(sec), in_section)
+    }
+
+    /// Some relocation types cannot reach outside the module (ppc64 TOC16): refuse them there.
+    fn check_reach(&mut self, sec: usize, r: &Reloc, target: &OutTarget) {
+        let name = match target {
+            OutTarget::Klp(k) => k.symbol.as_str(),
+            OutTarget::Undefined(n) => n.as_str(),
+            _ => return,
+        };
+        if let Err(why) = self.patched.backend().check_external_reference(r.r_type) {
+            let p = self.patched;
+            let user = p.symbol_covering(sec, r.offset).map_or(p.sections[sec].name, |s| p.symbols[s].name);
+            let name = name.to_string();
+            self.refuse(&name, format!("referenced from {user}: {why}"));
+        }
     }
 
     /// Resolves a reference to a named function or data symbol of the patched object.
