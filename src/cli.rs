@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "klpx", version, about = "Build Linux livepatch modules from source patches (x86_64, arm64, ppc64le, s390)")]
+#[command(
+    name = "klpx",
+    version,
+    about = "Build Linux livepatch modules from source patches (x86_64, arm64, ppc64le, s390)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

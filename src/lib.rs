@@ -7,6 +7,8 @@ pub mod cli;
 pub mod cmd;
 pub mod differ;
 pub mod error;
+pub mod kbuild;
 pub mod objfile;
+pub mod patch;
 pub mod toolchain;
 pub mod writer;

@@ -11,8 +11,12 @@ fn main() {
     let cli = Cli::parse();
     let env_cross = std::env::var("CROSS_COMPILE").ok();
     let result = match cli.command {
-        Command::Arch { what: ArchCommand::List { json } } => Ok(cmd::arch::list(json)),
-        Command::Doctor(a) => cmd::doctor::run(a.arch.as_deref(), a.cross.as_deref(), env_cross.as_deref()),
+        Command::Arch {
+            what: ArchCommand::List { json },
+        } => Ok(cmd::arch::list(json)),
+        Command::Doctor(a) => {
+            cmd::doctor::run(a.arch.as_deref(), a.cross.as_deref(), env_cross.as_deref())
+        }
         Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest {
             orig: a.orig,
             patched: a.patched,

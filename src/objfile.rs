@@ -132,7 +132,9 @@ impl<'d> ObjectFile<'d> {
             return Err(bad("not an ELF file (give a compiled .o object)"));
         }
         if data.get(4) != Some(&elf::ELFCLASS64.0) {
-            return Err(bad("not a 64-bit ELF object (klpx supports x86_64, arm64, ppc64le, s390)"));
+            return Err(bad(
+                "not a 64-bit ELF object (klpx supports x86_64, arm64, ppc64le, s390)",
+            ));
         }
         let header = FileHeader64::<Endianness>::parse(data)
             .map_err(|e| bad(&format!("corrupt ELF header: {e}")))?;
@@ -140,9 +142,15 @@ impl<'d> ObjectFile<'d> {
             .endian()
             .map_err(|e| bad(&format!("corrupt ELF header: {e}")))?;
         if header.e_type(e) != elf::ET_REL {
-            return Err(bad("not a relocatable object (ET_REL); give the .o, not a linked file"));
+            return Err(bad(
+                "not a relocatable object (ET_REL); give the .o, not a linked file",
+            ));
         }
-        let endian = if header.is_big_endian() { Endian::Big } else { Endian::Little };
+        let endian = if header.is_big_endian() {
+            Endian::Big
+        } else {
+            Endian::Little
+        };
         let machine = header.e_machine(e).0;
         let arch = Arch::from_elf(machine, endian).ok_or_else(|| {
             bad(&format!(
@@ -165,8 +173,11 @@ impl<'d> ObjectFile<'d> {
             let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
                 &[][..]
             } else {
-                sh.data(e, data)
-                    .map_err(|_| bad(&format!("section {name} lies outside the file (truncated?)")))?
+                sh.data(e, data).map_err(|_| {
+                    bad(&format!(
+                        "section {name} lies outside the file (truncated?)"
+                    ))
+                })?
             };
             sections.push(Section {
                 name,
@@ -204,7 +215,11 @@ impl<'d> ObjectFile<'d> {
             };
             let section = match symtab.symbol_section(e, sym, index) {
                 Ok(Some(SectionIndex(i))) if i < sections.len() && i != 0 => Some(i),
-                Ok(Some(_)) => return Err(bad(&format!("symbol {name} names a section that does not exist"))),
+                Ok(Some(_)) => {
+                    return Err(bad(&format!(
+                        "symbol {name} names a section that does not exist"
+                    )));
+                }
                 Ok(None) => None,
                 Err(err) => return Err(bad(&format!("symbol {name}: {err}"))),
             };
@@ -215,7 +230,9 @@ impl<'d> ObjectFile<'d> {
             symbols.push(Symbol {
                 name,
                 kind,
-                global: bind == elf::STB_GLOBAL || bind == elf::STB_WEAK || bind == elf::STB_GNU_UNIQUE,
+                global: bind == elf::STB_GLOBAL
+                    || bind == elf::STB_WEAK
+                    || bind == elf::STB_GNU_UNIQUE,
                 weak: bind == elf::STB_WEAK,
                 section,
                 value: sym.st_value(e),
@@ -231,14 +248,18 @@ impl<'d> ObjectFile<'d> {
                 .map_err(|err| bad(&format!("corrupt relocation section {}: {err}", index.0)))?
             else {
                 if sh.sh_type(e) == elf::SHT_REL {
-                    return Err(bad("REL relocations are not used by any supported kernel architecture"));
+                    return Err(bad(
+                        "REL relocations are not used by any supported kernel architecture",
+                    ));
                 }
                 continue;
             };
             let target = sh.sh_info(e) as usize;
             let rel_name = &sections[index.0].name;
             if link.0 != symtab_index || target == 0 || target >= sections.len() {
-                return Err(bad(&format!("relocation section {rel_name} has a bad sh_link or sh_info")));
+                return Err(bad(&format!(
+                    "relocation section {rel_name} has a bad sh_link or sh_info"
+                )));
             }
             let target_size = sections[target].size;
             let mut relocs = Vec::with_capacity(relas.len());
@@ -250,7 +271,12 @@ impl<'d> ObjectFile<'d> {
                         "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
                     )));
                 }
-                relocs.push(Reloc { offset, r_type: rela.r_type(e, false).0, symbol, addend: rela.r_addend(e) });
+                relocs.push(Reloc {
+                    offset,
+                    r_type: rela.r_type(e, false).0,
+                    symbol,
+                    addend: rela.r_addend(e),
+                });
             }
             relocs.sort_by_key(|r| r.offset);
             let slot = &mut sections[target].relocs;
@@ -270,7 +296,10 @@ impl<'d> ObjectFile<'d> {
                 }
                 SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
                     if sym.value > sections[s].size {
-                        return Err(bad(&format!("symbol {} lies outside its section", sym.name)));
+                        return Err(bad(&format!(
+                            "symbol {} lies outside its section",
+                            sym.name
+                        )));
                     }
                     sections[s].symbols.push(i);
                 }
@@ -278,7 +307,8 @@ impl<'d> ObjectFile<'d> {
             }
         }
         for sec in &mut sections {
-            sec.symbols.sort_by_key(|&i| (symbols[i].value, std::cmp::Reverse(symbols[i].size)));
+            sec.symbols
+                .sort_by_key(|&i| (symbols[i].value, std::cmp::Reverse(symbols[i].size)));
         }
 
         Ok(ObjectFile {

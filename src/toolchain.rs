@@ -31,12 +31,20 @@ pub fn prefix_targets(backend: &dyn Backend, prefix: &str) -> bool {
 }
 
 /// Resolves the compiler prefix for `backend`.
-pub fn find_compiler(backend: &dyn Backend, cross: Option<&str>, env_cross: Option<&str>) -> Compiler {
+pub fn find_compiler(
+    backend: &dyn Backend,
+    cross: Option<&str>,
+    env_cross: Option<&str>,
+) -> Compiler {
     let (prefix, source) = match (cross, env_cross) {
         (Some(p), _) => (p.to_string(), "--cross"),
         (None, Some(p)) if prefix_targets(backend, p) => (p.to_string(), "CROSS_COMPILE"),
         _ => (backend.default_cross_prefix().to_string(), "default"),
     };
     let gcc = which::which(format!("{prefix}gcc")).ok();
-    Compiler { prefix, source, gcc }
+    Compiler {
+        prefix,
+        source,
+        gcc,
+    }
 }

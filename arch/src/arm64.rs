@@ -55,7 +55,12 @@ impl Backend for Arm64 {
         &["-fpatchable-function-entry=2"]
     }
     fn kernel_cflags(&self) -> &'static [&'static str] {
-        &["-mgeneral-regs-only", "-fno-pic", "-fno-PIE", "-mbranch-protection=none"]
+        &[
+            "-mgeneral-regs-only",
+            "-fno-pic",
+            "-fno-PIE",
+            "-mbranch-protection=none",
+        ]
     }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
@@ -102,7 +107,11 @@ impl Backend for Arm64 {
         let word = |i: usize| read_u32(Endian::Little, f.bytes, i * 4);
         let first = if word(0) == Some(BTI_C) { 1 } else { 0 };
         if word(first) == Some(NOP) && word(first + 1) == Some(NOP) {
-            return Ok(if first == 1 { "BTI C; NOP; NOP" } else { "NOP; NOP" });
+            return Ok(if first == 1 {
+                "BTI C; NOP; NOP"
+            } else {
+                "NOP; NOP"
+            });
         }
         let seen = match word(0) {
             Some(PACIASP) => "PACIASP".to_string(),

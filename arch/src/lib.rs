@@ -256,7 +256,12 @@ pub fn special_section(backend: &dyn Backend, name: &str) -> Option<SpecialSecti
 
 /// Every special section of a backend: its own and the generic ones.
 pub fn all_special_sections(backend: &dyn Backend) -> Vec<SpecialSection> {
-    backend.special_sections().iter().chain(GENERIC_SPECIAL.iter()).copied().collect()
+    backend
+        .special_sections()
+        .iter()
+        .chain(GENERIC_SPECIAL.iter())
+        .copied()
+        .collect()
 }
 
 /// Sections whose entries are parallel to a special section (ORC's `.orc_unwind`).
@@ -307,7 +312,10 @@ mod tests {
 
     #[test]
     fn kernel_arch_values() {
-        let got: Vec<_> = Arch::ALL.iter().map(|a| a.backend().kernel_arch()).collect();
+        let got: Vec<_> = Arch::ALL
+            .iter()
+            .map(|a| a.backend().kernel_arch())
+            .collect();
         assert_eq!(got, ["x86", "arm64", "powerpc", "s390"]);
         assert_eq!(Arch::S390x.backend().endian(), Endian::Big);
     }
@@ -316,7 +324,10 @@ mod tests {
     fn triples_parse() {
         for a in Arch::ALL {
             let t = a.backend().triple();
-            assert_eq!(t.endianness().unwrap() == target_lexicon::Endianness::Big, a.backend().endian() == Endian::Big);
+            assert_eq!(
+                t.endianness().unwrap() == target_lexicon::Endianness::Big,
+                a.backend().endian() == Endian::Big
+            );
         }
     }
 }

@@ -55,7 +55,9 @@ impl Backend for Ppc64le {
         "gcc-powerpc64le-linux-gnu"
     }
     fn triple(&self) -> Triple {
-        "powerpc64le-unknown-linux-gnu".parse().expect("valid triple")
+        "powerpc64le-unknown-linux-gnu"
+            .parse()
+            .expect("valid triple")
     }
     fn entry_convention(&self) -> &'static str {
         "-pg -mprofile-kernel: mflr r0; bl _mcount after the local entry (or -fpatchable-function-entry=2 NOPs); external calls need a nop for the TOC restore"
@@ -64,7 +66,12 @@ impl Backend for Ppc64le {
         &["-pg", "-mprofile-kernel"]
     }
     fn kernel_cflags(&self) -> &'static [&'static str] {
-        &["-mcmodel=medium", "-mno-pointers-to-nested-functions", "-msoft-float", "-fno-pic"]
+        &[
+            "-mcmodel=medium",
+            "-mno-pointers-to-nested-functions",
+            "-msoft-float",
+            "-fno-pic",
+        ]
     }
     fn livepatch_cflags(&self) -> &'static [&'static str] {
         &["-mcmodel=large"]
@@ -78,9 +85,10 @@ impl Backend for Ppc64le {
             | elf::R_PPC64_REL16_HA
             | elf::R_PPC64_REL16_LO
             | R_PPC64_PCREL34 => RelocClass::PcRel,
-            elf::R_PPC64_ADDR64 | elf::R_PPC64_ADDR32 | elf::R_PPC64_ADDR16_HA | elf::R_PPC64_ADDR16_LO => {
-                RelocClass::Abs
-            }
+            elf::R_PPC64_ADDR64
+            | elf::R_PPC64_ADDR32
+            | elf::R_PPC64_ADDR16_HA
+            | elf::R_PPC64_ADDR16_LO => RelocClass::Abs,
             elf::R_PPC64_TOC16
             | elf::R_PPC64_TOC16_HA
             | elf::R_PPC64_TOC16_LO
@@ -103,14 +111,18 @@ impl Backend for Ppc64le {
     fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String> {
         let local = local_entry_offset(f.st_other) as i64;
         let mcount = f.relocs.iter().any(|r| {
-            r.target == "_mcount" && self.reloc_class(r.r_type) == RelocClass::Call && (local..=local + 12).contains(&r.offset)
+            r.target == "_mcount"
+                && self.reloc_class(r.r_type) == RelocClass::Call
+                && (local..=local + 12).contains(&r.offset)
         });
         let word = |off: i64| read_u32(Endian::Little, f.bytes, off as usize);
         if mcount && (word(local) == Some(MFLR_R0) || word(local + 4) == Some(MFLR_R0)) {
             return Ok("mflr r0; bl _mcount (-mprofile-kernel)");
         }
         if word(local) == Some(NOP) && word(local + 4) == Some(NOP)
-            || f.entry_sites.iter().any(|s| (local..=local + 4).contains(s))
+            || f.entry_sites
+                .iter()
+                .any(|s| (local..=local + 4).contains(s))
         {
             return Ok("patchable-entry NOPs after the local entry");
         }
@@ -142,9 +154,11 @@ impl Backend for Ppc64le {
     }
     fn check_external_reference(&self, r_type: u32) -> Result<(), String> {
         if self.reloc_class(r_type) == RelocClass::Toc {
-            return Err("a TOC-relative access cannot reach the running kernel's data from a module; \
+            return Err(
+                "a TOC-relative access cannot reach the running kernel's data from a module; \
                  build with -mcmodel=large so it goes through a TOC entry"
-                .to_string());
+                    .to_string(),
+            );
         }
         Ok(())
     }

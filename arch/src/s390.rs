@@ -64,13 +64,17 @@ impl Backend for S390x {
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_390_PLT32DBL | elf::R_390_PLT32 | elf::R_390_PLT16DBL => RelocClass::Call,
-            elf::R_390_PC32 | elf::R_390_PC64 | elf::R_390_PC16DBL | elf::R_390_PC32DBL | elf::R_390_PC16 => {
-                RelocClass::PcRel
-            }
+            elf::R_390_PC32
+            | elf::R_390_PC64
+            | elf::R_390_PC16DBL
+            | elf::R_390_PC32DBL
+            | elf::R_390_PC16 => RelocClass::PcRel,
             elf::R_390_64 | elf::R_390_32 | elf::R_390_16 | elf::R_390_8 => RelocClass::Abs,
-            elf::R_390_GOTENT | elf::R_390_GOTPCDBL | elf::R_390_GOT12 | elf::R_390_GOT20 | elf::R_390_GOT32 => {
-                RelocClass::Got
-            }
+            elf::R_390_GOTENT
+            | elf::R_390_GOTPCDBL
+            | elf::R_390_GOT12
+            | elf::R_390_GOT20
+            | elf::R_390_GOT32 => RelocClass::Got,
             _ => RelocClass::Other,
         }
     }
@@ -81,7 +85,9 @@ impl Backend for S390x {
         match elf::RelocationType(r_type) {
             // The field sits two bytes into the instruction and the CPU measures from the instruction,
             // so an exact reference carries addend +2.
-            elf::R_390_PC32DBL | elf::R_390_PLT32DBL | elf::R_390_GOTENT | elf::R_390_PC16DBL => addend - 2,
+            elf::R_390_PC32DBL | elf::R_390_PLT32DBL | elf::R_390_GOTENT | elf::R_390_PC16DBL => {
+                addend - 2
+            }
             _ => addend,
         }
     }
@@ -92,7 +98,11 @@ impl Backend for S390x {
         if f.bytes.starts_with(&BRCL_0_0) {
             return Ok("brcl 0,0");
         }
-        if f.bytes.starts_with(&[0xc0, 0x05]) && f.relocs.iter().any(|r| r.offset == 2 && r.target == "__fentry__") {
+        if f.bytes.starts_with(&[0xc0, 0x05])
+            && f.relocs
+                .iter()
+                .any(|r| r.offset == 2 && r.target == "__fentry__")
+        {
             return Ok("brasl %r0,__fentry__");
         }
         Err("no brcl 0,0 or brasl to __fentry__ at entry (the function is notrace)".to_string())

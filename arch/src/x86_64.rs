@@ -66,14 +66,24 @@ impl Backend for X86_64 {
         &["-pg", "-mfentry", "-mrecord-mcount"]
     }
     fn kernel_cflags(&self) -> &'static [&'static str] {
-        &["-mcmodel=kernel", "-mno-red-zone", "-fno-pic", "-fno-PIE", "-mno-sse", "-mno-mmx", "-fcf-protection=none"]
+        &[
+            "-mcmodel=kernel",
+            "-mno-red-zone",
+            "-fno-pic",
+            "-fno-PIE",
+            "-mno-sse",
+            "-mno-mmx",
+            "-fcf-protection=none",
+        ]
     }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_X86_64_PLT32 => RelocClass::Call,
             elf::R_X86_64_PC32 | elf::R_X86_64_PC64 => RelocClass::PcRel,
             elf::R_X86_64_64 | elf::R_X86_64_32 | elf::R_X86_64_32S => RelocClass::Abs,
-            elf::R_X86_64_GOTPCREL | elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX => RelocClass::Got,
+            elf::R_X86_64_GOTPCREL | elf::R_X86_64_GOTPCRELX | elf::R_X86_64_REX_GOTPCRELX => {
+                RelocClass::Got
+            }
             _ => RelocClass::Other,
         }
     }

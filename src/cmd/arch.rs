@@ -24,12 +24,19 @@ fn info(arch: Arch) -> ArchInfo {
         kernel_arch: b.kernel_arch(),
         triple: b.triple().to_string(),
         elf_machine: b.elf_machine(),
-        endian: if b.endian() == Endian::Big { "big" } else { "little" },
+        endian: if b.endian() == Endian::Big {
+            "big"
+        } else {
+            "little"
+        },
         cross_compile: b.default_cross_prefix(),
         compiler_package: b.compiler_package(),
         entry: b.entry_convention(),
         entry_cflags: b.entry_cflags().to_vec(),
-        special_sections: klpx_arch::all_special_sections(b).iter().map(|s| s.name).collect(),
+        special_sections: klpx_arch::all_special_sections(b)
+            .iter()
+            .map(|s| s.name)
+            .collect(),
     }
 }
 
@@ -37,13 +44,22 @@ fn info(arch: Arch) -> ArchInfo {
 pub fn list(json: bool) -> i32 {
     let all: Vec<ArchInfo> = Arch::ALL.into_iter().map(info).collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&all).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).expect("serialisable")
+        );
         return 0;
     }
     for a in &all {
         println!("{}", a.name);
-        println!("  ARCH={}  CROSS_COMPILE={}  triple {}", a.kernel_arch, a.cross_compile, a.triple);
-        println!("  ELF machine {}, {}-endian; compiler package {}", a.elf_machine, a.endian, a.compiler_package);
+        println!(
+            "  ARCH={}  CROSS_COMPILE={}  triple {}",
+            a.kernel_arch, a.cross_compile, a.triple
+        );
+        println!(
+            "  ELF machine {}, {}-endian; compiler package {}",
+            a.elf_machine, a.endian, a.compiler_package
+        );
         println!("  entry: {}", a.entry);
         println!("  entry flags: {}", a.entry_cflags.join(" "));
         println!("  special sections: {}", a.special_sections.join(" "));

@@ -59,8 +59,9 @@ pub fn read_input(path: &Path) -> Result<Vec<u8>, UserError> {
 pub fn run(req: &DiffRequest) -> Result<i32> {
     let exports = match &req.symvers {
         Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| UserError::new(format!("{}: cannot read Module.symvers: {e}", p.display())))?;
+            let text = std::fs::read_to_string(p).map_err(|e| {
+                UserError::new(format!("{}: cannot read Module.symvers: {e}", p.display()))
+            })?;
             Exports::from_symvers(&text)
         }
         None => Exports::default(),
@@ -69,7 +70,10 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
     let patched_bytes = read_input(&req.patched)?;
     let orig = ObjectFile::parse(&req.orig, &orig_bytes)?;
     let patched = ObjectFile::parse(&req.patched, &patched_bytes)?;
-    let opts = DiffOptions { object_name: req.object.clone(), exports };
+    let opts = DiffOptions {
+        object_name: req.object.clone(),
+        exports,
+    };
     let diff = differ::diff(&orig, &patched, &opts)?;
 
     let mut written = None;
@@ -91,8 +95,11 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
             addend: k.addend,
         })
         .collect();
-    let special: std::collections::BTreeMap<&str, usize> =
-        diff.selection.special_entries.iter().fold(Default::default(), |mut m, (n, c)| {
+    let special: std::collections::BTreeMap<&str, usize> = diff
+        .selection
+        .special_entries
+        .iter()
+        .fold(Default::default(), |mut m, (n, c)| {
             *m.entry(n.as_str()).or_default() += c;
             m
         });
@@ -104,7 +111,11 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
             patched: req.patched.display().to_string(),
             object: &req.object,
             verdict: diff.verdict,
-            changed_functions: diff.changed_functions.iter().map(|f| f.name.as_str()).collect(),
+            changed_functions: diff
+                .changed_functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect(),
             patched_functions: &diff.changed_functions,
             new_functions: &diff.new_functions,
             copied_functions: &diff.copied_functions,
@@ -115,12 +126,27 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
             refusals: &diff.refusals,
             output: written,
         };
-        println!("{}", serde_json::to_string_pretty(&report).expect("serialisable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
     } else {
-        print_summary(&req.patched, backend.name(), &diff, &klp, &special, written.as_deref());
+        print_summary(
+            &req.patched,
+            backend.name(),
+            &diff,
+            &klp,
+            &special,
+            written.as_deref(),
+        );
     }
     for r in &diff.refusals {
-        eprintln!("klpx: {}: {}: cannot be live-patched: {}", req.patched.display(), r.symbol, r.reason);
+        eprintln!(
+            "klpx: {}: {}: cannot be live-patched: {}",
+            req.patched.display(),
+            r.symbol,
+            r.reason
+        );
     }
     Ok(match diff.verdict {
         Verdict::Patchable => exit::OK,
@@ -147,7 +173,10 @@ fn print_summary(
         if f.name == f.old_name {
             println!("  changed function  {}", f.name);
         } else {
-            println!("  changed function  {} (running kernel: {})", f.name, f.old_name);
+            println!(
+                "  changed function  {} (running kernel: {})",
+                f.name, f.old_name
+            );
         }
     }
     for f in &diff.new_functions {
@@ -163,7 +192,10 @@ fn print_summary(
         println!("  changed data      {d}");
     }
     for k in klp {
-        println!("  livepatch reloc   {}+{:#x} -> {}:{} ({})", k.section, k.offset, k.object, k.symbol, k.r_type);
+        println!(
+            "  livepatch reloc   {}+{:#x} -> {}:{} ({})",
+            k.section, k.offset, k.object, k.symbol, k.r_type
+        );
     }
     for (name, n) in special {
         println!("  special entries   {name}: {n}");

@@ -14,7 +14,11 @@ pub enum Target<'a> {
     /// A correlated function or data symbol, with the offset from its start.
     Entity { key: &'a str, addend: i64 },
     /// A kernel bookkeeping static (`__warned`, `__func__`), compared by name and contents.
-    Special { name: Cow<'a, str>, bytes: &'a [u8], addend: i64 },
+    Special {
+        name: Cow<'a, str>,
+        bytes: &'a [u8],
+        addend: i64,
+    },
     /// A position inside a string literal.
     Str { text: &'a [u8], inner: i64 },
     /// A position in an anonymous mergeable constant section, by the constant's bytes.
@@ -51,8 +55,14 @@ pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
     if off >= data.len() {
         return None;
     }
-    let start = data[..off].iter().rposition(|&b| b == 0).map_or(0, |p| p + 1);
-    let end = data[off..].iter().position(|&b| b == 0).map_or(data.len(), |p| off + p);
+    let start = data[..off]
+        .iter()
+        .rposition(|&b| b == 0)
+        .map_or(0, |p| p + 1);
+    let end = data[off..]
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(data.len(), |p| off + p);
     Some((&data[start..end], (off - start) as i64))
 }
 
@@ -61,29 +71,58 @@ pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool)
     target_at_depth(obj, keys, r, in_code, 0)
 }
 
-fn target_at_depth<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool, depth: u8) -> Target<'a> {
+fn target_at_depth<'a>(
+    obj: &'a ObjectFile,
+    keys: &'a Keys,
+    r: &Reloc,
+    in_code: bool,
+    depth: u8,
+) -> Target<'a> {
     let sym = &obj.symbols[r.symbol];
     let Some(sec_index) = sym.section else {
-        return Target::External { name: sym.name, addend: r.addend };
+        return Target::External {
+            name: sym.name,
+            addend: r.addend,
+        };
     };
     if let Some(key) = keys.of(r.symbol) {
-        return Target::Entity { key, addend: r.addend };
+        return Target::Entity {
+            key,
+            addend: r.addend,
+        };
     }
     if is_special(obj, r.symbol) {
-        return Target::Special { name: canonical(sym.name), bytes: obj.symbol_bytes(r.symbol), addend: r.addend };
+        return Target::Special {
+            name: canonical(sym.name),
+            bytes: obj.symbol_bytes(r.symbol),
+            addend: r.addend,
+        };
     }
     let section = &obj.sections[sec_index];
     // Section symbols and local labels (`.LC0` on s390) both name a place in a section.
-    let base = if sym.kind == SymKind::Section { 0 } else { sym.value as i64 };
+    let base = if sym.kind == SymKind::Section {
+        0
+    } else {
+        sym.value as i64
+    };
     let off = obj.backend().target_offset(r.r_type, r.addend, in_code) + base;
     if section.is_strings() {
-        if let Some((text, inner)) = usize::try_from(off).ok().and_then(|o| string_at(section.data, o)) {
+        if let Some((text, inner)) = usize::try_from(off)
+            .ok()
+            .and_then(|o| string_at(section.data, o))
+        {
             return Target::Str { text, inner };
         }
     }
-    if let Some(cover) = u64::try_from(off).ok().and_then(|o| obj.symbol_covering(sec_index, o)) {
+    if let Some(cover) = u64::try_from(off)
+        .ok()
+        .and_then(|o| obj.symbol_covering(sec_index, o))
+    {
         if let Some(key) = keys.of(cover) {
-            return Target::Entity { key, addend: r.addend + base - obj.symbols[cover].value as i64 };
+            return Target::Entity {
+                key,
+                addend: r.addend + base - obj.symbols[cover].value as i64,
+            };
         }
         if is_special(obj, cover) {
             let s = &obj.symbols[cover];
@@ -96,18 +135,30 @@ fn target_at_depth<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: 
     }
     if section.is_merge() && section.entsize > 0 {
         let start = usize::try_from(off).unwrap_or(usize::MAX);
-        let bytes = section.data.get(start..start.saturating_add(section.entsize as usize)).unwrap_or(&[]);
-        return Target::Const { bytes, addend: r.addend + base - off };
+        let bytes = section
+            .data
+            .get(start..start.saturating_add(section.entsize as usize))
+            .unwrap_or(&[]);
+        return Target::Const {
+            bytes,
+            addend: r.addend + base - off,
+        };
     }
     if depth == 0 {
         if let Ok(at) = u64::try_from(off) {
             if let Some(inner) = section.relocs_in(at, at + 1).first() {
                 let to = target_at_depth(obj, keys, inner, section.is_exec(), depth + 1);
-                return Target::Indirect { via: section.name, to: Box::new(to) };
+                return Target::Indirect {
+                    via: section.name,
+                    to: Box::new(to),
+                };
             }
         }
     }
-    Target::Section { name: section.name, addend: r.addend + base }
+    Target::Section {
+        name: section.name,
+        addend: r.addend + base,
+    }
 }
 
 /// Whether two symbols have the same bytes and relocations that mean the same things.
@@ -124,14 +175,17 @@ pub fn same_contents(
     if oe - os != pe - ps {
         return false;
     }
-    let (Some(osec), Some(psec)) = (orig.symbols[osym].section, patched.symbols[psym].section) else {
+    let (Some(osec), Some(psec)) = (orig.symbols[osym].section, patched.symbols[psym].section)
+    else {
         return false;
     };
     let (osec, psec) = (&orig.sections[osec], &patched.sections[psec]);
     if osec.is_nobits() != psec.is_nobits() {
         return false;
     }
-    if !osec.is_nobits() && osec.data.get(os as usize..oe as usize) != psec.data.get(ps as usize..pe as usize) {
+    if !osec.is_nobits()
+        && osec.data.get(os as usize..oe as usize) != psec.data.get(ps as usize..pe as usize)
+    {
         return false;
     }
     let (orel, prel) = (osec.relocs_in(os, oe), psec.relocs_in(ps, pe));

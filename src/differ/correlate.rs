@@ -40,7 +40,11 @@ impl Keys {
             if !is_entity(obj, i) || is_special(obj, i) {
                 continue;
             }
-            let k = if s.global { s.name.to_string() } else { canonical(s.name).into_owned() };
+            let k = if s.global {
+                s.name.to_string()
+            } else {
+                canonical(s.name).into_owned()
+            };
             *count.entry(k.clone()).or_default() += 1;
             base[i] = Some(k);
         }
@@ -95,11 +99,16 @@ pub struct Correlation {
 
 impl Correlation {
     pub fn new(orig: &ObjectFile, patched: &ObjectFile) -> Correlation {
-        Correlation { orig: Keys::build(orig), patched: Keys::build(patched) }
+        Correlation {
+            orig: Keys::build(orig),
+            patched: Keys::build(patched),
+        }
     }
 
     /// The original symbol paired with a patched one.
     pub fn twin(&self, patched_sym: usize) -> Option<usize> {
-        self.patched.of(patched_sym).and_then(|k| self.orig.by_key.get(k).copied())
+        self.patched
+            .of(patched_sym)
+            .and_then(|k| self.orig.by_key.get(k).copied())
     }
 }

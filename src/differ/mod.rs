@@ -17,8 +17,8 @@ use crate::objfile::{ObjectFile, SymKind};
 use compare::{extent, same_contents};
 use correlate::{Correlation, is_entity};
 use names::{ChildKind, canonical, child_parent, is_ignored_section};
-pub use select::{FuncStatus, KlpTarget, OutReloc, OutTarget, Piece, Selection};
 use select::Selector;
+pub use select::{FuncStatus, KlpTarget, OutReloc, OutTarget, Piece, Selection};
 
 /// Which kernel symbols the module loader can resolve by itself.
 #[derive(Debug, Clone, Default)]
@@ -39,8 +39,14 @@ impl Exports {
 
     /// Parses a kbuild `Module.symvers` (`crc<TAB>symbol<TAB>module<TAB>export<TAB>namespace`).
     pub fn from_symvers(text: &str) -> Exports {
-        let symbols = text.lines().filter_map(|l| l.split('\t').nth(1)).map(str::to_string).collect();
-        Exports { symbols: Some(symbols) }
+        let symbols = text
+            .lines()
+            .filter_map(|l| l.split('\t').nth(1))
+            .map(str::to_string)
+            .collect();
+        Exports {
+            symbols: Some(symbols),
+        }
     }
 }
 
@@ -92,7 +98,11 @@ pub struct Diff {
 }
 
 /// Diffs two parsed objects of one translation unit.
-pub fn diff(orig: &ObjectFile, patched: &ObjectFile, opts: &DiffOptions) -> Result<Diff, UserError> {
+pub fn diff(
+    orig: &ObjectFile,
+    patched: &ObjectFile,
+    opts: &DiffOptions,
+) -> Result<Diff, UserError> {
     if orig.arch != patched.arch {
         return Err(UserError::new(format!(
             "{}: built for {} but {} is built for {}; give two builds of the same object",
@@ -118,7 +128,10 @@ pub fn diff(orig: &ObjectFile, patched: &ObjectFile, opts: &DiffOptions) -> Resu
             FuncStatus::Changed => {
                 let twin = corr.twin(i).expect("changed functions have a twin");
                 let old = &orig.symbols[twin];
-                changed_functions.push(PatchedFunction { name: s.name.to_string(), old_name: old.name.to_string() });
+                changed_functions.push(PatchedFunction {
+                    name: s.name.to_string(),
+                    old_name: old.name.to_string(),
+                });
                 patched_functions.push((i, twin));
                 check_entry(orig, twin, &mut refusals);
             }
@@ -130,14 +143,28 @@ pub fn diff(orig: &ObjectFile, patched: &ObjectFile, opts: &DiffOptions) -> Resu
     let (changed_data, new_data) = classify_data(orig, patched, &corr, &mut refusals);
 
     let selection = {
-        let mut sel = Selector::new(orig, patched, &corr, &opts.exports, &opts.object_name, &status, &mut refusals)
-            .run(&roots);
+        let mut sel = Selector::new(
+            orig,
+            patched,
+            &corr,
+            &opts.exports,
+            &opts.object_name,
+            &status,
+            &mut refusals,
+        )
+        .run(&roots);
         sel.patched_functions = patched_functions;
         sel
     };
-    let copied_functions = selection.copied_functions.iter().map(|&i| patched.symbols[i].name.to_string()).collect();
+    let copied_functions = selection
+        .copied_functions
+        .iter()
+        .map(|&i| patched.symbols[i].name.to_string())
+        .collect();
 
-    let new_global_data = new_data.iter().any(|n| patched.symbols.iter().any(|s| s.global && s.name == n));
+    let new_global_data = new_data
+        .iter()
+        .any(|n| patched.symbols.iter().any(|s| s.global && s.name == n));
     let verdict = if !refusals.is_empty() {
         Verdict::Unpatchable
     } else if changed_functions.is_empty() && new_functions.is_empty() && !new_global_data {
@@ -165,7 +192,11 @@ fn is_cold_child(name: &str) -> bool {
 
 /// Status of every patched function symbol (`None` for everything else). A `.cold` child's change is
 /// its parent's change.
-fn classify_functions(orig: &ObjectFile, patched: &ObjectFile, corr: &Correlation) -> Vec<Option<FuncStatus>> {
+fn classify_functions(
+    orig: &ObjectFile,
+    patched: &ObjectFile,
+    corr: &Correlation,
+) -> Vec<Option<FuncStatus>> {
     let mut status: Vec<Option<FuncStatus>> = vec![None; patched.symbols.len()];
     for (i, s) in patched.symbols.iter().enumerate() {
         if s.kind != SymKind::Func || !is_entity(patched, i) || in_ignored_section(patched, i) {
@@ -173,7 +204,9 @@ fn classify_functions(orig: &ObjectFile, patched: &ObjectFile, corr: &Correlatio
         }
         status[i] = Some(match corr.twin(i) {
             None => FuncStatus::New,
-            Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => FuncStatus::Unchanged,
+            Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => {
+                FuncStatus::Unchanged
+            }
             Some(_) => FuncStatus::Changed,
         });
     }
@@ -209,7 +242,9 @@ fn children_of(obj: &ObjectFile, parent: usize) -> Vec<usize> {
 }
 
 fn in_ignored_section(obj: &ObjectFile, sym: usize) -> bool {
-    obj.symbols[sym].section.is_some_and(|s| is_ignored_section(obj.sections[s].name))
+    obj.symbols[sym]
+        .section
+        .is_some_and(|s| is_ignored_section(obj.sections[s].name))
 }
 
 /// Data symbols: changed existing ones are refused (the running kernel keeps using its copy); new ones
@@ -261,7 +296,10 @@ fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
     let Some(sec) = s.section else { return };
     let (start, end) = extent(orig, sym);
     let section = &orig.sections[sec];
-    let bytes = section.data.get(start as usize..end as usize).unwrap_or(&[]);
+    let bytes = section
+        .data
+        .get(start as usize..end as usize)
+        .unwrap_or(&[]);
     let views: Vec<CodeReloc> = section
         .relocs_in(start, end)
         .iter()
@@ -273,9 +311,18 @@ fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
         })
         .collect();
     let sites = entry_sites(orig, sec, start);
-    let f = FunctionCode { name: s.name, bytes, relocs: &views, st_other: s.st_other, entry_sites: &sites };
+    let f = FunctionCode {
+        name: s.name,
+        bytes,
+        relocs: &views,
+        st_other: s.st_other,
+        entry_sites: &sites,
+    };
     if let Err(why) = orig.backend().find_entry(&f) {
-        refusals.push(Refusal { symbol: s.name.to_string(), reason: format!("changed function has no patchable entry: {why}") });
+        refusals.push(Refusal {
+            symbol: s.name.to_string(),
+            reason: format!("changed function has no patchable entry: {why}"),
+        });
     }
 }
 
@@ -291,7 +338,10 @@ fn entry_sites(obj: &ObjectFile, sec: usize, start: u64) -> Vec<i64> {
         for r in &table.relocs {
             let t = &obj.symbols[r.symbol];
             if t.section == Some(sec) {
-                sites.push(backend.target_offset(r.r_type, r.addend, false) + t.value as i64 - start as i64);
+                sites.push(
+                    backend.target_offset(r.r_type, r.addend, false) + t.value as i64
+                        - start as i64,
+                );
             }
         }
     }

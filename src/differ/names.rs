@@ -16,7 +16,10 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
     let mut parts = name.split('.');
     let first = parts.next().unwrap_or("");
     let first = match first.strip_prefix("__UNIQUE_ID_") {
-        Some(rest) => &first[..first.len() - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())],
+        Some(rest) => {
+            &first[..first.len()
+                - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())]
+        }
         None => first,
     };
     let numbered = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
@@ -29,14 +32,27 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
         out.push('.');
         out.push_str(p);
     }
-    if out == name { Cow::Borrowed(name) } else { Cow::Owned(out) }
+    if out == name {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(out)
+    }
 }
 
 /// Static locals the kernel's macros create for their own bookkeeping. Their values belong to one build,
 /// so patched code gets fresh copies instead of references to the running kernel's.
 pub fn is_special_static(canonical: &str) -> bool {
-    const SPECIAL: [&str; 9] =
-        ["__key", "__warned", "__already_done", "__print_once", "__func__", "_rs", "CSWTCH", "__msg", "descriptor"];
+    const SPECIAL: [&str; 9] = [
+        "__key",
+        "__warned",
+        "__already_done",
+        "__print_once",
+        "__func__",
+        "_rs",
+        "CSWTCH",
+        "__msg",
+        "descriptor",
+    ];
     SPECIAL.contains(&canonical)
         || canonical.starts_with("__UNIQUE_ID_ddebug")
         || canonical.starts_with("__UNIQUE_ID___addressable")
@@ -68,7 +84,10 @@ pub fn is_ignored_section(name: &str) -> bool {
 
 /// Sections the kernel frees after boot or never keeps for a module: changing them cannot be patched.
 pub fn is_init_section(name: &str) -> bool {
-    name.starts_with(".init.") || name.starts_with(".exit.") || name == ".init" || name.starts_with(".head.text")
+    name.starts_with(".init.")
+        || name.starts_with(".exit.")
+        || name == ".init"
+        || name.starts_with(".head.text")
 }
 
 /// Padding and CFI symbols placed before functions (x86 `__pfx_foo`, `__cfi_foo`): not functions.
@@ -119,7 +138,10 @@ mod tests {
     fn children() {
         assert_eq!(child_parent("foo.cold"), Some(("foo", ChildKind::Cold)));
         assert_eq!(child_parent("foo.part"), Some(("foo", ChildKind::Part)));
-        assert_eq!(child_parent("foo.part.cold"), Some(("foo.part", ChildKind::Cold)));
+        assert_eq!(
+            child_parent("foo.part.cold"),
+            Some(("foo.part", ChildKind::Cold))
+        );
         assert_eq!(child_parent("foo.partial"), None);
         assert_eq!(child_parent("foo"), None);
     }

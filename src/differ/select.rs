@@ -161,8 +161,15 @@ impl<'a, 'd> Selector<'a, 'd> {
     }
 
     fn refuse(&mut self, symbol: &str, reason: String) {
-        if !self.refusals.iter().any(|r| r.symbol == symbol && r.reason == reason) {
-            self.refusals.push(Refusal { symbol: symbol.to_string(), reason });
+        if !self
+            .refusals
+            .iter()
+            .any(|r| r.symbol == symbol && r.reason == reason)
+        {
+            self.refusals.push(Refusal {
+                symbol: symbol.to_string(),
+                reason,
+            });
         }
     }
 
@@ -177,18 +184,36 @@ impl<'a, 'd> Selector<'a, 'd> {
         let sec = p.symbols[sym].section.expect("entities are defined");
         let section = &p.sections[sec];
         if is_init_section(section.name) {
-            let what = if section.is_exec() { "__init code" } else { "__initdata" };
-            self.refuse(p.symbols[sym].name, format!("{what} in {} is freed after boot and cannot be patched", section.name));
+            let what = if section.is_exec() {
+                "__init code"
+            } else {
+                "__initdata"
+            };
+            self.refuse(
+                p.symbols[sym].name,
+                format!(
+                    "{what} in {} is freed after boot and cannot be patched",
+                    section.name
+                ),
+            );
         }
         if self.piece_of_section.contains_key(&sec) {
             return;
         }
-        let alone = section.symbols.iter().all(|&s| s == sym || !is_entity(p, s) || same_place(p, s, sym));
+        let alone = section
+            .symbols
+            .iter()
+            .all(|&s| s == sym || !is_entity(p, s) || same_place(p, s, sym));
         if alone {
             self.add_piece(sec, vec![(0, section.size)], None);
         } else {
             let range = extent(p, sym);
-            let existing = self.carved.get(&sec).into_iter().flatten().any(|&i| self.out.pieces[i].ranges[0] == range);
+            let existing = self
+                .carved
+                .get(&sec)
+                .into_iter()
+                .flatten()
+                .any(|&i| self.out.pieces[i].ranges[0] == range);
             if !existing {
                 let idx = self.add_piece(sec, vec![range], None);
                 self.carved.entry(sec).or_default().push(idx);
@@ -196,7 +221,12 @@ impl<'a, 'd> Selector<'a, 'd> {
         }
         // Every other entity sharing the section (aliases at the same place) comes along.
         let others: Vec<usize> = if alone {
-            section.symbols.iter().copied().filter(|&s| s != sym && is_entity(p, s)).collect()
+            section
+                .symbols
+                .iter()
+                .copied()
+                .filter(|&s| s != sym && is_entity(p, s))
+                .collect()
         } else {
             Vec::new()
         };
@@ -219,7 +249,12 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     fn add_piece(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) -> usize {
         let idx = self.out.pieces.len();
-        self.out.pieces.push(Piece { section: sec, ranges, link, relocs: Vec::new() });
+        self.out.pieces.push(Piece {
+            section: sec,
+            ranges,
+            link,
+            relocs: Vec::new(),
+        });
         if self.out.pieces[idx].ranges == [(0, self.patched.sections[sec].size)] {
             self.piece_of_section.insert(sec, idx);
         }
@@ -248,7 +283,12 @@ impl<'a, 'd> Selector<'a, 'd> {
                 for r in &list {
                     let (target, addend) = self.resolve(sec, r);
                     self.check_reach(sec, r, &target);
-                    relocs.push(OutReloc { offset: base + r.offset - s, r_type: r.r_type, target, addend });
+                    relocs.push(OutReloc {
+                        offset: base + r.offset - s,
+                        r_type: r.r_type,
+                        target,
+                        addend,
+                    });
                 }
                 base += e - s;
             }
@@ -276,7 +316,10 @@ impl<'a, 'd> Selector<'a, 'd> {
         let in_section = r.addend + sym.value as i64;
         let in_code = p.sections[from_sec].is_exec();
         let off = p.backend().target_offset(r.r_type, in_section, in_code);
-        if let Some(cover) = u64::try_from(off).ok().and_then(|o| p.symbol_covering(sec, o)) {
+        if let Some(cover) = u64::try_from(off)
+            .ok()
+            .and_then(|o| p.symbol_covering(sec, o))
+        {
             if is_entity(p, cover) || is_special(p, cover) {
                 let relative = in_section - p.symbols[cover].value as i64;
                 return match self.entity(cover) {
@@ -308,7 +351,9 @@ impl<'a, 'd> Selector<'a, 'd> {
         };
         if let Err(why) = self.patched.backend().check_external_reference(r.r_type) {
             let p = self.patched;
-            let user = p.symbol_covering(sec, r.offset).map_or(p.sections[sec].name, |s| p.symbols[s].name);
+            let user = p
+                .symbol_covering(sec, r.offset)
+                .map_or(p.sections[sec].name, |s| p.symbols[s].name);
             let name = name.to_string();
             self.refuse(&name, format!("referenced from {user}: {why}"));
         }
@@ -338,7 +383,10 @@ impl<'a, 'd> Selector<'a, 'd> {
         if is_init_section(osec) {
             self.refuse(
                 o.name,
-                format!("patched code refers to {} in {osec}, which is freed after boot", o.name),
+                format!(
+                    "patched code refers to {} in {osec}, which is freed after boot",
+                    o.name
+                ),
             );
         }
         let exported = o.global && self.exports.exported(o.name, true);
@@ -359,7 +407,9 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     /// A symbol the patched object does not define.
     fn external_undefined(&self, name: &str) -> OutTarget {
-        if self.patched.backend().loader_symbols().contains(&name) || self.exports.exported(name, false) {
+        if self.patched.backend().loader_symbols().contains(&name)
+            || self.exports.exported(name, false)
+        {
             OutTarget::Undefined(name.to_string())
         } else {
             self.klp(name)
@@ -388,15 +438,26 @@ impl<'a, 'd> Selector<'a, 'd> {
                 addend: r.addend,
             })
             .collect();
-        let f = FunctionCode { name: section.name, bytes: code, relocs: &views, st_other: 0, entry_sites: &[] };
+        let f = FunctionCode {
+            name: section.name,
+            bytes: code,
+            relocs: &views,
+            st_other: 0,
+            entry_sites: &[],
+        };
         for (i, r) in inputs.iter().enumerate() {
             if backend.reloc_class(r.r_type) != RelocClass::Call {
                 continue;
             }
-            if !matches!(relocs[i].target, OutTarget::Klp(_) | OutTarget::Undefined(_)) {
+            if !matches!(
+                relocs[i].target,
+                OutTarget::Klp(_) | OutTarget::Undefined(_)
+            ) {
                 continue;
             }
-            let Err(why) = backend.check_external_call(&f, i) else { continue };
+            let Err(why) = backend.check_external_call(&f, i) else {
+                continue;
+            };
             let callee = r.symbol;
             let defined_here = is_entity(p, callee) && p.symbols[callee].kind == SymKind::Func;
             if defined_here && !self.included[callee] {
@@ -406,7 +467,9 @@ impl<'a, 'd> Selector<'a, 'd> {
             } else if defined_here {
                 relocs[i].target = OutTarget::Symbol(callee);
             } else {
-                let owner = p.symbol_covering(sec, r.offset).map_or(section.name, |s| p.symbols[s].name);
+                let owner = p
+                    .symbol_covering(sec, r.offset)
+                    .map_or(section.name, |s| p.symbols[s].name);
                 self.refuse(owner, why);
             }
         }
@@ -417,7 +480,9 @@ impl<'a, 'd> Selector<'a, 'd> {
         let p = self.patched;
         let backend = p.backend();
         for (sec, section) in p.sections.iter().enumerate() {
-            let Some(spec) = special_section(backend, section.name) else { continue };
+            let Some(spec) = special_section(backend, section.name) else {
+                continue;
+            };
             let entries = match split_entries(p, sec, &spec) {
                 Ok(e) => e,
                 Err(why) => {
@@ -446,13 +511,18 @@ impl<'a, 'd> Selector<'a, 'd> {
             if kept.is_empty() {
                 continue;
             }
-            self.out.special_entries.push((section.name.to_string(), kept.len()));
+            self.out
+                .special_entries
+                .push((section.name.to_string(), kept.len()));
             let link = section.is_link_order().then_some(section.link);
             self.add_piece_special(sec, kept.clone(), link);
             self.check_keys(section.name, &kept);
             if let Some((parallel, size)) = spec.parallel {
                 if let Some(psec) = p.sections.iter().position(|s| s.name == parallel) {
-                    let ranges = kept_index.iter().map(|&n| (n as u64 * size, (n as u64 + 1) * size)).collect();
+                    let ranges = kept_index
+                        .iter()
+                        .map(|&n| (n as u64 * size, (n as u64 + 1) * size))
+                        .collect();
                     self.add_piece_special(psec, ranges, None);
                 }
             }
@@ -461,7 +531,12 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     fn add_piece_special(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) {
         let idx = self.out.pieces.len();
-        self.out.pieces.push(Piece { section: sec, ranges, link, relocs: Vec::new() });
+        self.out.pieces.push(Piece {
+            section: sec,
+            ranges,
+            link,
+            relocs: Vec::new(),
+        });
         self.queue.push(idx);
     }
 
@@ -469,7 +544,8 @@ impl<'a, 'd> Selector<'a, 'd> {
         let p = self.patched;
         p.sections[sec].relocs.iter().any(|r| {
             let t = &p.symbols[r.symbol];
-            t.section.is_some_and(|s| p.sections[s].is_exec() && self.is_emitted(s, t.value))
+            t.section
+                .is_some_and(|s| p.sections[s].is_exec() && self.is_emitted(s, t.value))
         })
     }
 
@@ -480,7 +556,11 @@ impl<'a, 'd> Selector<'a, 'd> {
             return;
         }
         let p = self.patched;
-        let sec = p.sections.iter().position(|s| s.name == name).expect("section exists");
+        let sec = p
+            .sections
+            .iter()
+            .position(|s| s.name == name)
+            .expect("section exists");
         for &(s, e) in kept {
             for r in p.sections[sec].relocs_in(s, e) {
                 let t = &p.symbols[r.symbol];
@@ -497,17 +577,29 @@ impl<'a, 'd> Selector<'a, 'd> {
                     t.name.to_string()
                 };
                 let exported = t.global && self.exports.exported(t.name, t.section.is_some());
-                let new_in_patch = t.section.is_some() && is_entity(p, r.symbol) && self.corr.twin(r.symbol).is_none();
+                let new_in_patch = t.section.is_some()
+                    && is_entity(p, r.symbol)
+                    && self.corr.twin(r.symbol).is_none();
                 if exported || new_in_patch {
                     continue;
                 }
-                let what = if name == "__jump_table" { "static key" } else { "static call key" };
+                let what = if name == "__jump_table" {
+                    "static key"
+                } else {
+                    "static call key"
+                };
                 let fix = if self.object_name == "vmlinux" {
                     "it is not exported; read it with static_key_enabled() instead".to_string()
                 } else {
-                    format!("it is defined in module {}, which may load after the patch", self.object_name)
+                    format!(
+                        "it is defined in module {}, which may load after the patch",
+                        self.object_name
+                    )
                 };
-                self.refuse(&key, format!("{what} used by patched code cannot be wired up at module load: {fix}"));
+                self.refuse(
+                    &key,
+                    format!("{what} used by patched code cannot be wired up at module load: {fix}"),
+                );
             }
         }
     }

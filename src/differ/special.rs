@@ -9,7 +9,11 @@ use klpx_arch::SpecialSection;
 use crate::objfile::ObjectFile;
 
 /// The `[start, end)` byte ranges of a special section's entries.
-pub fn split_entries(obj: &ObjectFile, sec: usize, spec: &SpecialSection) -> Result<Vec<(u64, u64)>, String> {
+pub fn split_entries(
+    obj: &ObjectFile,
+    sec: usize,
+    spec: &SpecialSection,
+) -> Result<Vec<(u64, u64)>, String> {
     let section = &obj.sections[sec];
     let size = section.size;
     if size == 0 {

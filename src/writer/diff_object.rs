@@ -79,9 +79,25 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let sel = &diff.selection;
     let backend = patched.backend();
     let big = backend.endian() == Endian::Big;
-    let endian = if big { object::Endianness::Big } else { object::Endianness::Little };
-    let put64 = |v: u64| if big { v.to_be_bytes() } else { v.to_le_bytes() };
-    let put32 = |v: u32| if big { v.to_be_bytes() } else { v.to_le_bytes() };
+    let endian = if big {
+        object::Endianness::Big
+    } else {
+        object::Endianness::Little
+    };
+    let put64 = |v: u64| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
+    let put32 = |v: u32| {
+        if big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
+    };
 
     // Contents of each piece.
     let contents: Vec<Vec<u8>> = sel
@@ -92,7 +108,10 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
             if data.is_empty() {
                 return Vec::new();
             }
-            p.ranges.iter().flat_map(|&(s, e)| data[s as usize..e as usize].iter().copied()).collect()
+            p.ranges
+                .iter()
+                .flat_map(|&(s, e)| data[s as usize..e as usize].iter().copied())
+                .collect()
         })
         .collect();
 
@@ -107,7 +126,12 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
             .enumerate()
             .filter(|(_, p)| p.section == sec)
             .find_map(|(i, p)| p.map(sym.value).map(|o| (i, o)))
-            .ok_or_else(|| anyhow!("internal: symbol {} is not inside an emitted piece", sym.name))?;
+            .ok_or_else(|| {
+                anyhow!(
+                    "internal: symbol {} is not inside an emitted piece",
+                    sym.name
+                )
+            })?;
         sym_place.insert(s, place);
     }
 
@@ -115,7 +139,11 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let mut strtab = Vec::new();
     let mut add_string = |t: &KlpTarget| {
         let at = strtab.len() as u64;
-        for part in [t.object.as_str(), t.symbol.as_str(), t.source.as_deref().unwrap_or("")] {
+        for part in [
+            t.object.as_str(),
+            t.symbol.as_str(),
+            t.source.as_deref().unwrap_or(""),
+        ] {
             strtab.extend_from_slice(part.as_bytes());
             strtab.push(0);
         }
@@ -133,7 +161,10 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
                     .changed_functions
                     .iter()
                     .find(|f| f.name == patched.symbols[new].name)
-                    .map_or_else(|| patched.symbols[new].name.to_string(), |f| f.old_name.clone()),
+                    .map_or_else(
+                        || patched.symbols[new].name.to_string(),
+                        |f| f.old_name.clone(),
+                    ),
                 source: patched.source_name.map(str::to_string),
             };
             let _ = old;
@@ -142,7 +173,11 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         .collect();
 
     // Section names and symbol names must outlive the writer.
-    let piece_names: Vec<&str> = sel.pieces.iter().map(|p| patched.sections[p.section].name).collect();
+    let piece_names: Vec<&str> = sel
+        .pieces
+        .iter()
+        .map(|p| patched.sections[p.section].name)
+        .collect();
     let rela_names: Vec<String> = piece_names.iter().map(|n| format!(".rela{n}")).collect();
     let mut undefined: Vec<String> = Vec::new();
     let mut undefined_index: HashMap<String, usize> = HashMap::new();
@@ -162,8 +197,15 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let mut w = Writer::new(endian, true, &mut buffer);
     w.reserve_file_header();
     w.reserve_null_section_index();
-    let piece_index: Vec<SectionIndex> = sel.pieces.iter().map(|_| w.reserve_section_index()).collect();
-    let piece_name_ids: Vec<StringId> = piece_names.iter().map(|n| w.add_section_name(n.as_bytes())).collect();
+    let piece_index: Vec<SectionIndex> = sel
+        .pieces
+        .iter()
+        .map(|_| w.reserve_section_index())
+        .collect();
+    let piece_name_ids: Vec<StringId> = piece_names
+        .iter()
+        .map(|n| w.add_section_name(n.as_bytes()))
+        .collect();
 
     // Plain relocations per piece (everything but livepatch ones).
     let mut plain: Vec<Vec<PlainRel>> = Vec::with_capacity(sel.pieces.len());
@@ -171,13 +213,19 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     w.reserve_null_symbol_index();
     let file_name = patched.source_name.map(|n| w.add_string(n.as_bytes()));
     let file_sym = file_name.map(|_| w.reserve_symbol_index(None));
-    let section_syms: Vec<SymbolIndex> = piece_index.iter().map(|&si| w.reserve_symbol_index(Some(si))).collect();
+    let section_syms: Vec<SymbolIndex> = piece_index
+        .iter()
+        .map(|&si| w.reserve_symbol_index(Some(si)))
+        .collect();
     let strtab_sec = has_side.then(|| w.reserve_section_index());
     let strtab_sym = strtab_sec.map(|si| w.reserve_symbol_index(Some(si)));
     let mut out_sym: HashMap<usize, SymbolIndex> = HashMap::new();
     let mut sym_names: Vec<(usize, StringId)> = Vec::new();
-    let (locals, globals): (Vec<usize>, Vec<usize>) =
-        sel.symbols.iter().copied().partition(|&s| !patched.symbols[s].global);
+    let (locals, globals): (Vec<usize>, Vec<usize>) = sel
+        .symbols
+        .iter()
+        .copied()
+        .partition(|&s| !patched.symbols[s].global);
     for &s in &locals {
         let id = w.add_string(patched.symbols[s].name.as_bytes());
         let (piece, _) = sym_place[&s];
@@ -191,8 +239,10 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         out_sym.insert(s, w.reserve_symbol_index(Some(piece_index[piece])));
         sym_names.push((s, id));
     }
-    let undefined_ids: Vec<(StringId, SymbolIndex)> =
-        undefined.iter().map(|n| (w.add_string(n.as_bytes()), w.reserve_symbol_index(None))).collect();
+    let undefined_ids: Vec<(StringId, SymbolIndex)> = undefined
+        .iter()
+        .map(|n| (w.add_string(n.as_bytes()), w.reserve_symbol_index(None)))
+        .collect();
 
     for (pi, p) in sel.pieces.iter().enumerate() {
         let in_code = patched.sections[p.section].is_exec();
@@ -200,7 +250,9 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         for r in &p.relocs {
             let (sym, addend) = match &r.target {
                 OutTarget::Symbol(s) => (
-                    *out_sym.get(s).ok_or_else(|| anyhow!("internal: relocation to unemitted symbol"))?,
+                    *out_sym
+                        .get(s)
+                        .ok_or_else(|| anyhow!("internal: relocation to unemitted symbol"))?,
                     r.addend,
                 ),
                 OutTarget::Location(sec) => {
@@ -224,7 +276,12 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
                 OutTarget::Undefined(n) => (undefined_ids[undefined_index[n]].1, r.addend),
                 OutTarget::Klp(_) | OutTarget::Dropped(_) => continue,
             };
-            rels.push(PlainRel { offset: r.offset, sym, r_type: r.r_type, addend });
+            rels.push(PlainRel {
+                offset: r.offset,
+                sym,
+                r_type: r.r_type,
+                addend,
+            });
         }
         plain.push(rels);
     }
@@ -232,11 +289,25 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let rela_index: Vec<Option<(SectionIndex, StringId)>> = plain
         .iter()
         .enumerate()
-        .map(|(i, r)| (!r.is_empty()).then(|| (w.reserve_section_index(), w.add_section_name(rela_names[i].as_bytes()))))
+        .map(|(i, r)| {
+            (!r.is_empty()).then(|| {
+                (
+                    w.reserve_section_index(),
+                    w.add_section_name(rela_names[i].as_bytes()),
+                )
+            })
+        })
         .collect();
     let strtab_name = strtab_sec.map(|_| w.add_section_name(b".klpx.strtab"));
     let side = |w: &mut Writer, n: usize, name: &'static [u8], rname: &'static [u8]| {
-        (n > 0).then(|| (w.reserve_section_index(), w.add_section_name(name), w.reserve_section_index(), w.add_section_name(rname)))
+        (n > 0).then(|| {
+            (
+                w.reserve_section_index(),
+                w.add_section_name(name),
+                w.reserve_section_index(),
+                w.add_section_name(rname),
+            )
+        })
     };
     let relocs_sec = side(&mut w, klp.len(), b".klpx.relocs", b".rela.klpx.relocs");
     let funcs_sec = side(&mut w, funcs.len(), b".klpx.funcs", b".rela.klpx.funcs");
@@ -251,14 +322,36 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         .enumerate()
         .map(|(i, p)| {
             let s = &patched.sections[p.section];
-            if s.is_nobits() { 0 } else { w.reserve(contents[i].len() as u64, s.align.max(1)) }
+            if s.is_nobits() {
+                0
+            } else {
+                w.reserve(contents[i].len() as u64, s.align.max(1))
+            }
         })
         .collect();
-    let rela_offset: Vec<u64> =
-        plain.iter().map(|r| if r.is_empty() { 0 } else { w.reserve_relocations(r.len(), true) }).collect();
+    let rela_offset: Vec<u64> = plain
+        .iter()
+        .map(|r| {
+            if r.is_empty() {
+                0
+            } else {
+                w.reserve_relocations(r.len(), true)
+            }
+        })
+        .collect();
     let strtab_offset = strtab_sec.map(|_| w.reserve(strtab.len() as u64, 1));
-    let relocs_offset = relocs_sec.map(|_| (w.reserve((klp.len() * KLPX_RELOC_SIZE) as u64, 8), w.reserve_relocations(klp.len() * 2, true)));
-    let funcs_offset = funcs_sec.map(|_| (w.reserve((funcs.len() * KLPX_FUNC_SIZE) as u64, 8), w.reserve_relocations(funcs.len() * 2, true)));
+    let relocs_offset = relocs_sec.map(|_| {
+        (
+            w.reserve((klp.len() * KLPX_RELOC_SIZE) as u64, 8),
+            w.reserve_relocations(klp.len() * 2, true),
+        )
+    });
+    let funcs_offset = funcs_sec.map(|_| {
+        (
+            w.reserve((funcs.len() * KLPX_FUNC_SIZE) as u64, 8),
+            w.reserve_relocations(funcs.len() * 2, true),
+        )
+    });
     w.reserve_symtab();
     w.reserve_strtab().context("laying out .strtab")?;
     w.reserve_shstrtab().context("laying out .shstrtab")?;
@@ -289,7 +382,12 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         for r in rels {
             w.write_relocation(
                 true,
-                &Rel { r_offset: r.offset, r_sym: r.sym.0, r_type: elf::RelocationType(r.r_type), r_addend: r.addend },
+                &Rel {
+                    r_offset: r.offset,
+                    r_sym: r.sym.0,
+                    r_type: elf::RelocationType(r.r_type),
+                    r_addend: r.addend,
+                },
             );
         }
     }
@@ -312,10 +410,23 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         w.write_align_relocation();
         for (n, k) in klp.iter().enumerate() {
             let base = (n * KLPX_RELOC_SIZE) as u64;
-            w.write_relocation(true, &Rel { r_offset: base, r_sym: section_syms[k.piece].0, r_type: abs64, r_addend: k.offset as i64 });
             w.write_relocation(
                 true,
-                &Rel { r_offset: base + 8, r_sym: strtab_sym.expect("side strings").0, r_type: abs64, r_addend: klp_strings[n] as i64 },
+                &Rel {
+                    r_offset: base,
+                    r_sym: section_syms[k.piece].0,
+                    r_type: abs64,
+                    r_addend: k.offset as i64,
+                },
+            );
+            w.write_relocation(
+                true,
+                &Rel {
+                    r_offset: base + 8,
+                    r_sym: strtab_sym.expect("side strings").0,
+                    r_type: abs64,
+                    r_addend: klp_strings[n] as i64,
+                },
             );
         }
     }
@@ -327,10 +438,23 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         w.write_align_relocation();
         for (n, (sym, name)) in funcs.iter().enumerate() {
             let base = (n * KLPX_FUNC_SIZE) as u64;
-            w.write_relocation(true, &Rel { r_offset: base, r_sym: out_sym[sym].0, r_type: abs64, r_addend: 0 });
             w.write_relocation(
                 true,
-                &Rel { r_offset: base + 8, r_sym: strtab_sym.expect("side strings").0, r_type: abs64, r_addend: *name as i64 },
+                &Rel {
+                    r_offset: base,
+                    r_sym: out_sym[sym].0,
+                    r_type: abs64,
+                    r_addend: 0,
+                },
+            );
+            w.write_relocation(
+                true,
+                &Rel {
+                    r_offset: base + 8,
+                    r_sym: strtab_sym.expect("side strings").0,
+                    r_type: abs64,
+                    r_addend: *name as i64,
+                },
             );
         }
     }
@@ -404,7 +528,10 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     // Section headers, in the order their indexes were reserved.
     w.write_null_section_header();
     let link_of = |input: usize| -> Option<SectionIndex> {
-        sel.pieces.iter().position(|q| q.section == input).map(|i| piece_index[i])
+        sel.pieces
+            .iter()
+            .position(|q| q.section == input)
+            .map(|i| piece_index[i])
     };
     for (i, p) in sel.pieces.iter().enumerate() {
         let s = &patched.sections[p.section];
@@ -444,14 +571,23 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let symtab = w.symtab_index();
     for (i, r) in rela_index.iter().enumerate() {
         if let Some((_, name)) = r {
-            w.write_relocation_section_header(*name, piece_index[i], symtab, rela_offset[i], plain[i].len(), true);
+            w.write_relocation_section_header(
+                *name,
+                piece_index[i],
+                symtab,
+                rela_offset[i],
+                plain[i].len(),
+                true,
+            );
         }
     }
     for (sec, offs, count, size) in [
         (relocs_sec, relocs_offset, klp.len(), KLPX_RELOC_SIZE),
         (funcs_sec, funcs_offset, funcs.len(), KLPX_FUNC_SIZE),
     ] {
-        let (Some((data_index, name, _, rname)), Some((data_off, rel_off))) = (sec, offs) else { continue };
+        let (Some((data_index, name, _, rname)), Some((data_off, rel_off))) = (sec, offs) else {
+            continue;
+        };
         let sh_name = w.section_name_offset(Some(name));
         w.write_section_header(&SectionHeader {
             sh_name,

@@ -1,0 +1,3 @@
+//! Driving kbuild: reading what it recorded and re-running single compiles with extra flags.
+
+pub mod cmdfile;
