@@ -8,6 +8,7 @@ pub mod cmd;
 pub mod differ;
 pub mod error;
 pub mod kbuild;
+pub mod kernel;
 pub mod objfile;
 pub mod patch;
 pub mod toolchain;

@@ -67,16 +67,21 @@ impl Piece {
     pub fn size(&self) -> u64 {
         self.ranges.iter().map(|(s, e)| e - s).sum()
     }
-    /// Output offset of input offset `off`, if one of the ranges holds it.
+    /// Output offset of input offset `off`, if one of the ranges holds it. The end of a range counts
+    /// too (ORC and other tables mark the end of a function), after every range's inside.
     pub fn map(&self, off: u64) -> Option<u64> {
         let mut base = 0;
+        let mut at_end = None;
         for &(s, e) in &self.ranges {
-            if (s..e).contains(&off) || (off == e && e == s) {
+            if (s..e).contains(&off) {
                 return Some(base + off - s);
+            }
+            if off == e && at_end.is_none() {
+                at_end = Some(base + e - s);
             }
             base += e - s;
         }
-        None
+        at_end
     }
 }
 

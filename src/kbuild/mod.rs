@@ -1,3 +1,4 @@
 //! Driving kbuild: reading what it recorded and re-running single compiles with extra flags.
 
 pub mod cmdfile;
+pub mod compile;

@@ -1,0 +1,39 @@
+//! Where klpx keeps what it downloads, unpacks and builds: `$KLPX_CACHE`, else `~/.cache/klpx`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// Debian's kernel source tarball.
+pub const DEBIAN_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
+/// The directory the tarball unpacks to.
+pub const DEBIAN_SOURCE_DIR: &str = "linux-source-6.12";
+
+/// The cache root.
+pub fn root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("KLPX_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    home.join(".cache").join("klpx")
+}
+
+/// The unpacked Debian kernel source, unpacking the tarball on first use.
+pub fn debian_source() -> Result<PathBuf> {
+    let dir = root().join("src");
+    let src = dir.join(DEBIAN_SOURCE_DIR);
+    if src.join("Makefile").is_file() && src.join(".klpx-unpacked").is_file() {
+        return Ok(src);
+    }
+    if !Path::new(DEBIAN_SOURCE_TARBALL).is_file() {
+        bail!("{DEBIAN_SOURCE_TARBALL} not found: apt-get install linux-source-6.12");
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    duct::cmd!("tar", "-xf", DEBIAN_SOURCE_TARBALL, "-C", &dir)
+        .run()
+        .with_context(|| format!("unpacking {DEBIAN_SOURCE_TARBALL}"))?;
+    std::fs::write(src.join(".klpx-unpacked"), "").context("marking the source unpacked")?;
+    Ok(src)
+}

@@ -1,0 +1,4 @@
+//! Kernel sources and output trees klpx manages for the user (demo, tests, `klpx kernel`).
+
+pub mod cache;
+pub mod tree;
