@@ -238,9 +238,10 @@ pub trait Backend: Send + Sync {
     fn is_mapping_symbol(&self, _name: &str) -> bool {
         false
     }
-    /// Symbols the module loader resolves itself (ppc64 `.TOC.`): references stay plain relocations.
-    fn loader_symbols(&self) -> &'static [&'static str] {
-        &[]
+    /// Symbols every module gets from the module link or the loader (ppc64 `.TOC.` and the `-Os`
+    /// register save/restore helpers): references to them stay plain relocations.
+    fn is_module_provided(&self, _name: &str) -> bool {
+        false
     }
 }
 

@@ -132,7 +132,10 @@ impl Backend for Ppc64le {
     }
     fn check_external_call(&self, f: &FunctionCode, index: usize) -> Result<(), String> {
         let r = &f.relocs[index];
-        if self.reloc_class(r.r_type) != RelocClass::Call || r.target == "_mcount" {
+        if self.reloc_class(r.r_type) != RelocClass::Call
+            || r.target == "_mcount"
+            || self.is_module_provided(r.target)
+        {
             return Ok(());
         }
         let Some(insn) = read_u32(Endian::Little, f.bytes, r.offset as usize) else {
@@ -168,8 +171,19 @@ impl Backend for Ppc64le {
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL
     }
-    fn loader_symbols(&self) -> &'static [&'static str] {
-        &[".TOC."]
+    fn is_module_provided(&self, name: &str) -> bool {
+        // arch/powerpc/lib/crtsavres.o is linked into every module built for size.
+        const HELPERS: [&str; 8] = [
+            "_savegpr0_",
+            "_restgpr0_",
+            "_savegpr1_",
+            "_restgpr1_",
+            "_savefpr_",
+            "_restfpr_",
+            "_savevr_",
+            "_restvr_",
+        ];
+        name == ".TOC." || HELPERS.iter().any(|h| name.starts_with(h))
     }
 }
 

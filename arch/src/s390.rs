@@ -110,7 +110,7 @@ impl Backend for S390x {
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL
     }
-    fn loader_symbols(&self) -> &'static [&'static str] {
-        &["_GLOBAL_OFFSET_TABLE_"]
+    fn is_module_provided(&self, name: &str) -> bool {
+        name == "_GLOBAL_OFFSET_TABLE_"
     }
 }

@@ -412,9 +412,7 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     /// A symbol the patched object does not define.
     fn external_undefined(&self, name: &str) -> OutTarget {
-        if self.patched.backend().loader_symbols().contains(&name)
-            || self.exports.exported(name, false)
-        {
+        if self.patched.backend().is_module_provided(name) || self.exports.exported(name, false) {
             OutTarget::Undefined(name.to_string())
         } else {
             self.klp(name)
