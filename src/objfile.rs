@@ -13,6 +13,9 @@ use object::{Endianness, SectionIndex};
 
 use crate::error::UserError;
 
+/// Largest size, value or addend a sane relocatable object has (1 TiB): bounds all offset arithmetic.
+const LIMIT: u64 = 1 << 40;
+
 /// What a symbol names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SymKind {
@@ -77,22 +80,22 @@ pub struct Section<'d> {
 
 impl Section<'_> {
     pub fn is_alloc(&self) -> bool {
-        self.flags & u64::from(elf::SHF_ALLOC.0) != 0
+        self.flags & elf::SHF_ALLOC.0 != 0
     }
     pub fn is_exec(&self) -> bool {
-        self.flags & u64::from(elf::SHF_EXECINSTR.0) != 0
+        self.flags & elf::SHF_EXECINSTR.0 != 0
     }
     pub fn is_write(&self) -> bool {
-        self.flags & u64::from(elf::SHF_WRITE.0) != 0
+        self.flags & elf::SHF_WRITE.0 != 0
     }
     pub fn is_strings(&self) -> bool {
-        self.flags & u64::from(elf::SHF_STRINGS.0) != 0
+        self.flags & elf::SHF_STRINGS.0 != 0
     }
     pub fn is_merge(&self) -> bool {
-        self.flags & u64::from(elf::SHF_MERGE.0) != 0
+        self.flags & elf::SHF_MERGE.0 != 0
     }
     pub fn is_link_order(&self) -> bool {
-        self.flags & u64::from(elf::SHF_LINK_ORDER.0) != 0
+        self.flags & elf::SHF_LINK_ORDER.0 != 0
     }
     pub fn is_nobits(&self) -> bool {
         self.sh_type == elf::SHT_NOBITS.0
@@ -170,6 +173,9 @@ impl<'d> ObjectFile<'d> {
                 .ok_or_else(|| bad(&format!("section {} has a corrupt name", index.0)))?;
             let sh_type = sh.sh_type(e).0;
             let size = sh.sh_size(e);
+            if size > LIMIT {
+                return Err(bad(&format!("section {name} claims {size} bytes")));
+            }
             let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
                 &[][..]
             } else {
@@ -227,6 +233,9 @@ impl<'d> ObjectFile<'d> {
                 source_name = Some(name);
             }
             let bind = sym.st_bind();
+            if sym.st_value(e) > LIMIT || sym.st_size(e) > LIMIT {
+                return Err(bad(&format!("symbol {name} has an absurd value or size")));
+            }
             symbols.push(Symbol {
                 name,
                 kind,

@@ -106,13 +106,12 @@ fn target_at_depth<'a>(
         sym.value as i64
     };
     let off = obj.backend().target_offset(r.r_type, r.addend, in_code) + base;
-    if section.is_strings() {
-        if let Some((text, inner)) = usize::try_from(off)
+    if section.is_strings()
+        && let Some((text, inner)) = usize::try_from(off)
             .ok()
             .and_then(|o| string_at(section.data, o))
-        {
-            return Target::Str { text, inner };
-        }
+    {
+        return Target::Str { text, inner };
     }
     if let Some(cover) = u64::try_from(off)
         .ok()
@@ -144,16 +143,15 @@ fn target_at_depth<'a>(
             addend: r.addend + base - off,
         };
     }
-    if depth == 0 {
-        if let Ok(at) = u64::try_from(off) {
-            if let Some(inner) = section.relocs_in(at, at + 1).first() {
-                let to = target_at_depth(obj, keys, inner, section.is_exec(), depth + 1);
-                return Target::Indirect {
-                    via: section.name,
-                    to: Box::new(to),
-                };
-            }
-        }
+    if depth == 0
+        && let Ok(at) = u64::try_from(off)
+        && let Some(inner) = section.relocs_in(at, at + 1).first()
+    {
+        let to = target_at_depth(obj, keys, inner, section.is_exec(), depth + 1);
+        return Target::Indirect {
+            via: section.name,
+            to: Box::new(to),
+        };
     }
     Target::Section {
         name: section.name,

@@ -7,7 +7,7 @@ pub mod names;
 pub mod select;
 mod special;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use klpx_arch::{Arch, CodeReloc, FunctionCode, special_section};
 use serde::Serialize;
@@ -117,13 +117,17 @@ pub fn diff(
     let mut new_functions = Vec::new();
     let mut roots = Vec::new();
     let mut patched_functions = Vec::new();
+    let children = children_by_parent(patched);
+    let sites = EntrySites::new(orig);
     for (i, s) in patched.symbols.iter().enumerate() {
         let Some(st) = status[i] else { continue };
         if st == FuncStatus::Unchanged || is_cold_child(s.name) {
             continue;
         }
         roots.push(i);
-        roots.extend(children_of(patched, i));
+        if let Some(kids) = children.get(canonical(s.name).as_ref()) {
+            roots.extend(kids.iter().copied());
+        }
         match st {
             FuncStatus::Changed => {
                 let twin = corr.twin(i).expect("changed functions have a twin");
@@ -132,8 +136,8 @@ pub fn diff(
                     name: s.name.to_string(),
                     old_name: old.name.to_string(),
                 });
-                patched_functions.push((i, twin));
-                check_entry(orig, twin, &mut refusals);
+                patched_functions.push((i, old.name.to_string()));
+                check_entry(orig, twin, &sites, &mut refusals);
             }
             FuncStatus::New => new_functions.push(s.name.to_string()),
             FuncStatus::Unchanged => {}
@@ -215,30 +219,28 @@ fn classify_functions(
             continue;
         }
         let canon = canonical(s.name);
-        if let Some((parent, ChildKind::Cold)) = child_parent(&canon) {
-            if let Some(&p) = corr.patched.by_key.get(parent) {
-                if status[p] == Some(FuncStatus::Unchanged) {
-                    status[p] = Some(FuncStatus::Changed);
-                }
-            }
+        if let Some((parent, ChildKind::Cold)) = child_parent(&canon)
+            && let Some(&p) = corr.patched.by_key.get(parent)
+            && status[p] == Some(FuncStatus::Unchanged)
+        {
+            status[p] = Some(FuncStatus::Changed);
         }
     }
     status
 }
 
-/// `.cold` and `.part` children of a function, which travel with it.
-fn children_of(obj: &ObjectFile, parent: usize) -> Vec<usize> {
-    let pname = canonical(obj.symbols[parent].name).into_owned();
-    obj.symbols
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            s.kind == SymKind::Func
-                && is_entity(obj, *i)
-                && child_parent(&canonical(s.name)).is_some_and(|(p, _)| p == pname)
-        })
-        .map(|(i, _)| i)
-        .collect()
+/// `.cold` and `.part` children of every function, by the parent's canonical name: they travel with it.
+fn children_by_parent(obj: &ObjectFile) -> HashMap<String, Vec<usize>> {
+    let mut map: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, s) in obj.symbols.iter().enumerate() {
+        if s.kind != SymKind::Func || !is_entity(obj, i) {
+            continue;
+        }
+        if let Some((parent, _)) = child_parent(&canonical(s.name)) {
+            map.entry(parent.to_string()).or_default().push(i);
+        }
+    }
+    map
 }
 
 fn in_ignored_section(obj: &ObjectFile, sym: usize) -> bool {
@@ -290,8 +292,42 @@ fn classify_data(
     (changed, new)
 }
 
+/// Call sites recorded in `__mcount_loc` and `__patchable_function_entries`, by section.
+struct EntrySites(HashMap<usize, Vec<i64>>);
+
+impl EntrySites {
+    fn new(obj: &ObjectFile) -> EntrySites {
+        let backend = obj.backend();
+        let mut map: HashMap<usize, Vec<i64>> = HashMap::new();
+        for table in &obj.sections {
+            if table.name != "__mcount_loc" && table.name != "__patchable_function_entries" {
+                continue;
+            }
+            debug_assert!(special_section(backend, table.name).is_some());
+            for r in &table.relocs {
+                let t = &obj.symbols[r.symbol];
+                if let Some(sec) = t.section {
+                    let at = backend.target_offset(r.r_type, r.addend, false) + t.value as i64;
+                    map.entry(sec).or_default().push(at);
+                }
+            }
+        }
+        EntrySites(map)
+    }
+
+    /// Sites in section `sec`, as offsets from `start`.
+    fn relative_to(&self, sec: usize, start: u64) -> Vec<i64> {
+        self.0
+            .get(&sec)
+            .into_iter()
+            .flatten()
+            .map(|&s| s - start as i64)
+            .collect()
+    }
+}
+
 /// A changed function needs an ftrace entry in the running kernel's build to be redirected.
-fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
+fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut Vec<Refusal>) {
     let s = &orig.symbols[sym];
     let Some(sec) = s.section else { return };
     let (start, end) = extent(orig, sym);
@@ -310,7 +346,7 @@ fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
             addend: r.addend,
         })
         .collect();
-    let sites = entry_sites(orig, sec, start);
+    let sites = sites.relative_to(sec, start);
     let f = FunctionCode {
         name: s.name,
         bytes,
@@ -324,26 +360,4 @@ fn check_entry(orig: &ObjectFile, sym: usize, refusals: &mut Vec<Refusal>) {
             reason: format!("changed function has no patchable entry: {why}"),
         });
     }
-}
-
-/// Offsets from `start` in section `sec` named by `__mcount_loc` or `__patchable_function_entries`.
-fn entry_sites(obj: &ObjectFile, sec: usize, start: u64) -> Vec<i64> {
-    let backend = obj.backend();
-    let mut sites = Vec::new();
-    for table in &obj.sections {
-        if table.name != "__mcount_loc" && table.name != "__patchable_function_entries" {
-            continue;
-        }
-        debug_assert!(special_section(backend, table.name).is_some());
-        for r in &table.relocs {
-            let t = &obj.symbols[r.symbol];
-            if t.section == Some(sec) {
-                sites.push(
-                    backend.target_offset(r.r_type, r.addend, false) + t.value as i64
-                        - start as i64,
-                );
-            }
-        }
-    }
-    sites
 }

@@ -100,10 +100,10 @@ pub fn child_parent(canonical: &str) -> Option<(&str, ChildKind)> {
     if let Some(p) = canonical.strip_suffix(".cold") {
         return Some((p, ChildKind::Cold));
     }
-    if let Some(i) = canonical.find(".part") {
-        if canonical[i..] == *".part" || canonical[i..].starts_with(".part.") {
-            return Some((&canonical[..i], ChildKind::Part));
-        }
+    if let Some(i) = canonical.find(".part")
+        && (canonical[i..] == *".part" || canonical[i..].starts_with(".part."))
+    {
+        return Some((&canonical[..i], ChildKind::Part));
     }
     None
 }

@@ -99,8 +99,8 @@ pub struct Selection {
     pub pieces: Vec<Piece>,
     /// Patched symbols emitted into the output, in order of inclusion.
     pub symbols: Vec<usize>,
-    /// Changed functions: (patched symbol, original symbol).
-    pub patched_functions: Vec<(usize, usize)>,
+    /// Changed functions: the patched symbol and the name the running kernel knows it by.
+    pub patched_functions: Vec<(usize, String)>,
     /// Unchanged functions copied in because patch code must call them directly (ppc64 local calls).
     pub copied_functions: Vec<usize>,
     pub special_entries: Vec<(String, usize)>,
@@ -324,14 +324,13 @@ impl<'a, 'd> Selector<'a, 'd> {
         if let Some(cover) = u64::try_from(off)
             .ok()
             .and_then(|o| p.symbol_covering(sec, o))
+            && (is_entity(p, cover) || is_special(p, cover))
         {
-            if is_entity(p, cover) || is_special(p, cover) {
-                let relative = in_section - p.symbols[cover].value as i64;
-                return match self.entity(cover) {
-                    Resolved::Internal(_) => (OutTarget::Location(sec), in_section),
-                    Resolved::External(t) => (t, relative),
-                };
-            }
+            let relative = in_section - p.symbols[cover].value as i64;
+            return match self.entity(cover) {
+                Resolved::Internal(_) => (OutTarget::Location(sec), in_section),
+                Resolved::External(t) => (t, relative),
+            };
         }
         if is_ignored_section(section.name) || !section.is_alloc() {
             return (OutTarget::Dropped(section.name.to_string()), in_section);
@@ -504,11 +503,12 @@ impl<'a, 'd> Selector<'a, 'd> {
                     let off = backend.target_offset(r.r_type, r.addend, false) + t.value as i64;
                     p.sections[tsec].is_exec().then_some((tsec, off))
                 });
-                if let Some((tsec, off)) = owner {
-                    if off >= 0 && self.is_emitted(tsec, off as u64) {
-                        kept.push((s, e));
-                        kept_index.push(n);
-                    }
+                if let Some((tsec, off)) = owner
+                    && off >= 0
+                    && self.is_emitted(tsec, off as u64)
+                {
+                    kept.push((s, e));
+                    kept_index.push(n);
                 }
             }
             if kept.is_empty() {
@@ -520,14 +520,14 @@ impl<'a, 'd> Selector<'a, 'd> {
             let link = section.is_link_order().then_some(section.link);
             self.add_piece_special(sec, kept.clone(), link);
             self.check_keys(section.name, &kept);
-            if let Some((parallel, size)) = spec.parallel {
-                if let Some(psec) = p.sections.iter().position(|s| s.name == parallel) {
-                    let ranges = kept_index
-                        .iter()
-                        .map(|&n| (n as u64 * size, (n as u64 + 1) * size))
-                        .collect();
-                    self.add_piece_special(psec, ranges, None);
-                }
+            if let Some((parallel, size)) = spec.parallel
+                && let Some(psec) = p.sections.iter().position(|s| s.name == parallel)
+            {
+                let ranges = kept_index
+                    .iter()
+                    .map(|&n| (n as u64 * size, (n as u64 + 1) * size))
+                    .collect();
+                self.add_piece_special(psec, ranges, None);
             }
         }
     }

@@ -20,7 +20,7 @@ pub fn split_entries(
         return Ok(Vec::new());
     }
     let declared = (section.entsize > 0).then_some(section.entsize);
-    let fits = |n: u64| n > 0 && size % n == 0 && consistent(obj, sec, n);
+    let fits = |n: u64| n > 0 && size.is_multiple_of(n) && consistent(obj, sec, n);
     let chosen = declared
         .into_iter()
         .chain(spec.entry_sizes.iter().copied())

@@ -115,23 +115,27 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         })
         .collect();
 
-    // Where each emitted patched symbol lands.
+    // The pieces cut from each input section, and where each emitted patched symbol lands.
+    let mut pieces_of: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (i, p) in sel.pieces.iter().enumerate() {
+        pieces_of.entry(p.section).or_default().push(i);
+    }
+    let locate = |sec: usize, off: u64| -> Option<(usize, u64)> {
+        pieces_of
+            .get(&sec)?
+            .iter()
+            .find_map(|&i| sel.pieces[i].map(off).map(|o| (i, o)))
+    };
     let mut sym_place: HashMap<usize, (usize, u64)> = HashMap::new();
     for &s in &sel.symbols {
         let sym = &patched.symbols[s];
         let sec = sym.section.expect("emitted symbols are defined");
-        let place = sel
-            .pieces
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| p.section == sec)
-            .find_map(|(i, p)| p.map(sym.value).map(|o| (i, o)))
-            .ok_or_else(|| {
-                anyhow!(
-                    "internal: symbol {} is not inside an emitted piece",
-                    sym.name
-                )
-            })?;
+        let place = locate(sec, sym.value).ok_or_else(|| {
+            anyhow!(
+                "internal: symbol {} is not inside an emitted piece",
+                sym.name
+            )
+        })?;
         sym_place.insert(s, place);
     }
 
@@ -154,21 +158,13 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let funcs: Vec<(usize, u64)> = sel
         .patched_functions
         .iter()
-        .map(|&(new, old)| {
+        .map(|(new, old_name)| {
             let t = KlpTarget {
                 object: diff.object_name.clone(),
-                symbol: diff
-                    .changed_functions
-                    .iter()
-                    .find(|f| f.name == patched.symbols[new].name)
-                    .map_or_else(
-                        || patched.symbols[new].name.to_string(),
-                        |f| f.old_name.clone(),
-                    ),
+                symbol: old_name.clone(),
                 source: patched.source_name.map(str::to_string),
             };
-            let _ = old;
-            (new, add_string(&t))
+            (*new, add_string(&t))
         })
         .collect();
 
@@ -183,11 +179,11 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let mut undefined_index: HashMap<String, usize> = HashMap::new();
     for p in &sel.pieces {
         for r in &p.relocs {
-            if let OutTarget::Undefined(n) = &r.target {
-                if !undefined_index.contains_key(n) {
-                    undefined_index.insert(n.clone(), undefined.len());
-                    undefined.push(n.clone());
-                }
+            if let OutTarget::Undefined(n) = &r.target
+                && !undefined_index.contains_key(n)
+            {
+                undefined_index.insert(n.clone(), undefined.len());
+                undefined.push(n.clone());
             }
         }
     }
@@ -257,12 +253,9 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
                 ),
                 OutTarget::Location(sec) => {
                     let off = backend.target_offset(r.r_type, r.addend, in_code);
-                    let (tp, mapped) = sel
-                        .pieces
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, q)| q.section == *sec)
-                        .find_map(|(i, q)| u64::try_from(off).ok().and_then(|o| q.map(o)).map(|m| (i, m)))
+                    let (tp, mapped) = u64::try_from(off)
+                        .ok()
+                        .and_then(|o| locate(*sec, o))
                         .ok_or_else(|| {
                             anyhow!(
                                 "internal: relocation in {} at {:#x} points into {} at {off:#x}, which is not emitted",
@@ -536,9 +529,9 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     for (i, p) in sel.pieces.iter().enumerate() {
         let s = &patched.sections[p.section];
         let link = p.link.and_then(link_of);
-        let mut flags = s.flags & !u64::from(elf::SHF_GROUP.0);
+        let mut flags = s.flags & !elf::SHF_GROUP.0;
         if link.is_none() {
-            flags &= !u64::from(elf::SHF_LINK_ORDER.0);
+            flags &= !elf::SHF_LINK_ORDER.0;
         }
         w.write_section_header(&SectionHeader {
             sh_name: w.section_name_offset(Some(piece_name_ids[i])),
