@@ -48,6 +48,9 @@ impl Backend for Arm64 {
     fn triple(&self) -> Triple {
         "aarch64-unknown-linux-gnu".parse().expect("valid triple")
     }
+    fn config_fragment(&self) -> &'static str {
+        include_str!("../../configs/arm64.config")
+    }
     fn entry_convention(&self) -> &'static str {
         "-fpatchable-function-entry=2 (4,2 with CALL_OPS): two NOPs at entry, after BTI C when BTI is on; sites in __patchable_function_entries"
     }

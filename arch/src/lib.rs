@@ -197,6 +197,9 @@ pub trait Backend: Send + Sync {
     /// The Debian package that provides `<prefix>gcc`.
     fn compiler_package(&self) -> &'static str;
     fn triple(&self) -> Triple;
+    /// The kernel config fragment (`configs/<name>.config`) that makes a small tree of this architecture
+    /// livepatch-capable and bootable in qemu, on top of tinyconfig and `configs/livepatch.config`.
+    fn config_fragment(&self) -> &'static str;
     /// One line describing how the kernel makes functions traceable on this architecture.
     fn entry_convention(&self) -> &'static str;
     /// The kernel's function-entry compiler flags (`CC_FLAGS_FTRACE` for the usual configuration).

@@ -59,6 +59,9 @@ impl Backend for Ppc64le {
             .parse()
             .expect("valid triple")
     }
+    fn config_fragment(&self) -> &'static str {
+        include_str!("../../configs/ppc64le.config")
+    }
     fn entry_convention(&self) -> &'static str {
         "-pg -mprofile-kernel: mflr r0; bl _mcount after the local entry (or -fpatchable-function-entry=2 NOPs); external calls need a nop for the TOC restore"
     }

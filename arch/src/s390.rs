@@ -52,6 +52,9 @@ impl Backend for S390x {
     fn triple(&self) -> Triple {
         "s390x-unknown-linux-gnu".parse().expect("valid triple")
     }
+    fn config_fragment(&self) -> &'static str {
+        include_str!("../../configs/s390.config")
+    }
     fn entry_convention(&self) -> &'static str {
         "-pg -mfentry -mnop-mcount -mrecord-mcount: brcl 0,0 (c0 04 00 00 00 00) at entry, or brasl to __fentry__; sites in __mcount_loc"
     }

@@ -59,6 +59,9 @@ impl Backend for X86_64 {
     fn triple(&self) -> Triple {
         "x86_64-unknown-linux-gnu".parse().expect("valid triple")
     }
+    fn config_fragment(&self) -> &'static str {
+        include_str!("../../configs/x86_64.config")
+    }
     fn entry_convention(&self) -> &'static str {
         "-pg -mfentry: call __fentry__ at entry (after ENDBR64 with IBT; objtool may turn it into a 5-byte NOP listed in __mcount_loc)"
     }

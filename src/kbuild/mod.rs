@@ -2,3 +2,4 @@
 
 pub mod cmdfile;
 pub mod compile;
+pub mod objpair;

@@ -1,4 +1,5 @@
 //! Kernel sources and output trees klpx manages for the user (demo, tests, `klpx kernel`).
 
 pub mod cache;
+pub mod configs;
 pub mod tree;

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use klpx_arch::Arch;
 
+use super::configs;
+
 /// How the tree's `.config` starts before the fragments are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseConfig {
@@ -116,10 +118,36 @@ impl KernelTree {
         self.make(&["prepare"])
     }
 
+    /// Configures (from tinyconfig and klpx's fragments) and prepares the tree unless it already was
+    /// with the same fragments. Returns the options Kconfig did not keep, when it configured.
+    pub fn ensure_prepared(&self) -> Result<Vec<String>> {
+        let fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
+        let mut key = String::new();
+        for f in &fragments {
+            key.push_str(&std::fs::read_to_string(f)?);
+        }
+        let key = format!("{:016x}", fingerprint(key.as_bytes()));
+        let stamp = self.out.join(".klpx-prepared");
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+            return Ok(Vec::new());
+        }
+        let dropped = self.configure(&BaseConfig::Tinyconfig, &fragments)?;
+        self.prepare()?;
+        std::fs::write(&stamp, key).context("writing the prepared stamp")?;
+        Ok(dropped)
+    }
+
     /// Builds single objects (`kernel/sys.o`), which also records their `.cmd` files.
     pub fn build_objects(&self, objects: &[&str]) -> Result<()> {
         self.make(objects)
     }
+}
+
+/// A stable 64-bit FNV-1a fingerprint, for cache keys that must survive toolchain upgrades.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// `CONFIG_X=v` and `# CONFIG_X is not set` lines, as (option, value) with `n` for unset.

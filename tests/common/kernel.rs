@@ -5,14 +5,12 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use klpx::kbuild::cmdfile::CmdFile;
-use klpx::kbuild::compile::{livepatch_cflags, recompile};
+use klpx::kbuild::objpair::{ObjectPair, SourceLock, build_pair};
 use klpx::kernel::cache;
-use klpx::kernel::tree::{BaseConfig, KernelTree};
+use klpx::kernel::tree::KernelTree;
 use klpx::patch::source::SourcePatch;
 use klpx_arch::Arch;
 use serde::Deserialize;
@@ -22,63 +20,28 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Fragments merged on top of tinyconfig for `arch`.
-pub fn fragments(arch: Arch) -> Vec<PathBuf> {
-    vec![
-        repo().join("configs/livepatch.config"),
-        repo().join(format!("configs/{}.config", arch.name())),
-    ]
-}
-
-fn hash_of(parts: &[&[u8]]) -> String {
-    let mut h = std::hash::DefaultHasher::new();
-    for p in parts {
-        p.hash(&mut h);
-    }
-    format!("{:016x}", h.finish())
-}
-
-/// Holds the source tree's lock: patches are applied in place, one at a time across processes.
-pub struct SourceLock(File);
-
-impl SourceLock {
-    pub fn take(src: &Path) -> Result<SourceLock> {
-        let f = File::create(src.join(".klpx-test.lock")).context("creating the source lock")?;
-        f.lock().context("locking the source tree")?;
-        Ok(SourceLock(f))
-    }
-}
-
-/// A configured and prepared tree for `arch`, built on first use and reused while its configuration
-/// inputs are unchanged.
+/// A configured and prepared tree for `arch` over the cached Debian source, built on first use and
+/// reused while the config fragments are unchanged.
 pub fn tree(arch: Arch) -> Result<KernelTree> {
     let src = {
-        // Unpacking must not race with another test's patch application.
+        // Unpacking must not race with another test process.
         let base = cache::root().join("src");
         std::fs::create_dir_all(&base)?;
         let lock = File::create(base.join(".unpack.lock"))?;
         lock.lock()?;
         cache::debian_source()?
     };
-    let out = cache::root().join("trees").join(arch.name());
-    let tree = KernelTree::new(arch, &src, &out, 2);
-    let frags = fragments(arch);
-    let mut inputs: Vec<Vec<u8>> = Vec::new();
-    for f in &frags {
-        inputs.push(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
-    }
-    let key = hash_of(&inputs.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let stamp = out.join(".klpx-prepared");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
-        return Ok(tree);
-    }
+    let tree = KernelTree::new(
+        arch,
+        &src,
+        &cache::root().join("trees").join(arch.name()),
+        2,
+    );
     let _lock = SourceLock::take(&src)?;
-    let dropped = tree.configure(&BaseConfig::Tinyconfig, &frags)?;
+    let dropped = tree.ensure_prepared()?;
     if !dropped.is_empty() {
         eprintln!("{arch}: Kconfig did not keep: {}", dropped.join(", "));
     }
-    tree.prepare()?;
-    std::fs::write(&stamp, &key)?;
     Ok(tree)
 }
 
@@ -162,49 +125,15 @@ pub fn cases() -> Result<Vec<Case>> {
     serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Compiled original and patched objects of one case.
-pub struct Pair {
-    pub orig: PathBuf,
-    pub patched: PathBuf,
-}
-
 /// Builds (or reuses) the original and patched objects of `case` in `tree`.
-pub fn pair(tree: &KernelTree, case: &Case) -> Result<Pair> {
+pub fn pair(tree: &KernelTree, case: &Case) -> Result<ObjectPair> {
     let dir = cache::root()
         .join("corpus")
         .join(tree.arch.name())
         .join(&case.name);
-    std::fs::create_dir_all(&dir)?;
     let patch_path = repo().join("tests/kernel-corpus").join(&case.patch);
-    let patch_text = std::fs::read_to_string(&patch_path)
+    let text = std::fs::read_to_string(&patch_path)
         .with_context(|| format!("reading {}", patch_path.display()))?;
-    let flags = livepatch_cflags(tree.arch.backend());
-
-    let lock = SourceLock::take(&tree.src)?;
-    let cmd = CmdFile::load(&tree.out, &case.object)?;
-    let key = hash_of(&[
-        patch_text.as_bytes(),
-        cmd.command.as_bytes(),
-        flags.join(" ").as_bytes(),
-    ]);
-    let (orig, patched) = (dir.join("orig.o"), dir.join("patched.o"));
-    let key_file = dir.join("key");
-    if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str())
-        && orig.is_file()
-        && patched.is_file()
-    {
-        return Ok(Pair { orig, patched });
-    }
-    recompile(&tree.out, &cmd, &orig, &flags)
-        .with_context(|| format!("{}: original build", case.name))?;
-    let sp = SourcePatch::parse(&case.patch, &patch_text)?;
-    let applied = sp.apply(&tree.src)?;
-    let built = recompile(&tree.out, &cmd, &patched, &flags);
-    applied
-        .revert()
-        .context("reverting the patch in the test source tree")?;
-    built.with_context(|| format!("{}: patched build", case.name))?;
-    drop(lock);
-    std::fs::write(&key_file, key)?;
-    Ok(Pair { orig, patched })
+    let patch = SourcePatch::parse(&case.patch, &text)?;
+    build_pair(tree, &case.object, &patch, &text, &dir)
 }
