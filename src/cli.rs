@@ -25,6 +25,8 @@ pub enum Command {
     },
     /// Checks that each architecture's compiler is installed, and says what to install if not.
     Doctor(DoctorArgs),
+    /// Runs klpx on the built-in example: installs what is missing, prepares a tiny kernel tree, diffs.
+    Demo(DemoArgs),
     /// Decides what a patch changed in one object and writes what the livepatch needs.
     #[command(after_help = DIFF_HELP)]
     Diff(DiffArgs),
@@ -78,4 +80,14 @@ pub struct DiffArgs {
     /// kbuild's Module.symvers: which symbols the module loader can resolve.
     #[arg(long, value_name = "FILE")]
     pub symvers: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Architecture of the demo tree.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Parallel make jobs.
+    #[arg(short = 'j', long, default_value_t = 2)]
+    pub jobs: usize,
 }

@@ -11,5 +11,6 @@ pub mod kbuild;
 pub mod kernel;
 pub mod objfile;
 pub mod patch;
+pub mod setup;
 pub mod toolchain;
 pub mod writer;

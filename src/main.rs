@@ -17,6 +17,11 @@ fn main() {
         Command::Doctor(a) => {
             cmd::doctor::run(a.arch.as_deref(), a.cross.as_deref(), env_cross.as_deref())
         }
+        Command::Demo(a) => a
+            .arch
+            .parse::<klpx_arch::Arch>()
+            .map_err(|e| UserError::new(format!("--arch: {e}")).into())
+            .and_then(|arch| cmd::demo::run(arch, a.jobs)),
         Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest {
             orig: a.orig,
             patched: a.patched,

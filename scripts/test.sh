@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The test command. Installs the Debian packages the tests drive (kernel source, build tools, the three
+# cross compilers), then runs every test of the workspace. Kernel trees and compiled corpus objects are
+# cached in ${KLPX_CACHE:-~/.cache/klpx} and reused by later runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(linux-source-6.12 make gcc flex bison bc libelf-dev libssl-dev xz-utils
+          gcc-aarch64-linux-gnu gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "installing: ${missing[*]}"
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cargo test --workspace --no-fail-fast "$@"

@@ -1,0 +1,104 @@
+//! The small commands: `klpx arch list`, `klpx doctor`, and the default matrix in cross-dev.yaml.
+
+use std::process::Command;
+
+use serde::Deserialize;
+
+fn klpx(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .output()
+        .expect("running klpx")
+}
+
+#[test]
+fn arch_list_reports_the_elf_and_kernel_facts() {
+    let out = klpx(&["arch", "list", "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // (name, kernel ARCH, e_machine from the ELF psABIs, byte order, Debian compiler package)
+    let expected = [
+        ("x86_64", "x86", 62, "little", "gcc"),
+        ("arm64", "arm64", 183, "little", "gcc-aarch64-linux-gnu"),
+        (
+            "ppc64le",
+            "powerpc",
+            21,
+            "little",
+            "gcc-powerpc64le-linux-gnu",
+        ),
+        ("s390", "s390", 22, "big", "gcc-s390x-linux-gnu"),
+    ];
+    let arr = v.as_array().unwrap();
+    assert_eq!(arr.len(), expected.len());
+    for (a, (name, karch, machine, endian, pkg)) in arr.iter().zip(expected) {
+        assert_eq!(a["name"], name);
+        assert_eq!(a["kernel_arch"], karch);
+        assert_eq!(a["elf_machine"], machine);
+        assert_eq!(a["endian"], endian);
+        assert_eq!(a["compiler_package"], pkg);
+    }
+    let text = klpx(&["arch", "list"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("CROSS_COMPILE=s390x-linux-gnu-"));
+}
+
+#[test]
+fn doctor_finds_installed_compilers_and_names_the_package_for_missing_ones() {
+    let out = klpx(&["doctor"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert_eq!(
+        text.lines().filter(|l| l.contains(" ok ")).count(),
+        4,
+        "{text}"
+    );
+
+    let out = klpx(&["doctor", "--arch", "arm64", "--cross", "no-such-prefix-"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text.contains("no-such-prefix-gcc not found"), "{text}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(["doctor", "--arch", "s390"])
+        .env("CROSS_COMPILE", "s390x-missing-")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "CROSS_COMPILE for s390 must be honoured"
+    );
+
+    let out = klpx(&["doctor", "--arch", "mips"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown architecture 'mips'"));
+}
+
+#[derive(Deserialize)]
+struct Matrix {
+    arches: Vec<MatrixArch>,
+}
+
+#[derive(Deserialize)]
+struct MatrixArch {
+    arch: String,
+    cross: String,
+}
+
+#[test]
+fn default_matrix_lists_four_arches_with_installed_compilers() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/cross-dev.yaml")).unwrap();
+    let m: Matrix = serde_norway::from_str(&text).unwrap();
+    let names: Vec<&str> = m.arches.iter().map(|a| a.arch.as_str()).collect();
+    assert_eq!(names, ["x86_64", "arm64", "ppc64le", "s390"]);
+    for a in &m.arches {
+        let out = klpx(&["doctor", "--arch", &a.arch, "--cross", &a.cross]);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            a.arch,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
