@@ -4,16 +4,18 @@
 //! canonical names collide (two `static int count` in different functions) are told apart by the first
 //! function that refers to them. Everything is hash maps: linear in the number of symbols and relocations.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::names::{canonical, is_function_prefix, is_special_static};
 use crate::objfile::{ObjectFile, SymKind};
 
 /// Correlation keys of one object's symbols.
-pub struct Keys {
-    /// `key[i]` is the key of symbol `i`, if it takes part in correlation.
-    pub key: Vec<Option<String>>,
-    pub by_key: HashMap<String, usize>,
+pub struct Keys<'d> {
+    /// `key[i]` is the key of symbol `i`, if it takes part in correlation. Borrowed from the object's
+    /// string table unless numbering had to be removed or context added.
+    pub key: Vec<Option<Cow<'d, str>>>,
+    pub by_key: HashMap<Cow<'d, str>, usize>,
 }
 
 /// Whether a symbol names a function or data object the differ reasons about.
@@ -31,24 +33,24 @@ pub fn is_special(obj: &ObjectFile, sym: usize) -> bool {
     !s.global && s.kind == SymKind::Object && is_special_static(&canonical(s.name))
 }
 
-impl Keys {
-    pub fn build(obj: &ObjectFile) -> Keys {
+impl<'d> Keys<'d> {
+    pub fn build(obj: &ObjectFile<'d>) -> Keys<'d> {
         let n = obj.symbols.len();
-        let mut base: Vec<Option<String>> = vec![None; n];
-        let mut count: HashMap<String, u32> = HashMap::new();
+        let mut base: Vec<Option<Cow<'d, str>>> = vec![None; n];
+        let mut count: HashMap<Cow<'d, str>, u32> = HashMap::new();
         for (i, s) in obj.symbols.iter().enumerate() {
             if !is_entity(obj, i) || is_special(obj, i) {
                 continue;
             }
             let k = if s.global {
-                s.name.to_string()
+                Cow::Borrowed(s.name)
             } else {
-                canonical(s.name).into_owned()
+                canonical(s.name)
             };
             *count.entry(k.clone()).or_default() += 1;
             base[i] = Some(k);
         }
-        let ambiguous = |k: &Option<String>| k.as_ref().is_some_and(|k| count[k] > 1);
+        let ambiguous = |k: &Option<Cow<'d, str>>| k.as_ref().is_some_and(|k| count[k] > 1);
         let mut context: Vec<Option<String>> = vec![None; n];
         if base.iter().any(ambiguous) {
             for (si, sec) in obj.sections.iter().enumerate() {
@@ -62,22 +64,22 @@ impl Keys {
                 }
             }
         }
-        let mut key = vec![None; n];
-        let mut by_key = HashMap::with_capacity(n);
+        let mut key: Vec<Option<Cow<'d, str>>> = vec![None; n];
+        let mut by_key = HashMap::with_capacity(count.len());
         for i in 0..n {
             let Some(k) = base[i].take() else { continue };
-            let mut k = if ambiguous(&Some(k.clone())) {
-                format!("{k}@{}", context[i].as_deref().unwrap_or("?"))
+            let mut k = if count[&k] > 1 {
+                Cow::Owned(format!("{k}@{}", context[i].as_deref().unwrap_or("?")))
             } else {
                 k
             };
             if by_key.contains_key(&k) {
                 // Still ambiguous (same name, same first user): fall back to order of appearance.
                 let mut nth = 2;
-                while by_key.contains_key(&format!("{k}#{nth}")) {
+                while by_key.contains_key(format!("{k}#{nth}").as_str()) {
                     nth += 1;
                 }
-                k = format!("{k}#{nth}");
+                k = Cow::Owned(format!("{k}#{nth}"));
             }
             by_key.insert(k.clone(), i);
             key[i] = Some(k);
@@ -92,13 +94,13 @@ impl Keys {
 }
 
 /// Both objects' keys, and the pairing from patched symbols to original ones.
-pub struct Correlation {
-    pub orig: Keys,
-    pub patched: Keys,
+pub struct Correlation<'d> {
+    pub orig: Keys<'d>,
+    pub patched: Keys<'d>,
 }
 
-impl Correlation {
-    pub fn new(orig: &ObjectFile, patched: &ObjectFile) -> Correlation {
+impl<'d> Correlation<'d> {
+    pub fn new(orig: &ObjectFile<'d>, patched: &ObjectFile<'d>) -> Correlation<'d> {
         Correlation {
             orig: Keys::build(orig),
             patched: Keys::build(patched),

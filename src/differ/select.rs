@@ -110,7 +110,7 @@ pub struct Selection {
 pub struct Selector<'a, 'd> {
     pub orig: &'a ObjectFile<'d>,
     pub patched: &'a ObjectFile<'d>,
-    pub corr: &'a Correlation,
+    pub corr: &'a Correlation<'d>,
     pub exports: &'a Exports,
     pub object_name: &'a str,
     pub status: &'a [Option<FuncStatus>],
@@ -132,7 +132,7 @@ impl<'a, 'd> Selector<'a, 'd> {
     pub fn new(
         orig: &'a ObjectFile<'d>,
         patched: &'a ObjectFile<'d>,
-        corr: &'a Correlation,
+        corr: &'a Correlation<'d>,
         exports: &'a Exports,
         object_name: &'a str,
         status: &'a [Option<FuncStatus>],
