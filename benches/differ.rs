@@ -4,7 +4,6 @@
 //! missing. Throughput is the size of both inputs per second.
 
 #[path = "../tests/common/kernel.rs"]
-#[allow(dead_code)]
 mod kernel;
 
 use std::path::{Path, PathBuf};

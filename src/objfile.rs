@@ -16,6 +16,9 @@ use crate::error::UserError;
 /// Largest size, value or addend a sane relocatable object has (1 TiB): bounds all offset arithmetic.
 const LIMIT: u64 = 1 << 40;
 
+/// Largest section alignment accepted (a page of the largest kernel page size).
+const MAX_ALIGN: u64 = 1 << 16;
+
 /// What a symbol names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SymKind {
@@ -175,6 +178,12 @@ impl<'d> ObjectFile<'d> {
             let size = sh.sh_size(e);
             if size > LIMIT {
                 return Err(bad(&format!("section {name} claims {size} bytes")));
+            }
+            let align = sh.sh_addralign(e);
+            if align > MAX_ALIGN || (align > 1 && !align.is_power_of_two()) {
+                return Err(bad(&format!(
+                    "section {name} has an invalid alignment {align}"
+                )));
             }
             let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
                 &[][..]
