@@ -212,17 +212,7 @@ impl<'a, 'd> Selector<'a, 'd> {
         if alone {
             self.add_piece(sec, vec![(0, section.size)], None);
         } else {
-            let range = extent(p, sym);
-            let existing = self
-                .carved
-                .get(&sec)
-                .into_iter()
-                .flatten()
-                .any(|&i| self.out.pieces[i].ranges[0] == range);
-            if !existing {
-                let idx = self.add_piece(sec, vec![range], None);
-                self.carved.entry(sec).or_default().push(idx);
-            }
+            self.include_range(sec, extent(p, sym));
         }
         // Every other entity sharing the section (aliases at the same place) comes along.
         let others: Vec<usize> = if alone {
@@ -240,6 +230,20 @@ impl<'a, 'd> Selector<'a, 'd> {
                 self.included[s] = true;
                 self.out.symbols.push(s);
             }
+        }
+    }
+
+    /// Takes one range of a section (an entry of a private table), once.
+    fn include_range(&mut self, sec: usize, range: (u64, u64)) {
+        let known = self
+            .carved
+            .get(&sec)
+            .into_iter()
+            .flatten()
+            .any(|&i| self.out.pieces[i].ranges[0] == range);
+        if !known && !self.piece_of_section.contains_key(&sec) {
+            let idx = self.add_piece(sec, vec![range], None);
+            self.carved.entry(sec).or_default().push(idx);
         }
     }
 
@@ -335,7 +339,13 @@ impl<'a, 'd> Selector<'a, 'd> {
         if is_ignored_section(section.name) || !section.is_alloc() {
             return (OutTarget::Dropped(section.name.to_string()), in_section);
         }
-        if section.is_write() && !p.backend().private_sections().contains(&section.name) {
+        if p.backend().private_sections().contains(&section.name) {
+            // A table of pointer-sized entries (ppc64 `.toc`): take only the entry referenced.
+            let entry = (off.max(0) as u64) & !7;
+            self.include_range(sec, (entry, (entry + 8).min(section.size)));
+            return (OutTarget::Location(sec), in_section);
+        }
+        if section.is_write() {
             self.refuse(
                 section.name,
                 "patched code refers to writable data without a symbol; it cannot be shared with the running kernel"
