@@ -439,7 +439,9 @@ impl<'a, 'd> Selector<'a, 'd> {
             return;
         }
         let (start, end) = ranges[0];
-        let code = &section.data[start as usize..end as usize];
+        let Some(code) = section.data.get(start as usize..end as usize) else {
+            return;
+        };
         let inputs: Vec<Reloc> = section.relocs_in(start, end).to_vec();
         let views: Vec<CodeReloc> = inputs
             .iter()

@@ -100,20 +100,24 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     };
 
     // Contents of each piece.
-    let contents: Vec<Vec<u8>> = sel
-        .pieces
-        .iter()
-        .map(|p| {
-            let data = patched.sections[p.section].data;
-            if data.is_empty() {
-                return Vec::new();
+    let mut contents: Vec<Vec<u8>> = Vec::with_capacity(sel.pieces.len());
+    for p in &sel.pieces {
+        let section = &patched.sections[p.section];
+        let mut bytes = Vec::with_capacity(p.size() as usize);
+        if !section.is_nobits() {
+            for &(s, e) in &p.ranges {
+                let part = section.data.get(s as usize..e as usize).ok_or_else(|| {
+                    anyhow!(
+                        "{}: range {s:#x}..{e:#x} lies outside its {} bytes",
+                        section.name,
+                        section.data.len()
+                    )
+                })?;
+                bytes.extend_from_slice(part);
             }
-            p.ranges
-                .iter()
-                .flat_map(|&(s, e)| data[s as usize..e as usize].iter().copied())
-                .collect()
-        })
-        .collect();
+        }
+        contents.push(bytes);
+    }
 
     // The pieces cut from each input section, and where each emitted patched symbol lands.
     let mut pieces_of: HashMap<usize, Vec<usize>> = HashMap::new();
