@@ -361,3 +361,19 @@ fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Exports;
+
+    #[test]
+    fn symvers_keeps_vmlinux_exports() {
+        let e = Exports::from_symvers("0x1\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x2\tmod_fn\tdrivers/foo\tEXPORT_SYMBOL_GPL\t\n");
+        assert!(e.exported("printk", false));
+        assert!(!e.exported("mod_fn", false));
+        assert!(!e.exported("other", false));
+        let unknown = Exports::default();
+        assert!(unknown.exported("printk", false));
+        assert!(!unknown.exported("local_fn", true));
+    }
+}
