@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use klpx_arch::{Arch, Backend, Endian};
+use klpx_arch::{Arch, Backend, Endian, Site};
 use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
 use object::{Endianness, SectionIndex};
@@ -338,6 +338,19 @@ impl<'d> ObjectFile<'d> {
             os_abi: header.e_ident().os_abi.0,
             source_name,
         })
+    }
+
+    /// Where a relocation at `offset` of section `sec` sits: in code (with the bytes around it) or data.
+    pub fn site(&self, sec: usize, offset: u64) -> Site<'d> {
+        let s = &self.sections[sec];
+        if s.is_exec() {
+            Site::Code {
+                bytes: s.data,
+                offset,
+            }
+        } else {
+            Site::Data
+        }
     }
 
     /// The bytes of a function or object symbol (empty for bss and undefined symbols).

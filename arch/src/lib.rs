@@ -125,6 +125,15 @@ impl RelocClass {
     }
 }
 
+/// Where a relocation's field sits.
+#[derive(Clone, Copy, Debug)]
+pub enum Site<'a> {
+    /// In an instruction: the bytes of the code around it and the field's offset in them.
+    Code { bytes: &'a [u8], offset: u64 },
+    /// In data (a table entry, a pointer).
+    Data,
+}
+
 /// A relocation inside one function, as the differ hands it to a backend.
 #[derive(Clone, Copy, Debug)]
 pub struct CodeReloc<'a> {
@@ -214,9 +223,10 @@ pub trait Backend: Send + Sync {
     fn reloc_class(&self, r_type: u32) -> RelocClass;
     fn reloc_name(&self, r_type: u32) -> String;
     /// Offset within the target that a relocation refers to: the addend corrected by the distance from
-    /// the relocated field to the point the CPU measures from (x86 PC32 in an instruction: +4, s390
-    /// PC32DBL: +2). `in_code` tells an instruction operand from a data word such as `.long sym - .`.
-    fn target_offset(&self, r_type: u32, addend: i64, in_code: bool) -> i64;
+    /// the relocated field to the point the CPU measures from (x86 PC32 in an instruction: +4, or more
+    /// when an immediate follows the field; s390 PC32DBL: -2). `site` tells an instruction operand
+    /// from a data word such as `.long sym - .`.
+    fn target_offset(&self, r_type: u32, addend: i64, site: Site) -> i64;
     /// The 64-bit absolute relocation type, used for klpx's own side tables.
     fn abs64(&self) -> u32;
     /// Where the function's ftrace entry is, if it has one: `Ok(description)` or `Err(what was seen)`.

@@ -3,7 +3,9 @@
 
 use object::elf;
 
-use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple, read_u32};
+use crate::{
+    Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple, read_u32,
+};
 
 pub struct Ppc64le;
 
@@ -105,7 +107,7 @@ impl Backend for Ppc64le {
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)
     }
-    fn target_offset(&self, _r_type: u32, addend: i64, _in_code: bool) -> i64 {
+    fn target_offset(&self, _r_type: u32, addend: i64, _site: Site) -> i64 {
         addend
     }
     fn abs64(&self) -> u32 {

@@ -3,7 +3,7 @@
 
 use object::elf;
 
-use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple};
+use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple};
 
 pub struct S390x;
 
@@ -84,7 +84,7 @@ impl Backend for S390x {
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)
     }
-    fn target_offset(&self, r_type: u32, addend: i64, _in_code: bool) -> i64 {
+    fn target_offset(&self, r_type: u32, addend: i64, _site: Site) -> i64 {
         match elf::RelocationType(r_type) {
             // The field sits two bytes into the instruction and the CPU measures from the instruction,
             // so an exact reference carries addend +2.

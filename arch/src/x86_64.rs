@@ -2,7 +2,7 @@
 
 use object::elf;
 
-use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, SpecialSection, Triple};
+use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple};
 
 pub struct X86_64;
 
@@ -93,14 +93,16 @@ impl Backend for X86_64 {
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)
     }
-    fn target_offset(&self, r_type: u32, addend: i64, in_code: bool) -> i64 {
-        if !in_code {
+    fn target_offset(&self, r_type: u32, addend: i64, site: Site) -> i64 {
+        let Site::Code { bytes, offset } = site else {
             return addend;
-        }
+        };
         match self.reloc_class(r_type) {
-            // The CPU measures from the end of the instruction; for the common forms the 32-bit field is
-            // its last four bytes.
-            RelocClass::Call | RelocClass::PcRel | RelocClass::Got => addend + 4,
+            // The CPU measures from the end of the instruction: the 32-bit field, plus any immediate
+            // that follows it (`movb $1, x(%rip)` has addend -5).
+            RelocClass::Call | RelocClass::PcRel | RelocClass::Got => {
+                addend + 4 + immediate_after_rip_displacement(bytes, offset as usize)
+            }
             _ => addend,
         }
     }
@@ -126,5 +128,55 @@ impl Backend for X86_64 {
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL
+    }
+}
+
+/// Size of the immediate operand that follows a RIP-relative displacement at `field` in `code`, for the
+/// instructions compilers emit with both (mov/alu/test/imul/shift/bt with an immediate, SSE with imm8).
+/// The displacement follows a ModRM byte with mod=00, rm=101; the opcode precedes the ModRM.
+pub fn immediate_after_rip_displacement(code: &[u8], field: usize) -> i64 {
+    let at = |back: usize| field.checked_sub(back).and_then(|i| code.get(i)).copied();
+    let Some(modrm) = at(1) else { return 0 };
+    if modrm & 0xc7 != 0x05 {
+        return 0;
+    }
+    let reg = (modrm >> 3) & 7;
+    // An operand-size prefix before the opcode (and an optional REX) turns imm32 into imm16.
+    let opsize16 =
+        at(3) == Some(0x66) || (at(3).is_some_and(|b| b & 0xf0 == 0x40) && at(4) == Some(0x66));
+    let imm_z = if opsize16 { 2 } else { 4 };
+    match (at(3), at(2)) {
+        (Some(0x0f), Some(0xba)) => 1,
+        (_, Some(0xc6 | 0x80 | 0x82 | 0x83 | 0x6b | 0xc0 | 0xc1)) => 1,
+        (_, Some(0xc7 | 0x81 | 0x69)) => imm_z,
+        (_, Some(0xf6)) if reg <= 1 => 1,
+        (_, Some(0xf7)) if reg <= 1 => imm_z,
+        _ if at(3) == Some(0x3a) && at(4) == Some(0x0f) => 1,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::immediate_after_rip_displacement as imm;
+
+    #[test]
+    fn immediates_after_rip_relative_fields() {
+        // movl $0x1,0x0(%rip): c7 05 <disp32> <imm32>
+        assert_eq!(imm(&[0xc7, 0x05, 0, 0, 0, 0, 1, 0, 0, 0], 2), 4);
+        // movb $0x1,0x0(%rip): c6 05 <disp32> <imm8>
+        assert_eq!(imm(&[0xc6, 0x05, 0, 0, 0, 0, 1], 2), 1);
+        // movw $0x1,0x0(%rip): 66 c7 05 <disp32> <imm16>
+        assert_eq!(imm(&[0x66, 0xc7, 0x05, 0, 0, 0, 0, 1, 0], 3), 2);
+        // cmpq $0x0,0x0(%rip): 48 83 3d <disp32> <imm8>
+        assert_eq!(imm(&[0x48, 0x83, 0x3d, 0, 0, 0, 0, 0], 3), 1);
+        // lea 0x0(%rip),%rax: 48 8d 05 <disp32>
+        assert_eq!(imm(&[0x48, 0x8d, 0x05, 0, 0, 0, 0], 3), 0);
+        // call <rel32>: e8 <rel32>
+        assert_eq!(imm(&[0xe8, 0, 0, 0, 0], 1), 0);
+        // testb $0x1,0x0(%rip): f6 05 <disp32> <imm8>
+        assert_eq!(imm(&[0xf6, 0x05, 0, 0, 0, 0, 1], 2), 1);
+        // notl 0x0(%rip): f7 15 <disp32> (reg 2: no immediate)
+        assert_eq!(imm(&[0xf7, 0x15, 0, 0, 0, 0], 2), 0);
     }
 }

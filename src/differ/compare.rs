@@ -67,15 +67,16 @@ pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
 }
 
 /// Reduces one relocation of `obj` to its meaning.
-pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, in_code: bool) -> Target<'a> {
-    target_at_depth(obj, keys, r, in_code, 0)
+/// `from` is the section the relocation belongs to.
+pub fn target<'a>(obj: &'a ObjectFile, keys: &'a Keys, r: &Reloc, from: usize) -> Target<'a> {
+    target_at_depth(obj, keys, r, from, 0)
 }
 
 fn target_at_depth<'a>(
     obj: &'a ObjectFile,
     keys: &'a Keys,
     r: &Reloc,
-    in_code: bool,
+    from: usize,
     depth: u8,
 ) -> Target<'a> {
     let sym = &obj.symbols[r.symbol];
@@ -105,7 +106,10 @@ fn target_at_depth<'a>(
     } else {
         sym.value as i64
     };
-    let off = obj.backend().target_offset(r.r_type, r.addend, in_code) + base;
+    let off = obj
+        .backend()
+        .target_offset(r.r_type, r.addend, obj.site(from, r.offset))
+        + base;
     if section.is_strings()
         && let Some((text, inner)) = usize::try_from(off)
             .ok()
@@ -147,7 +151,7 @@ fn target_at_depth<'a>(
         && let Ok(at) = u64::try_from(off)
         && let Some(inner) = section.relocs_in(at, at + 1).first()
     {
-        let to = target_at_depth(obj, keys, inner, section.is_exec(), depth + 1);
+        let to = target_at_depth(obj, keys, inner, sec_index, depth + 1);
         return Target::Indirect {
             via: section.name,
             to: Box::new(to),
@@ -173,11 +177,12 @@ pub fn same_contents(
     if oe - os != pe - ps {
         return false;
     }
-    let (Some(osec), Some(psec)) = (orig.symbols[osym].section, patched.symbols[psym].section)
+    let (Some(osec_index), Some(psec_index)) =
+        (orig.symbols[osym].section, patched.symbols[psym].section)
     else {
         return false;
     };
-    let (osec, psec) = (&orig.sections[osec], &patched.sections[psec]);
+    let (osec, psec) = (&orig.sections[osec_index], &patched.sections[psec_index]);
     if osec.is_nobits() != psec.is_nobits() {
         return false;
     }
@@ -187,11 +192,10 @@ pub fn same_contents(
         return false;
     }
     let (orel, prel) = (osec.relocs_in(os, oe), psec.relocs_in(ps, pe));
-    let code = psec.is_exec();
     orel.len() == prel.len()
         && orel.iter().zip(prel).all(|(a, b)| {
             a.offset - os == b.offset - ps
                 && a.r_type == b.r_type
-                && target(orig, ok, a, code) == target(patched, pk, b, code)
+                && target(orig, ok, a, osec_index) == target(patched, pk, b, psec_index)
         })
 }

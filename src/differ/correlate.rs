@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use super::names::{canonical, is_function_prefix, is_special_static};
-use crate::objfile::{ObjectFile, SymKind};
+use crate::objfile::{ObjectFile, Reloc, SymKind};
 
 /// Correlation keys of one object's symbols.
 pub struct Keys<'d> {
@@ -54,12 +54,18 @@ impl<'d> Keys<'d> {
         let mut context: Vec<Option<String>> = vec![None; n];
         if base.iter().any(ambiguous) {
             for (si, sec) in obj.sections.iter().enumerate() {
+                if !sec.is_exec() {
+                    continue;
+                }
                 for r in &sec.relocs {
-                    if !ambiguous(&base[r.symbol]) || context[r.symbol].is_some() {
+                    let Some(target) = referenced_entity(obj, si, r, true) else {
+                        continue;
+                    };
+                    if !ambiguous(&base[target]) || context[target].is_some() {
                         continue;
                     }
                     if let Some(user) = obj.symbol_covering(si, r.offset) {
-                        context[r.symbol] = Some(canonical(obj.symbols[user].name).into_owned());
+                        context[target] = Some(canonical(obj.symbols[user].name).into_owned());
                     }
                 }
             }
@@ -91,6 +97,37 @@ impl<'d> Keys<'d> {
     pub fn of(&self, sym: usize) -> Option<&str> {
         self.key[sym].as_deref()
     }
+}
+
+/// The function or data symbol a relocation in section `sec` refers to: named directly, or by section
+/// symbol plus offset (how gcc refers to statics), or through an entry of a private table such as the
+/// ppc64 `.toc` (when `follow` is set).
+pub fn referenced_entity(obj: &ObjectFile, sec: usize, r: &Reloc, follow: bool) -> Option<usize> {
+    let sym = &obj.symbols[r.symbol];
+    if matches!(sym.kind, SymKind::Func | SymKind::Object) {
+        return Some(r.symbol);
+    }
+    let target = sym.section?;
+    let base = if sym.kind == SymKind::Section {
+        0
+    } else {
+        sym.value as i64
+    };
+    let off = u64::try_from(
+        obj.backend()
+            .target_offset(r.r_type, r.addend, obj.site(sec, r.offset))
+            + base,
+    )
+    .ok()?;
+    if let Some(c) = obj.symbol_covering(target, off) {
+        return Some(c);
+    }
+    let t = &obj.sections[target];
+    if follow && obj.backend().private_sections().contains(&t.name) {
+        let inner = t.relocs_in(off, off + 1).first()?;
+        return referenced_entity(obj, target, inner, false);
+    }
+    None
 }
 
 /// Both objects' keys, and the pairing from patched symbols to original ones.

@@ -9,7 +9,7 @@ mod special;
 
 use std::collections::{HashMap, HashSet};
 
-use klpx_arch::{Arch, CodeReloc, FunctionCode, special_section};
+use klpx_arch::{Arch, CodeReloc, FunctionCode, Site, special_section};
 use serde::Serialize;
 
 use crate::error::UserError;
@@ -37,12 +37,16 @@ impl Exports {
         }
     }
 
-    /// Parses a kbuild `Module.symvers` (`crc<TAB>symbol<TAB>module<TAB>export<TAB>namespace`).
+    /// Parses a kbuild `Module.symvers` (`crc<TAB>symbol<TAB>module<TAB>export<TAB>namespace`), keeping
+    /// what vmlinux exports: a module's own exports are no use to a patch that may load before it.
     pub fn from_symvers(text: &str) -> Exports {
         let symbols = text
             .lines()
-            .filter_map(|l| l.split('\t').nth(1))
-            .map(str::to_string)
+            .filter_map(|l| {
+                let mut f = l.split('\t');
+                let (_, sym, module) = (f.next()?, f.next()?, f.next()?);
+                (module == "vmlinux").then(|| sym.to_string())
+            })
             .collect();
         Exports {
             symbols: Some(symbols),
@@ -307,7 +311,7 @@ impl EntrySites {
             for r in &table.relocs {
                 let t = &obj.symbols[r.symbol];
                 if let Some(sec) = t.section {
-                    let at = backend.target_offset(r.r_type, r.addend, false) + t.value as i64;
+                    let at = backend.target_offset(r.r_type, r.addend, Site::Data) + t.value as i64;
                     map.entry(sec).or_default().push(at);
                 }
             }
@@ -368,7 +372,9 @@ mod tests {
 
     #[test]
     fn symvers_keeps_vmlinux_exports() {
-        let e = Exports::from_symvers("0x1\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x2\tmod_fn\tdrivers/foo\tEXPORT_SYMBOL_GPL\t\n");
+        let e = Exports::from_symvers(
+            "0x1\tprintk\tvmlinux\tEXPORT_SYMBOL\t\n0x2\tmod_fn\tdrivers/foo\tEXPORT_SYMBOL_GPL\t\n",
+        );
         assert!(e.exported("printk", false));
         assert!(!e.exported("mod_fn", false));
         assert!(!e.exported("other", false));

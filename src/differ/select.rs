@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use klpx_arch::{CodeReloc, FunctionCode, RelocClass, special_section};
+use klpx_arch::{CodeReloc, FunctionCode, RelocClass, Site, special_section};
 
 use super::compare::extent;
 use super::correlate::{Correlation, is_entity, is_special};
@@ -39,6 +39,8 @@ pub enum OutTarget {
     Undefined(String),
     /// A livepatch relocation.
     Klp(KlpTarget),
+    /// The null symbol (a relocation that needs none, such as ppc64 `R_PPC64_ENTRY`).
+    NoSymbol,
     /// A reference into metadata the module does not carry (a `.discard` or debug section): not emitted.
     Dropped(String),
 }
@@ -313,6 +315,10 @@ impl<'a, 'd> Selector<'a, 'd> {
     fn resolve(&mut self, from_sec: usize, r: &Reloc) -> (OutTarget, i64) {
         let p = self.patched;
         let sym = &p.symbols[r.symbol];
+        if r.symbol == 0 {
+            // No symbol (ppc64 R_PPC64_ENTRY): the relocation stays as it is.
+            return (OutTarget::NoSymbol, r.addend);
+        }
         let Some(sec) = sym.section else {
             return (self.external_undefined(sym.name), r.addend);
         };
@@ -323,8 +329,9 @@ impl<'a, 'd> Selector<'a, 'd> {
         }
         let section = &p.sections[sec];
         let in_section = r.addend + sym.value as i64;
-        let in_code = p.sections[from_sec].is_exec();
-        let off = p.backend().target_offset(r.r_type, in_section, in_code);
+        let off = p
+            .backend()
+            .target_offset(r.r_type, in_section, p.site(from_sec, r.offset));
         if let Some(cover) = u64::try_from(off)
             .ok()
             .and_then(|o| p.symbol_covering(sec, o))
@@ -512,7 +519,8 @@ impl<'a, 'd> Selector<'a, 'd> {
                 let owner = section.relocs_in(s, e).iter().find_map(|r| {
                     let t = &p.symbols[r.symbol];
                     let tsec = t.section?;
-                    let off = backend.target_offset(r.r_type, r.addend, false) + t.value as i64;
+                    let off =
+                        backend.target_offset(r.r_type, r.addend, Site::Data) + t.value as i64;
                     p.sections[tsec].is_exec().then_some((tsec, off))
                 });
                 if let Some((tsec, off)) = owner

@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result, anyhow};
-use klpx_arch::Endian;
+use klpx_arch::{Endian, Site};
 use object::elf;
 use object::write::StringId;
 use object::write::elf::{FileHeader, Rel, SectionHeader, SectionIndex, Sym, SymbolIndex, Writer};
@@ -246,6 +246,16 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
 
     for (pi, p) in sel.pieces.iter().enumerate() {
         let in_code = patched.sections[p.section].is_exec();
+        let site = |offset: u64| {
+            if in_code {
+                Site::Code {
+                    bytes: &contents[pi],
+                    offset,
+                }
+            } else {
+                Site::Data
+            }
+        };
         let mut rels = Vec::new();
         for r in &p.relocs {
             let (sym, addend) = match &r.target {
@@ -256,7 +266,7 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
                     r.addend,
                 ),
                 OutTarget::Location(sec) => {
-                    let off = backend.target_offset(r.r_type, r.addend, in_code);
+                    let off = backend.target_offset(r.r_type, r.addend, site(r.offset));
                     let (tp, mapped) = u64::try_from(off)
                         .ok()
                         .and_then(|o| locate(*sec, o))
@@ -271,6 +281,7 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
                     (section_syms[tp], r.addend + mapped as i64 - off)
                 }
                 OutTarget::Undefined(n) => (undefined_ids[undefined_index[n]].1, r.addend),
+                OutTarget::NoSymbol => (SymbolIndex(0), r.addend),
                 OutTarget::Klp(_) | OutTarget::Dropped(_) => continue,
             };
             rels.push(PlainRel {
