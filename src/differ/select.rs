@@ -259,6 +259,8 @@ impl<'a, 'd> Selector<'a, 'd> {
     }
 
     fn add_piece(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) -> usize {
+        let size = self.patched.sections[sec].size;
+        debug_assert!(ranges.iter().all(|&(s, e)| s <= e && e <= size), "piece ranges lie in their section");
         let idx = self.out.pieces.len();
         self.out.pieces.push(Piece {
             section: sec,
@@ -349,6 +351,10 @@ impl<'a, 'd> Selector<'a, 'd> {
         if p.backend().private_sections().contains(&section.name) {
             // A table of pointer-sized entries (ppc64 `.toc`): take only the entry referenced.
             let entry = (off.max(0) as u64) & !7;
+            if entry >= section.size {
+                self.refuse(section.name, format!("a reference to offset {off:#x} lies outside the section"));
+                return (OutTarget::Dropped(section.name.to_string()), in_section);
+            }
             self.include_range(sec, (entry, (entry + 8).min(section.size)));
             return (OutTarget::Location(sec), in_section);
         }
