@@ -313,10 +313,11 @@ impl<'d> ObjectFile<'d> {
                     sections[s].section_symbol.get_or_insert(i);
                 }
                 SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
-                    if sym.value > sections[s].size {
+                    let end = sym.value.checked_add(sym.size);
+                    if end.is_none_or(|end| end > sections[s].size) {
                         return Err(bad(&format!(
-                            "symbol {} lies outside its section",
-                            sym.name
+                            "symbol {} extends past the end of its section {}",
+                            sym.name, sections[s].name
                         )));
                     }
                     sections[s].symbols.push(i);

@@ -260,7 +260,11 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     fn add_piece(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) -> usize {
         let size = self.patched.sections[sec].size;
-        debug_assert!(ranges.iter().all(|&(s, e)| s <= e && e <= size), "piece ranges lie in their section");
+        debug_assert!(
+            ranges.iter().all(|&(s, e)| s <= e && e <= size),
+            "piece ranges {ranges:?} lie in section {} of {size} bytes",
+            self.patched.sections[sec].name
+        );
         let idx = self.out.pieces.len();
         self.out.pieces.push(Piece {
             section: sec,
