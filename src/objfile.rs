@@ -289,6 +289,11 @@ impl<'d> ObjectFile<'d> {
                         "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
                     )));
                 }
+                if rela.r_addend(e).unsigned_abs() > LIMIT {
+                    return Err(bad(&format!(
+                        "relocation in {rel_name} at {offset:#x} has an absurd addend"
+                    )));
+                }
                 relocs.push(Reloc {
                     offset,
                     r_type: rela.r_type(e, false).0,
