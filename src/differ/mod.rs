@@ -170,9 +170,13 @@ pub fn diff(
         .map(|&i| patched.symbols[i].name.to_string())
         .collect();
 
-    let new_global_data = new_data
+    let globals: HashSet<&str> = patched
+        .symbols
         .iter()
-        .any(|n| patched.symbols.iter().any(|s| s.global && s.name == n));
+        .filter(|s| s.global)
+        .map(|s| s.name)
+        .collect();
+    let new_global_data = new_data.iter().any(|n| globals.contains(n.as_str()));
     let verdict = if !refusals.is_empty() {
         Verdict::Unpatchable
     } else if changed_functions.is_empty() && new_functions.is_empty() && !new_global_data {

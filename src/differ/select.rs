@@ -356,7 +356,10 @@ impl<'a, 'd> Selector<'a, 'd> {
             // A table of pointer-sized entries (ppc64 `.toc`): take only the entry referenced.
             let entry = (off.max(0) as u64) & !7;
             if entry >= section.size {
-                self.refuse(section.name, format!("a reference to offset {off:#x} lies outside the section"));
+                self.refuse(
+                    section.name,
+                    format!("a reference to offset {off:#x} lies outside the section"),
+                );
                 return (OutTarget::Dropped(section.name.to_string()), in_section);
             }
             self.include_range(sec, (entry, (entry + 8).min(section.size)));
@@ -553,6 +556,16 @@ impl<'a, 'd> Selector<'a, 'd> {
             if let Some((parallel, size)) = spec.parallel
                 && let Some(psec) = p.sections.iter().position(|s| s.name == parallel)
             {
+                if p.sections[psec].size != entries.len() as u64 * size {
+                    self.refuse(
+                        parallel,
+                        format!(
+                            "{parallel} does not have one {size}-byte entry per {} entry",
+                            section.name
+                        ),
+                    );
+                    continue;
+                }
                 let ranges = kept_index
                     .iter()
                     .map(|&n| (n as u64 * size, (n as u64 + 1) * size))
