@@ -134,12 +134,23 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     for &s in &sel.symbols {
         let sym = &patched.symbols[s];
         let sec = sym.section.expect("emitted symbols are defined");
-        let place = locate(sec, sym.value).ok_or_else(|| {
-            anyhow!(
-                "internal: symbol {} is not inside an emitted piece",
-                sym.name
-            )
-        })?;
+        // The piece that holds the whole symbol (several carved pieces may hold its start).
+        let end = sym.value + sym.size;
+        let holds = |i: &usize| {
+            let p = &sel.pieces[*i];
+            p.ranges.len() == 1 && p.ranges[0].0 <= sym.value && end <= p.ranges[0].1
+        };
+        let whole = pieces_of
+            .get(&sec)
+            .and_then(|v| v.iter().copied().find(holds));
+        let place = whole
+            .map(|i| (i, sym.value - sel.pieces[i].ranges[0].0))
+            .ok_or_else(|| {
+                anyhow!(
+                    "internal: symbol {} is not inside an emitted piece",
+                    sym.name
+                )
+            })?;
         sym_place.insert(s, place);
     }
 
