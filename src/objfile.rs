@@ -100,6 +100,19 @@ impl Section<'_> {
     pub fn is_link_order(&self) -> bool {
         self.flags & elf::SHF_LINK_ORDER.0 != 0
     }
+    /// Whether the section holds program contents (code or data), as opposed to metadata such as
+    /// relocations, symbols or strings that only the linker reads.
+    pub fn is_content(&self) -> bool {
+        [
+            elf::SHT_PROGBITS,
+            elf::SHT_NOBITS,
+            elf::SHT_INIT_ARRAY,
+            elf::SHT_FINI_ARRAY,
+            elf::SHT_PREINIT_ARRAY,
+        ]
+        .iter()
+        .any(|t| t.0 == self.sh_type)
+    }
     pub fn is_nobits(&self) -> bool {
         self.sh_type == elf::SHT_NOBITS.0
     }
@@ -318,6 +331,12 @@ impl<'d> ObjectFile<'d> {
                     sections[s].section_symbol.get_or_insert(i);
                 }
                 SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
+                    if !sections[s].is_content() {
+                        return Err(bad(&format!(
+                            "symbol {} is defined in {}, which holds no code or data",
+                            sym.name, sections[s].name
+                        )));
+                    }
                     let end = sym.value.checked_add(sym.size);
                     if end.is_none_or(|end| end > sections[s].size) {
                         return Err(bad(&format!(

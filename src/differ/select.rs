@@ -349,7 +349,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 Resolved::External(t) => (t, relative),
             };
         }
-        if is_ignored_section(section.name) || !section.is_alloc() {
+        if is_ignored_section(section.name) || !section.is_alloc() || !section.is_content() {
             return (OutTarget::Dropped(section.name.to_string()), in_section);
         }
         if p.backend().private_sections().contains(&section.name) {
