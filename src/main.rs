@@ -8,6 +8,11 @@ use klpx::cmd;
 use klpx::error::{UserError, exit};
 
 fn main() {
+    // Output piped into `head` should end klpx quietly, as it does any Unix tool, not as a panic.
+    // SAFETY: setting a signal disposition to the default before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let env_cross = std::env::var("CROSS_COMPILE").ok();
     let result = match cli.command {

@@ -67,6 +67,9 @@ impl Backend for Arm64 {
             "-mbranch-protection=none",
         ]
     }
+    fn addend_convention(&self) -> &'static str {
+        "call CALL26/JUMP26, PC-relative ADRP+ADD/LDST pairs and PREL32, absolute ABS64: addend = target offset exactly"
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_AARCH64_CALL26 | elf::R_AARCH64_JUMP26 => RelocClass::Call,

@@ -220,6 +220,8 @@ pub trait Backend: Send + Sync {
     fn livepatch_cflags(&self) -> &'static [&'static str] {
         &[]
     }
+    /// How relocation addends relate to the byte they name, per relocation class, in one line.
+    fn addend_convention(&self) -> &'static str;
     fn reloc_class(&self, r_type: u32) -> RelocClass;
     fn reloc_name(&self, r_type: u32) -> String;
     /// Offset within the target that a relocation refers to: the addend corrected by the distance from

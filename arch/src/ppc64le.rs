@@ -81,6 +81,9 @@ impl Backend for Ppc64le {
     fn livepatch_cflags(&self) -> &'static [&'static str] {
         &["-mcmodel=large"]
     }
+    fn addend_convention(&self) -> &'static str {
+        "call REL24 (+ nop for the TOC restore), TOC16_HA/LO(_DS) against .TOC./.toc entries, absolute ADDR64: addend = target offset exactly"
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_PPC64_REL24 | R_PPC64_REL24_NOTOC => RelocClass::Call,

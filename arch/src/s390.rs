@@ -64,6 +64,9 @@ impl Backend for S390x {
     fn kernel_cflags(&self) -> &'static [&'static str] {
         &["-fPIC", "-march=z10", "-mpacked-stack", "-msoft-float"]
     }
+    fn addend_convention(&self) -> &'static str {
+        "call PLT32DBL and PC-relative PC32DBL (halfword-scaled, from the instruction start): addend = target + 2; absolute 64; GOT GOTENT"
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_390_PLT32DBL | elf::R_390_PLT32 | elf::R_390_PLT16DBL => RelocClass::Call,

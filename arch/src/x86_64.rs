@@ -79,6 +79,9 @@ impl Backend for X86_64 {
             "-fcf-protection=none",
         ]
     }
+    fn addend_convention(&self) -> &'static str {
+        "call PLT32 and PC-relative PC32: addend = target - 4 (minus any immediate after the field); absolute 64/32S: addend = target; GOT: GOTPCREL(X)"
+    }
     fn reloc_class(&self, r_type: u32) -> RelocClass {
         match elf::RelocationType(r_type) {
             elf::R_X86_64_PLT32 => RelocClass::Call,

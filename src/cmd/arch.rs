@@ -14,7 +14,10 @@ struct ArchInfo {
     compiler_package: &'static str,
     entry: &'static str,
     entry_cflags: Vec<&'static str>,
-    special_sections: Vec<&'static str>,
+    livepatch_cflags: Vec<&'static str>,
+    relocations: &'static str,
+    /// Special sections with the entry sizes tried when splitting them.
+    special_sections: Vec<String>,
 }
 
 fn info(arch: Arch) -> ArchInfo {
@@ -33,9 +36,21 @@ fn info(arch: Arch) -> ArchInfo {
         compiler_package: b.compiler_package(),
         entry: b.entry_convention(),
         entry_cflags: b.entry_cflags().to_vec(),
+        livepatch_cflags: b.livepatch_cflags().to_vec(),
+        relocations: b.addend_convention(),
         special_sections: klpx_arch::all_special_sections(b)
             .iter()
-            .map(|s| s.name)
+            .map(|s| {
+                let sizes: Vec<String> = s.entry_sizes.iter().map(u64::to_string).collect();
+                let mut d = format!("{} ({})", s.name, sizes.join("|"));
+                if let Some((p, n)) = s.parallel {
+                    d.push_str(&format!(" with {p} ({n})"));
+                }
+                if let Some(c) = s.companion {
+                    d.push_str(&format!(" and {c}"));
+                }
+                d
+            })
             .collect(),
     }
 }
@@ -61,8 +76,16 @@ pub fn list(json: bool) -> i32 {
             a.elf_machine, a.endian, a.compiler_package
         );
         println!("  entry: {}", a.entry);
-        println!("  entry flags: {}", a.entry_cflags.join(" "));
-        println!("  special sections: {}", a.special_sections.join(" "));
+        println!(
+            "  entry flags: {}; livepatch objects add: -ffunction-sections -fdata-sections {}",
+            a.entry_cflags.join(" "),
+            a.livepatch_cflags.join(" ")
+        );
+        println!("  relocations: {}", a.relocations);
+        println!(
+            "  special sections (entry bytes): {}",
+            a.special_sections.join(", ")
+        );
     }
     0
 }
