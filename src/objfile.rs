@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use klpx_arch::{Arch, Backend, Endian, Site};
+use klpx_arch::{Arch, Backend, CodeReloc, Endian, Site};
 use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
 use object::{Endianness, SectionIndex};
@@ -376,6 +376,21 @@ impl<'d> ObjectFile<'d> {
         } else {
             Site::Data
         }
+    }
+
+    /// The relocations of `[start, end)` in section `sec` as a backend sees them: offsets from `start`,
+    /// targets by name.
+    pub fn code_relocs(&self, sec: usize, start: u64, end: u64) -> Vec<CodeReloc<'d>> {
+        self.sections[sec]
+            .relocs_in(start, end)
+            .iter()
+            .map(|r| CodeReloc {
+                offset: (r.offset - start) as i64,
+                r_type: r.r_type,
+                target: self.symbols[r.symbol].name,
+                addend: r.addend,
+            })
+            .collect()
     }
 
     /// The bytes of a function or object symbol (empty for bss and undefined symbols).

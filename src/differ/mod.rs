@@ -9,7 +9,7 @@ mod special;
 
 use std::collections::{HashMap, HashSet};
 
-use klpx_arch::{Arch, CodeReloc, FunctionCode, Site, special_section};
+use klpx_arch::{Arch, FunctionCode, Site, special_section};
 use serde::Serialize;
 
 use crate::error::UserError;
@@ -344,16 +344,7 @@ fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut
         .data
         .get(start as usize..end as usize)
         .unwrap_or(&[]);
-    let views: Vec<CodeReloc> = section
-        .relocs_in(start, end)
-        .iter()
-        .map(|r| CodeReloc {
-            offset: (r.offset - start) as i64,
-            r_type: r.r_type,
-            target: orig.symbols[r.symbol].name,
-            addend: r.addend,
-        })
-        .collect();
+    let views = orig.code_relocs(sec, start, end);
     let sites = sites.relative_to(sec, start);
     let f = FunctionCode {
         name: s.name,

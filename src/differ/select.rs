@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use klpx_arch::{CodeReloc, FunctionCode, RelocClass, Site, special_section};
+use klpx_arch::{FunctionCode, RelocClass, Site, special_section};
 
 use super::compare::extent;
 use super::correlate::{Correlation, is_entity, is_special};
@@ -463,15 +463,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             return;
         };
         let inputs: Vec<Reloc> = section.relocs_in(start, end).to_vec();
-        let views: Vec<CodeReloc> = inputs
-            .iter()
-            .map(|r| CodeReloc {
-                offset: (r.offset - start) as i64,
-                r_type: r.r_type,
-                target: p.symbols[r.symbol].name,
-                addend: r.addend,
-            })
-            .collect();
+        let views = p.code_relocs(sec, start, end);
         let f = FunctionCode {
             name: section.name,
             bytes: code,
@@ -551,7 +543,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 .special_entries
                 .push((section.name.to_string(), kept.len()));
             let link = section.is_link_order().then_some(section.link);
-            self.add_piece_special(sec, kept.clone(), link);
+            self.add_piece(sec, kept.clone(), link);
             self.check_keys(section.name, &kept);
             if let Some((parallel, size)) = spec.parallel
                 && let Some(psec) = p.sections.iter().position(|s| s.name == parallel)
@@ -570,20 +562,9 @@ impl<'a, 'd> Selector<'a, 'd> {
                     .iter()
                     .map(|&n| (n as u64 * size, (n as u64 + 1) * size))
                     .collect();
-                self.add_piece_special(psec, ranges, None);
+                self.add_piece(psec, ranges, None);
             }
         }
-    }
-
-    fn add_piece_special(&mut self, sec: usize, ranges: Vec<(u64, u64)>, link: Option<usize>) {
-        let idx = self.out.pieces.len();
-        self.out.pieces.push(Piece {
-            section: sec,
-            ranges,
-            link,
-            relocs: Vec::new(),
-        });
-        self.queue.push(idx);
     }
 
     fn emitted_any(&self, sec: usize) -> bool {
