@@ -103,7 +103,7 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
     let mut contents: Vec<Vec<u8>> = Vec::with_capacity(sel.pieces.len());
     for p in &sel.pieces {
         let section = &patched.sections[p.section];
-        let mut bytes = Vec::with_capacity(p.size() as usize);
+        let mut bytes = Vec::new();
         if !section.is_nobits() {
             for &(s, e) in &p.ranges {
                 let part = section.data.get(s as usize..e as usize).ok_or_else(|| {
