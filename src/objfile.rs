@@ -387,10 +387,19 @@ impl<'d> ObjectFile<'d> {
             .map(|r| CodeReloc {
                 offset: (r.offset - start) as i64,
                 r_type: r.r_type,
-                target: self.symbols[r.symbol].name,
+                target: self.symbol_label(r.symbol),
                 addend: r.addend,
             })
             .collect()
+    }
+
+    /// A symbol's name for messages: section symbols, which have none, go by their section's name.
+    pub fn symbol_label(&self, sym: usize) -> &'d str {
+        let s = &self.symbols[sym];
+        match (s.kind, s.section) {
+            (SymKind::Section, Some(sec)) => self.sections[sec].name,
+            _ => s.name,
+        }
     }
 
     /// The bytes of a function or object symbol (empty for bss and undefined symbols).

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use klpx_arch::{FunctionCode, RelocClass, Site, special_section};
 
 use super::compare::extent;
-use super::correlate::{Correlation, is_entity, is_special};
+use super::correlate::{Correlation, is_entity, is_special, referenced_entity};
 use super::names::{canonical, is_ignored_section, is_init_section};
 use super::special::split_entries;
 use super::{Exports, Refusal};
@@ -484,20 +484,31 @@ impl<'a, 'd> Selector<'a, 'd> {
             let Err(why) = backend.check_external_call(&f, i) else {
                 continue;
             };
-            let callee = r.symbol;
-            let defined_here = is_entity(p, callee) && p.symbols[callee].kind == SymKind::Func;
-            if defined_here && !self.included[callee] {
+            let owner = p
+                .symbol_covering(sec, r.offset)
+                .map_or(section.name, |s| p.symbols[s].name);
+            // The callee, also when gas refers to it by section symbol (`bl .text.foo`).
+            let callee = referenced_entity(p, sec, r, false)
+                .filter(|&c| is_entity(p, c) && p.symbols[c].kind == SymKind::Func);
+            let Some(callee) = callee else {
+                self.refuse(owner, why);
+                continue;
+            };
+            let callee_sec = p.symbols[callee].section.expect("entities are defined");
+            if is_init_section(p.sections[callee_sec].name) {
+                // Never copied: resolving the reference already refused it as __init.
+                continue;
+            }
+            if !self.included[callee] {
                 self.include_symbol(callee);
                 self.out.copied_functions.push(callee);
-                relocs[i].target = OutTarget::Symbol(callee);
-            } else if defined_here {
-                relocs[i].target = OutTarget::Symbol(callee);
-            } else {
-                let owner = p
-                    .symbol_covering(sec, r.offset)
-                    .map_or(section.name, |s| p.symbols[s].name);
-                self.refuse(owner, why);
             }
+            relocs[i].target = if r.symbol == callee {
+                OutTarget::Symbol(callee)
+            } else {
+                relocs[i].addend = r.addend + p.symbols[r.symbol].value as i64;
+                OutTarget::Location(callee_sec)
+            };
         }
     }
 
@@ -576,10 +587,13 @@ impl<'a, 'd> Selector<'a, 'd> {
         })
     }
 
-    /// Static keys and static calls are wired up when the module loads, before livepatch relocations
-    /// are applied: their keys must be exported by the kernel or new in the patch.
+    /// Static keys and static calls are wired up when the patch module loads. Livepatch relocations
+    /// against vmlinux are written before that (kernel/livepatch/core.c, klp_write_section_relocs: "so
+    /// that jump_label_apply_nops can access unexported vmlinux symbols"), so vmlinux keys are fine;
+    /// a key in a module is resolved only when that module loads, too late for the patch's tables.
     fn check_keys(&mut self, name: &str, kept: &[(u64, u64)]) {
-        if name != "__jump_table" && name != ".static_call_sites" {
+        if (name != "__jump_table" && name != ".static_call_sites") || self.object_name == "vmlinux"
+        {
             return;
         }
         let p = self.patched;
@@ -615,17 +629,13 @@ impl<'a, 'd> Selector<'a, 'd> {
                 } else {
                     "static call key"
                 };
-                let fix = if self.object_name == "vmlinux" {
-                    "it is not exported; read it with static_key_enabled() instead".to_string()
-                } else {
-                    format!(
-                        "it is defined in module {}, which may load after the patch",
-                        self.object_name
-                    )
-                };
                 self.refuse(
                     &key,
-                    format!("{what} used by patched code cannot be wired up at module load: {fix}"),
+                    format!(
+                        "{what} used by patched code lives in module {}, which may load after the patch; \
+                         read it with static_key_enabled() instead",
+                        self.object_name
+                    ),
                 );
             }
         }
