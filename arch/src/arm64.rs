@@ -3,7 +3,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple, read_u32,
+    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+    read_u32,
 };
 
 pub struct Arm64;
@@ -129,6 +130,22 @@ impl Backend for Arm64 {
         Err(format!(
             "no patchable-entry NOPs at entry (first instruction {seen}; the function is notrace or noinstr)"
         ))
+    }
+    fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch> {
+        let at = pos & !3;
+        let insn = read_u32(Endian::Little, code, at)?;
+        let sext = |v: u32, bits: u32| (((v << (32 - bits)) as i32) >> (32 - bits)) as i64;
+        let offset = if insn & 0x7c00_0000 == 0x1400_0000 {
+            sext(insn & 0x03ff_ffff, 26) * 4 // B, BL
+        } else if insn & 0xff00_0010 == 0x5400_0000 {
+            sext((insn >> 5) & 0x7ffff, 19) * 4 // B.cond
+        } else {
+            return None;
+        };
+        Some(ResolvedBranch {
+            field: (at, at + 4),
+            target: at as i64 + offset,
+        })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

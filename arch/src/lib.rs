@@ -134,6 +134,16 @@ pub enum Site<'a> {
     Data,
 }
 
+/// A PC-relative branch whose displacement the assembler filled in itself (caller and callee in one
+/// section, so no relocation): where the displacement sits and where the branch lands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResolvedBranch {
+    /// The displacement's bytes `[start, end)` in the section.
+    pub field: (usize, usize),
+    /// The branch target, as an offset in the section.
+    pub target: i64,
+}
+
 /// A relocation inside one function, as the differ hands it to a backend.
 #[derive(Clone, Copy, Debug)]
 pub struct CodeReloc<'a> {
@@ -247,6 +257,10 @@ pub trait Backend: Send + Sync {
     fn private_sections(&self) -> &'static [&'static str] {
         &[]
     }
+    /// The relocation-free relative branch (call, jump) whose displacement covers byte `pos` of the
+    /// section bytes `code`, if there is one. Used where several functions share one section
+    /// (`.sched.text`) and a changed function shifts the displacements of its neighbours.
+    fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch>;
     /// Special sections this architecture's kernel emits.
     fn special_sections(&self) -> &'static [SpecialSection];
     /// Symbols that are not functions or data even though they look like them (arm64 `$x`).

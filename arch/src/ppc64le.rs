@@ -4,7 +4,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple, read_u32,
+    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+    read_u32,
 };
 
 pub struct Ppc64le;
@@ -175,6 +176,23 @@ impl Backend for Ppc64le {
     }
     fn private_sections(&self) -> &'static [&'static str] {
         &[".toc"]
+    }
+    fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch> {
+        let at = pos & !3;
+        let insn = read_u32(Endian::Little, code, at)?;
+        let sext = |v: u32, bits: u32| (((v << (32 - bits)) as i32) >> (32 - bits)) as i64;
+        if insn & 2 != 0 {
+            return None; // absolute (AA) branches carry no displacement
+        }
+        let offset = match insn >> 26 {
+            18 => sext(insn & 0x03ff_fffc, 26), // b, bl
+            16 => sext(insn & 0xfffc, 16),      // bc
+            _ => return None,
+        };
+        Some(ResolvedBranch {
+            field: (at, at + 4),
+            target: at as i64 + offset,
+        })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

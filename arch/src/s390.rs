@@ -3,7 +3,9 @@
 
 use object::elf;
 
-use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple};
+use crate::{
+    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+};
 
 pub struct S390x;
 
@@ -112,6 +114,28 @@ impl Backend for S390x {
             return Ok("brasl %r0,__fentry__");
         }
         Err("no brcl 0,0 or brasl to __fentry__ at entry (the function is notrace)".to_string())
+    }
+    fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch> {
+        // brcl/brasl (c0 x4/x5, 32-bit halfword displacement) and brc/bras (a7 x4/x5, 16-bit),
+        // measured from the instruction start.
+        for start in pos.saturating_sub(5)..=pos {
+            let (op, sub) = (*code.get(start)?, *code.get(start + 1)? & 0x0f);
+            if op == 0xc0 && (sub == 4 || sub == 5) && (start + 2..start + 6).contains(&pos) {
+                let d = i32::from_be_bytes(code.get(start + 2..start + 6)?.try_into().ok()?);
+                return Some(ResolvedBranch {
+                    field: (start + 2, start + 6),
+                    target: start as i64 + 2 * i64::from(d),
+                });
+            }
+            if op == 0xa7 && (sub == 4 || sub == 5) && (start + 2..start + 4).contains(&pos) {
+                let d = i16::from_be_bytes(code.get(start + 2..start + 4)?.try_into().ok()?);
+                return Some(ResolvedBranch {
+                    field: (start + 2, start + 4),
+                    target: start as i64 + 2 * i64::from(d),
+                });
+            }
+        }
+        None
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

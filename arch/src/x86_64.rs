@@ -2,7 +2,9 @@
 
 use object::elf;
 
-use crate::{Arch, Backend, Endian, FunctionCode, RelocClass, Site, SpecialSection, Triple};
+use crate::{
+    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+};
 
 pub struct X86_64;
 
@@ -128,6 +130,35 @@ impl Backend for X86_64 {
         Err(format!(
             "no call to __fentry__ at offset {start} (the function is notrace or noinstr)"
         ))
+    }
+    fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch> {
+        let byte = |i: usize| code.get(i).copied();
+        let rel32 = |start: usize| -> Option<ResolvedBranch> {
+            let d = i32::from_le_bytes(code.get(start..start + 4)?.try_into().ok()?);
+            Some(ResolvedBranch {
+                field: (start, start + 4),
+                target: start as i64 + 4 + i64::from(d),
+            })
+        };
+        // call/jmp rel32 (e8/e9), jcc rel32 (0f 80..8f), jmp/jcc rel8 (eb, 70..7f).
+        for start in pos.saturating_sub(3)..=pos {
+            let op = start.checked_sub(1).and_then(byte);
+            let esc = start.checked_sub(2).and_then(byte);
+            if matches!(op, Some(0xe8 | 0xe9))
+                || (esc == Some(0x0f) && op.is_some_and(|b| b & 0xf0 == 0x80))
+            {
+                return rel32(start);
+            }
+        }
+        let op = pos.checked_sub(1).and_then(byte)?;
+        if op == 0xeb || op & 0xf0 == 0x70 {
+            let d = byte(pos)? as i8;
+            return Some(ResolvedBranch {
+                field: (pos, pos + 1),
+                target: pos as i64 + 1 + i64::from(d),
+            });
+        }
+        None
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

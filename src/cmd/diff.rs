@@ -183,7 +183,7 @@ fn print_summary(
         println!("  new function      {f}");
     }
     for f in &diff.copied_functions {
-        println!("  copied function   {f} (called without a TOC restore)");
+        println!("  copied function   {f} (unchanged, travels with the patched code)");
     }
     for d in &diff.new_data {
         println!("  new data          {d}");

@@ -186,10 +186,19 @@ pub fn same_contents(
     if osec.is_nobits() != psec.is_nobits() {
         return false;
     }
-    if !osec.is_nobits()
-        && osec.data.get(os as usize..oe as usize) != psec.data.get(ps as usize..pe as usize)
-    {
-        return false;
+    if !osec.is_nobits() {
+        let (Some(a), Some(b)) = (
+            osec.data.get(os as usize..oe as usize),
+            psec.data.get(ps as usize..pe as usize),
+        ) else {
+            return false;
+        };
+        if a != b
+            && !(osec.is_exec()
+                && branches_explain(orig, ok, osec_index, os, patched, pk, psec_index, ps, a, b))
+        {
+            return false;
+        }
     }
     let (orel, prel) = (osec.relocs_in(os, oe), psec.relocs_in(ps, pe));
     orel.len() == prel.len()
@@ -198,4 +207,63 @@ pub fn same_contents(
                 && a.r_type == b.r_type
                 && target(orig, ok, a, osec_index) == target(patched, pk, b, psec_index)
         })
+}
+
+/// Whether every byte that differs between two functions lies in the displacement of a branch the
+/// assembler resolved inside the section (no relocation), and both branches land on the same place of
+/// the same correlated symbol. Functions sharing a section (`.sched.text`) see such displacements move
+/// when a neighbour changes size.
+#[allow(clippy::too_many_arguments)]
+fn branches_explain(
+    orig: &ObjectFile,
+    ok: &Keys,
+    osec: usize,
+    os: u64,
+    patched: &ObjectFile,
+    pk: &Keys,
+    psec: usize,
+    ps: u64,
+    a: &[u8],
+    b: &[u8],
+) -> bool {
+    let backend = patched.backend();
+    let (odata, pdata) = (orig.sections[osec].data, patched.sections[psec].data);
+    let landing =
+        |obj: &ObjectFile, keys: &Keys, sec: usize, target: i64| -> Option<(String, i64)> {
+            let cover = obj.symbol_covering(sec, u64::try_from(target).ok()?)?;
+            let s = &obj.symbols[cover];
+            let name = keys
+                .of(cover)
+                .map_or_else(|| s.name.to_string(), str::to_string);
+            Some((name, target - s.value as i64))
+        };
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] == b[i] {
+            i += 1;
+            continue;
+        }
+        let (Some(ob), Some(pb)) = (
+            backend.resolved_branch(odata, os as usize + i),
+            backend.resolved_branch(pdata, ps as usize + i),
+        ) else {
+            return false;
+        };
+        let field_o = (ob.field.0 as u64 - os, ob.field.1 as u64 - os);
+        let field_p = (pb.field.0 as u64 - ps, pb.field.1 as u64 - ps);
+        let relocated = !orig.sections[osec]
+            .relocs_in(ob.field.0 as u64, ob.field.1 as u64)
+            .is_empty();
+        if field_o != field_p || relocated {
+            return false;
+        }
+        match (
+            landing(orig, ok, osec, ob.target),
+            landing(patched, pk, psec, pb.target),
+        ) {
+            (Some(x), Some(y)) if x == y => i = field_o.1 as usize,
+            _ => return false,
+        }
+    }
+    true
 }

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use klpx_arch::{FunctionCode, RelocClass, Site, special_section};
 
-use super::compare::extent;
 use super::correlate::{Correlation, is_entity, is_special, referenced_entity};
 use super::names::{canonical, is_ignored_section, is_init_section};
 use super::special::split_entries;
@@ -207,26 +206,25 @@ impl<'a, 'd> Selector<'a, 'd> {
         if self.piece_of_section.contains_key(&sec) {
             return;
         }
-        let alone = section
+        // The whole section comes along: aliases, and in a section several functions share
+        // (`.sched.text`) the neighbours, whose calls and jumps between them the assembler resolved
+        // without relocations. Copies of unchanged neighbours are harmless; cutting them apart is not.
+        self.add_piece(sec, vec![(0, section.size)], None);
+        for &s in &section.symbols {
+            let copy = s != sym
+                && !self.included[s]
+                && self.status[s] == Some(FuncStatus::Unchanged)
+                && !same_place(p, s, sym);
+            if copy {
+                self.out.copied_functions.push(s);
+            }
+        }
+        let others: Vec<usize> = section
             .symbols
             .iter()
-            .all(|&s| s == sym || !is_entity(p, s) || same_place(p, s, sym));
-        if alone {
-            self.add_piece(sec, vec![(0, section.size)], None);
-        } else {
-            self.include_range(sec, extent(p, sym));
-        }
-        // Every other entity sharing the section (aliases at the same place) comes along.
-        let others: Vec<usize> = if alone {
-            section
-                .symbols
-                .iter()
-                .copied()
-                .filter(|&s| s != sym && is_entity(p, s))
-                .collect()
-        } else {
-            Vec::new()
-        };
+            .copied()
+            .filter(|&s| s != sym && is_entity(p, s))
+            .collect();
         for s in others {
             if !self.included[s] {
                 self.included[s] = true;
