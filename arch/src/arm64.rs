@@ -153,4 +153,22 @@ impl Backend for Arm64 {
     fn is_mapping_symbol(&self, name: &str) -> bool {
         name == "$x" || name == "$d" || name.starts_with("$x.") || name.starts_with("$d.")
     }
+    fn qemu_binary(&self) -> &'static str {
+        "qemu-system-aarch64"
+    }
+    fn qemu_package(&self) -> &'static str {
+        "qemu-system-arm"
+    }
+    fn qemu_machine_args(&self) -> &'static [&'static str] {
+        &["-M", "virt", "-cpu", "cortex-a57"]
+    }
+    fn console(&self) -> &'static str {
+        "ttyAMA0"
+    }
+    fn kernel_image(&self) -> &'static str {
+        "arch/arm64/boot/Image"
+    }
+    fn debian_arch(&self) -> &'static str {
+        "arm64"
+    }
 }

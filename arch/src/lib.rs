@@ -272,6 +272,25 @@ pub trait Backend: Send + Sync {
     fn is_module_provided(&self, _name: &str) -> bool {
         false
     }
+
+    // What booting a kernel of this architecture in qemu takes (`klpx verify`).
+
+    /// The qemu system emulator (`qemu-system-x86_64`).
+    fn qemu_binary(&self) -> &'static str;
+    /// The Debian package that provides [`Backend::qemu_binary`].
+    fn qemu_package(&self) -> &'static str;
+    /// Machine and CPU arguments the emulator needs for a kernel of this architecture.
+    fn qemu_machine_args(&self) -> &'static [&'static str];
+    /// The console device the kernel prints to under qemu (`console=` on the command line).
+    fn console(&self) -> &'static str;
+    /// The bootable kernel image, relative to the kernel output tree.
+    fn kernel_image(&self) -> &'static str;
+    /// Debian's name for the architecture, for foreign packages (`busybox-static:<name>`).
+    fn debian_arch(&self) -> &'static str;
+    /// The busybox command that ends the guest so that qemu (run with `-no-reboot`) exits.
+    fn guest_halt(&self) -> &'static str {
+        "poweroff -f"
+    }
 }
 
 /// Looks up a special section by name for a backend, including the generic ones.
@@ -348,6 +367,78 @@ mod tests {
             .collect();
         assert_eq!(got, ["x86", "arm64", "powerpc", "s390"]);
         assert_eq!(Arch::S390x.backend().endian(), Endian::Big);
+    }
+
+    #[test]
+    fn qemu_facts() {
+        let got: Vec<_> = Arch::ALL
+            .iter()
+            .map(|a| {
+                let b = a.backend();
+                (
+                    b.qemu_binary(),
+                    b.qemu_package(),
+                    b.console(),
+                    b.kernel_image(),
+                    b.debian_arch(),
+                    b.guest_halt(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "qemu-system-x86_64",
+                    "qemu-system-x86",
+                    "ttyS0",
+                    "arch/x86/boot/bzImage",
+                    "amd64",
+                    "reboot -f"
+                ),
+                (
+                    "qemu-system-aarch64",
+                    "qemu-system-arm",
+                    "ttyAMA0",
+                    "arch/arm64/boot/Image",
+                    "arm64",
+                    "poweroff -f"
+                ),
+                (
+                    "qemu-system-ppc64",
+                    "qemu-system-ppc",
+                    "hvc0",
+                    "vmlinux",
+                    "ppc64el",
+                    "poweroff -f"
+                ),
+                (
+                    "qemu-system-s390x",
+                    "qemu-system-misc",
+                    "ttysclp0",
+                    "arch/s390/boot/bzImage",
+                    "s390x",
+                    "poweroff -f"
+                ),
+            ]
+        );
+        assert!(Arch::X86_64.backend().qemu_machine_args().is_empty());
+        assert_eq!(
+            Arch::Ppc64le.backend().qemu_machine_args(),
+            ["-M", "pseries"]
+        );
+        assert_eq!(
+            Arch::S390x.backend().qemu_machine_args(),
+            ["-M", "s390-ccw-virtio"]
+        );
+        assert_eq!(
+            Arch::Arm64.backend().qemu_machine_args(),
+            ["-M", "virt", "-cpu", "cortex-a57"]
+        );
+        // Debian's names are accepted as aliases.
+        for a in Arch::ALL {
+            assert_eq!(a.backend().debian_arch().parse::<Arch>().unwrap(), a);
+        }
     }
 
     #[test]

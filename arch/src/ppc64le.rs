@@ -211,6 +211,24 @@ impl Backend for Ppc64le {
         ];
         name == ".TOC." || HELPERS.iter().any(|h| name.starts_with(h))
     }
+    fn qemu_binary(&self) -> &'static str {
+        "qemu-system-ppc64"
+    }
+    fn qemu_package(&self) -> &'static str {
+        "qemu-system-ppc"
+    }
+    fn qemu_machine_args(&self) -> &'static [&'static str] {
+        &["-M", "pseries"]
+    }
+    fn console(&self) -> &'static str {
+        "hvc0"
+    }
+    fn kernel_image(&self) -> &'static str {
+        "vmlinux"
+    }
+    fn debian_arch(&self) -> &'static str {
+        "ppc64el"
+    }
 }
 
 #[cfg(test)]

@@ -143,4 +143,22 @@ impl Backend for S390x {
     fn is_module_provided(&self, name: &str) -> bool {
         name == "_GLOBAL_OFFSET_TABLE_"
     }
+    fn qemu_binary(&self) -> &'static str {
+        "qemu-system-s390x"
+    }
+    fn qemu_package(&self) -> &'static str {
+        "qemu-system-misc"
+    }
+    fn qemu_machine_args(&self) -> &'static [&'static str] {
+        &["-M", "s390-ccw-virtio"]
+    }
+    fn console(&self) -> &'static str {
+        "ttysclp0"
+    }
+    fn kernel_image(&self) -> &'static str {
+        "arch/s390/boot/bzImage"
+    }
+    fn debian_arch(&self) -> &'static str {
+        "s390x"
+    }
 }

@@ -163,6 +163,28 @@ impl Backend for X86_64 {
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL
     }
+    fn qemu_binary(&self) -> &'static str {
+        "qemu-system-x86_64"
+    }
+    fn qemu_package(&self) -> &'static str {
+        "qemu-system-x86"
+    }
+    fn qemu_machine_args(&self) -> &'static [&'static str] {
+        &[]
+    }
+    fn console(&self) -> &'static str {
+        "ttyS0"
+    }
+    fn kernel_image(&self) -> &'static str {
+        "arch/x86/boot/bzImage"
+    }
+    fn debian_arch(&self) -> &'static str {
+        "amd64"
+    }
+    fn guest_halt(&self) -> &'static str {
+        // Tiny kernels have no ACPI, so a power-off hangs; a reboot ends qemu under -no-reboot.
+        "reboot -f"
+    }
 }
 
 /// Size of the immediate operand that follows a RIP-relative displacement at `field` in `code`, for the
