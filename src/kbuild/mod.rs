@@ -3,3 +3,4 @@
 pub mod cmdfile;
 pub mod compile;
 pub mod objpair;
+pub mod toolchain;

@@ -18,7 +18,32 @@ use crate::patch::source::SourcePatch;
 pub struct SourceLock(#[allow(dead_code)] File);
 
 impl SourceLock {
+    /// Takes the lock, failing at once with a user error when another klpx holds it.
+    pub fn try_take(src: &Path) -> Result<SourceLock> {
+        let (f, path) = SourceLock::open(src)?;
+        match f.try_lock() {
+            Ok(()) => Ok(SourceLock(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(crate::error::UserError::new(format!(
+                "{}: another klpx is patching this tree (lock {}); wait for it to finish",
+                src.display(),
+                path.display()
+            ))
+            .into()),
+            Err(std::fs::TryLockError::Error(e)) => {
+                Err(e).with_context(|| format!("locking {}", path.display()))
+            }
+        }
+    }
+
+    /// Takes the lock, waiting for another klpx to finish.
     pub fn take(src: &Path) -> Result<SourceLock> {
+        let (f, _) = SourceLock::open(src)?;
+        f.lock()
+            .with_context(|| format!("locking {}", src.display()))?;
+        Ok(SourceLock(f))
+    }
+
+    fn open(src: &Path) -> Result<(File, PathBuf)> {
         let real = src
             .canonicalize()
             .with_context(|| format!("{}", src.display()))?;
@@ -29,9 +54,7 @@ impl SourceLock {
             fingerprint(real.as_os_str().as_encoded_bytes())
         ));
         let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        f.lock()
-            .with_context(|| format!("locking {}", real.display()))?;
-        Ok(SourceLock(f))
+        Ok((f, path))
     }
 }
 

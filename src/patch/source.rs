@@ -127,6 +127,73 @@ impl SourcePatch {
     }
 }
 
+/// One file's contents before and after a series of patches, computed without touching the tree.
+#[derive(Debug, Clone)]
+pub struct FileEdit {
+    /// Path relative to the tree root.
+    pub rel: String,
+    /// Absolute path in the tree (checked to stay inside it).
+    pub path: PathBuf,
+    /// `None` when the patches create the file.
+    pub before: Option<Vec<u8>>,
+    /// `None` when the patches delete the file.
+    pub after: Option<Vec<u8>>,
+    /// The unified diffs that changed this file, in order (for `#line` fixing).
+    pub diffs: Vec<String>,
+}
+
+/// Computes what `patches`, applied in order, make of every file they touch under `root`. Nothing is
+/// written; a patch that does not apply is a one-line error naming the patch, the file and the hunk.
+pub fn plan_edits(patches: &[SourcePatch], root: &Path) -> Result<Vec<FileEdit>, UserError> {
+    let mut edits: Vec<FileEdit> = Vec::new();
+    for sp in patches {
+        for f in &sp.files {
+            let at = match edits.iter().position(|e| e.rel == f.path) {
+                Some(i) => i,
+                None => {
+                    let path = inside_tree(root, &f.path)
+                        .map_err(|why| UserError::new(format!("{}: {why}", sp.name)))?;
+                    let before = match std::fs::read(&path) {
+                        Ok(b) => Some(b),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && f.created => None,
+                        Err(e) => {
+                            return Err(UserError::new(format!(
+                                "{}: {}: cannot read: {e}",
+                                sp.name, f.path
+                            )));
+                        }
+                    };
+                    edits.push(FileEdit {
+                        rel: f.path.clone(),
+                        path,
+                        after: before.clone(),
+                        before,
+                        diffs: Vec::new(),
+                    });
+                    edits.len() - 1
+                }
+            };
+            let e = &mut edits[at];
+            let old_text = e
+                .after
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let patch = diffy::Patch::from_str(&f.diff)
+                .map_err(|err| UserError::new(format!("{}: {}: {err}", sp.name, f.path)))?;
+            let new_text = diffy::apply(&old_text, &patch).map_err(|err| {
+                UserError::new(format!(
+                    "{}: {}: {err} (does the patch match this tree?)",
+                    sp.name, f.path
+                ))
+            })?;
+            e.after = (!f.deleted).then(|| new_text.into_bytes());
+            e.diffs.push(f.diff.clone());
+        }
+    }
+    Ok(edits)
+}
+
 impl Applied {
     /// Restores every file to what it held before the patch.
     pub fn revert(mut self) -> std::io::Result<()> {

@@ -76,6 +76,17 @@ struct PlainRel {
 
 /// Serialises the selection of `diff` (taken from `patched`) into an ELF relocatable object.
 pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
+    write_object_aliased(patched, diff, None)
+}
+
+/// Like [`write_object`], and with `alias_prefix` also gives the n-th patched function (in the order of
+/// `.klpx.funcs`) the global alias `<prefix><n>`, so that generated module code can name a new version
+/// of a static function; the prefix must make the names unique within the module.
+pub fn write_object_aliased(
+    patched: &ObjectFile,
+    diff: &Diff,
+    alias_prefix: Option<&str>,
+) -> Result<Vec<u8>> {
     let sel = &diff.selection;
     let backend = patched.backend();
     let big = backend.endian() == Endian::Big;
@@ -250,6 +261,23 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
         out_sym.insert(s, w.reserve_symbol_index(Some(piece_index[piece])));
         sym_names.push((s, id));
     }
+    let alias_names: Vec<String> = alias_prefix
+        .map(|p| {
+            (0..sel.patched_functions.len())
+                .map(|n| format!("{p}{n}"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let alias_ids: Vec<(usize, StringId)> = alias_names
+        .iter()
+        .zip(&sel.patched_functions)
+        .map(|(name, (s, _))| {
+            let id = w.add_string(name.as_bytes());
+            let (piece, _) = sym_place[s];
+            w.reserve_symbol_index(Some(piece_index[piece]));
+            (*s, id)
+        })
+        .collect();
     let undefined_ids: Vec<(StringId, SymbolIndex)> = undefined
         .iter()
         .map(|n| (w.add_string(n.as_bytes()), w.reserve_symbol_index(None)))
@@ -524,6 +552,19 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
             st_name: w.string_offset(Some(id)),
             section: Some(piece_index[piece].0),
             st_info: elf::SymbolInfo::new(bind, kind),
+            st_other: elf::SymbolOther(sym.st_other),
+            st_shndx: elf::SHN_UNDEF,
+            st_value: value,
+            st_size: sym.size,
+        });
+    }
+    for &(s, id) in &alias_ids {
+        let sym = &patched.symbols[s];
+        let (piece, value) = sym_place[&s];
+        w.write_symbol(&Sym {
+            st_name: w.string_offset(Some(id)),
+            section: Some(piece_index[piece].0),
+            st_info: elf::SymbolInfo::new(elf::STB_GLOBAL, elf::STT_FUNC),
             st_other: elf::SymbolOther(sym.st_other),
             st_shndx: elf::SHN_UNDEF,
             st_value: value,

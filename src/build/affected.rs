@@ -1,0 +1,231 @@
+//! Which objects of a built tree a patch affects, and which livepatch object each belongs to.
+//!
+//! kbuild records, for every object, the exact compile command and every file it read (`.<obj>.cmd`).
+//! An edited `.c` file affects the objects compiled from it; an edited header affects every object whose
+//! recorded dependencies include it. `vmlinux.a` (a thin archive) lists what vmlinux links; each module's
+//! `.mod` file lists its objects.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use crate::error::UserError;
+use crate::kbuild::cmdfile::CmdFile;
+use crate::patch::source::FileEdit;
+
+/// An object the patch affects.
+#[derive(Debug, Clone)]
+pub struct AffectedObject {
+    /// kbuild's name, relative to the output tree (`fs/proc/cmdline.o`).
+    pub object: String,
+    /// The livepatch object it is linked into: `vmlinux` or a module name (with `_`).
+    pub target: String,
+    pub cmd: CmdFile,
+}
+
+/// Where every object of a built tree is linked.
+#[derive(Debug, Default)]
+pub struct LinkMap {
+    /// Object → livepatch object name.
+    pub owner: HashMap<String, String>,
+    /// Module name → its `.ko` path relative to the output tree.
+    pub modules: BTreeMap<String, String>,
+}
+
+impl LinkMap {
+    /// Reads `vmlinux.a` and the `.mod` files of `modules.order` in the output tree `objdir`.
+    pub fn load(objdir: &Path) -> Result<LinkMap, UserError> {
+        let mut map = LinkMap::default();
+        let archive = objdir.join("vmlinux.a");
+        let data = std::fs::read(&archive).map_err(|e| {
+            UserError::new(format!(
+                "{}: cannot read ({e}); build the kernel first (make, or klpx build --prepare)",
+                archive.display()
+            ))
+        })?;
+        let ar = object::read::archive::ArchiveFile::parse(&*data)
+            .map_err(|e| UserError::new(format!("{}: not an archive: {e}", archive.display())))?;
+        for m in ar.members() {
+            let m = m.map_err(|e| UserError::new(format!("{}: {e}", archive.display())))?;
+            let name = String::from_utf8_lossy(m.name()).into_owned();
+            map.owner.insert(name, "vmlinux".to_string());
+        }
+        let order = std::fs::read_to_string(objdir.join("modules.order")).unwrap_or_default();
+        for line in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let base = line.trim_end_matches(".o").trim_end_matches(".ko");
+            let name = module_name(base);
+            let mod_file = objdir.join(format!("{base}.mod"));
+            let objects = std::fs::read_to_string(&mod_file).unwrap_or_default();
+            for o in objects.split_whitespace() {
+                map.owner.insert(o.to_string(), name.clone());
+            }
+            map.modules.insert(name, format!("{base}.ko"));
+        }
+        Ok(map)
+    }
+}
+
+/// The name the kernel gives the module built as `dir/name-x.ko`: `name_x`.
+pub fn module_name(path: &str) -> String {
+    path.rsplit('/')
+        .next()
+        .unwrap_or(path)
+        .trim_end_matches(".ko")
+        .replace('-', "_")
+}
+
+/// Refuses, before any long work, edits that no livepatch can carry.
+pub fn check_edits(edits: &[FileEdit]) -> Result<(), UserError> {
+    for e in edits {
+        let why = if e.rel.ends_with(".S") || e.rel.ends_with(".s") {
+            Some("assembly changes cannot be live-patched (no function-level diff of .S files)")
+        } else if e.rel.starts_with("lib/") {
+            Some(
+                "lib/ is linked into the kernel, its decompressor and its boot code alike; klpx refuses it",
+            )
+        } else if !(e.rel.ends_with(".c") || e.rel.ends_with(".h")) {
+            Some("only .c and .h changes can be live-patched")
+        } else if e.before.is_none() && e.rel.ends_with(".c") {
+            Some("a new .c file needs a Makefile change, which cannot be live-patched")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(UserError::new(format!("{}: {why}", e.rel)));
+        }
+    }
+    Ok(())
+}
+
+/// Finds the objects of `objdir` (over sources in `srcdir`) that `edits` affect. `targets`, when not
+/// empty, keeps only objects of those livepatch objects. Notes about skipped objects go to `notes`.
+pub fn affected_objects(
+    srcdir: &Path,
+    objdir: &Path,
+    edits: &[FileEdit],
+    links: &LinkMap,
+    targets: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Vec<AffectedObject>, UserError> {
+    let src = canonical(srcdir);
+    let edited: HashMap<PathBuf, &str> = edits
+        .iter()
+        .map(|e| (canonical(&e.path), e.rel.as_str()))
+        .collect();
+    let headers = edits.iter().any(|e| e.rel.ends_with(".h"));
+    let resolve = |p: &str| -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            canonical(p)
+        } else {
+            canonical(&objdir.join(p))
+        }
+    };
+    let mut found: BTreeMap<String, AffectedObject> = BTreeMap::new();
+    let mut consider = |cmd: CmdFile, notes: &mut Vec<String>| {
+        let by_source = cmd
+            .source
+            .as_deref()
+            .map(|s| edited.contains_key(&resolve(s)))
+            .unwrap_or(false);
+        let by_header = headers && cmd.deps.iter().any(|d| edited.contains_key(&resolve(d)));
+        if !(by_source || by_header) {
+            return;
+        }
+        let Some(owner) = links.owner.get(&cmd.target) else {
+            return;
+        };
+        if !cmd.is_c_compile() {
+            notes.push(format!(
+                "{} is not compiled from C; a change there is not live-patched",
+                cmd.target
+            ));
+            return;
+        }
+        if !targets.is_empty() && !targets.iter().any(|t| module_name(t) == *owner) {
+            return;
+        }
+        found.insert(
+            cmd.target.clone(),
+            AffectedObject {
+                object: cmd.target.clone(),
+                target: owner.clone(),
+                cmd,
+            },
+        );
+    };
+    if headers {
+        for path in cmd_files(objdir) {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            if let Ok(cmd) = CmdFile::parse(&text) {
+                consider(cmd, notes);
+            }
+        }
+    } else {
+        for e in edits {
+            let rel = e.rel.trim_end_matches(".c");
+            let path = crate::kbuild::cmdfile::cmd_path(objdir, &format!("{rel}.o"));
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    let cmd = CmdFile::parse(&text)
+                        .map_err(|why| UserError::new(format!("{}: {why}", path.display())))?;
+                    consider(cmd, notes);
+                }
+                Err(_) => notes.push(format!(
+                    "{}: not built in {} (no {}); nothing to patch there",
+                    e.rel,
+                    objdir.display(),
+                    path.display()
+                )),
+            }
+        }
+    }
+    let _ = src;
+    Ok(found.into_values().collect())
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    p.canonicalize().unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Every `.*.o.cmd` file of an output tree, skipping host tools and the `source` link.
+fn cmd_files(objdir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![objdir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let top = dir == objdir;
+                if !(name.starts_with('.') || top && matches!(&*name, "scripts" | "tools" | "usr"))
+                {
+                    stack.push(e.path());
+                }
+            } else if ft.is_file() && name.starts_with('.') && name.ends_with(".o.cmd") {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn module_names_use_underscores() {
+        assert_eq!(
+            module_name("samples/kobject/kobject-example"),
+            "kobject_example"
+        );
+        assert_eq!(module_name("fs/ext4/ext4.ko"), "ext4");
+    }
+}

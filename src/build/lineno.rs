@@ -1,0 +1,154 @@
+//! Keeping `__LINE__` stable: a patch that inserts or removes lines shifts the line numbers that
+//! `WARN`, `BUG` and `printk` sites below it bake into their code, which would make every such function
+//! look changed. After each changed region of a patched `.c` or `.h` file, a `#line` directive puts the
+//! numbering back to the original's, so unchanged code compiles exactly as before.
+
+/// Returns `after` with `#line` directives that restore `before`'s numbering after every change. Only
+/// places where a directive is valid C are used: the start of a line that is outside comments and
+/// strings and does not continue a macro.
+pub fn fix_line_numbers(before: &str, after: &str) -> String {
+    let patch = diffy::create_patch(before, after);
+    let safe = safe_line_starts(after);
+    // (new line number before which to insert, old line number it must carry).
+    let mut inserts: Vec<(usize, usize)> = Vec::new();
+    for hunk in patch.hunks() {
+        let mut old_no = hunk.old_range().start();
+        let mut new_no = hunk.new_range().start();
+        let mut pending = false;
+        for line in hunk.lines() {
+            match line {
+                diffy::Line::Context(_) => {
+                    if pending && old_no != new_no && safe.get(new_no - 1).copied().unwrap_or(false)
+                    {
+                        inserts.push((new_no, old_no));
+                        pending = false;
+                    }
+                    old_no += 1;
+                    new_no += 1;
+                }
+                diffy::Line::Delete(_) => {
+                    old_no += 1;
+                    pending = true;
+                }
+                diffy::Line::Insert(_) => {
+                    new_no += 1;
+                    pending = true;
+                }
+            }
+        }
+    }
+    if inserts.is_empty() {
+        return after.to_string();
+    }
+    let mut out = String::with_capacity(after.len() + inserts.len() * 16);
+    let mut next = inserts.iter().peekable();
+    for (i, line) in after.split_inclusive('\n').enumerate() {
+        if let Some(&&(at, old)) = next.peek()
+            && at == i + 1
+        {
+            out.push_str(&format!("#line {old}\n"));
+            next.next();
+        }
+        out.push_str(line);
+    }
+    out
+}
+
+/// For each line of `text` (0-based), whether a preprocessor directive may start there.
+fn safe_line_starts(text: &str) -> Vec<bool> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum State {
+        Code,
+        Block,
+        Line,
+        Str(u8),
+    }
+    let bytes = text.as_bytes();
+    let mut safe = vec![true];
+    let mut state = State::Code;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied();
+        match state {
+            State::Code => match (b, next) {
+                (b'/', Some(b'*')) => {
+                    state = State::Block;
+                    i += 1;
+                }
+                (b'/', Some(b'/')) => state = State::Line,
+                (b'"' | b'\'', _) => state = State::Str(b),
+                _ => {}
+            },
+            State::Block => {
+                if b == b'*' && next == Some(b'/') {
+                    state = State::Code;
+                    i += 1;
+                }
+            }
+            State::Line => {}
+            State::Str(q) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if b == q {
+                    state = State::Code;
+                }
+            }
+        }
+        if b == b'\n' {
+            let continued = i > 0 && bytes[i - 1] == b'\\';
+            if state == State::Line && !continued {
+                state = State::Code;
+            }
+            if matches!(state, State::Str(_)) && !continued {
+                state = State::Code;
+            }
+            safe.push(state == State::Code && !continued);
+        }
+        i += 1;
+    }
+    safe
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restores_numbering_after_an_insertion() {
+        let before = "a\nb\nc\nd\ne\n";
+        let after = "a\nnew1\nnew2\nb\nc\nd\ne\n";
+        let fixed = fix_line_numbers(before, after);
+        assert_eq!(fixed, "a\nnew1\nnew2\n#line 2\nb\nc\nd\ne\n");
+    }
+
+    #[test]
+    fn restores_numbering_after_a_deletion() {
+        let before = "a\nb\nc\nd\ne\nf\n";
+        let after = "a\nd\ne\nf\n";
+        assert_eq!(fix_line_numbers(before, after), "a\n#line 4\nd\ne\nf\n");
+    }
+
+    #[test]
+    fn same_line_count_needs_nothing() {
+        assert_eq!(fix_line_numbers("a\nb\nc\n", "a\nB\nc\n"), "a\nB\nc\n");
+    }
+
+    #[test]
+    fn never_inside_comments_or_macros() {
+        let before = "x\n/* c1\nc2 */\n#define M \\\n  1\ny\n";
+        let after = "x\nadded\n/* c1\nc2 */\n#define M \\\n  1\ny\n";
+        let fixed = fix_line_numbers(before, after);
+        // The first safe place is before "/* c1" (line 3 of the new text).
+        assert_eq!(
+            fixed,
+            "x\nadded\n#line 2\n/* c1\nc2 */\n#define M \\\n  1\ny\n"
+        );
+        let after = "x\n/* c1\nadded\nc2 */\n#define M \\\n  1\ny\n";
+        let fixed = fix_line_numbers(before, after);
+        assert_eq!(
+            fixed,
+            "x\n/* c1\nadded\nc2 */\n#line 4\n#define M \\\n  1\ny\n"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! `klpx build`: from source patches and a built kernel tree to a livepatch module.
+
+pub mod affected;
+pub mod journal;
+pub mod lineno;
+pub mod pipeline;
+pub mod progress;

@@ -1,0 +1,440 @@
+//! The `klpx build` pipeline: plan → compile both builds of each affected object → diff → module.
+//! Takes plain values ([`BuildRequest`]); the command line lives in `cmd::build`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::affected::{AffectedObject, LinkMap, affected_objects, check_edits};
+use super::journal;
+use super::lineno::fix_line_numbers;
+use super::progress::Stages;
+use crate::differ::{self, DiffOptions, Exports, Verdict};
+use crate::error::UserError;
+use crate::kbuild::compile::{livepatch_cflags, recompile_with};
+use crate::kbuild::objpair::SourceLock;
+use crate::kbuild::toolchain::{Toolchain, check_compiler};
+use crate::module::check::check_module;
+use crate::module::klp_rela::{read_side_tables, write_klp_sections};
+use crate::module::link::make_module;
+use crate::module::source::{
+    CALLBACK_PREFIXES, FuncSpec, ModuleSpec, ObjectSpec, kbuild_file, module_source, write_headers,
+};
+use crate::module::sympos::SymbolTable;
+use crate::objfile::ObjectFile;
+use crate::patch::source::{FileEdit, SourcePatch, plan_edits};
+use crate::writer::diff_object::{klp_records, write_object_aliased};
+
+/// Everything `klpx build` needs, as plain values.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    pub patches: Vec<PathBuf>,
+    /// The kernel source tree the patches apply to.
+    pub srcdir: PathBuf,
+    /// The built output tree (`O=`), or the source tree for in-tree builds.
+    pub objdir: PathBuf,
+    pub toolchain: Toolchain,
+    /// The target's vmlinux for symbol positions (default: the tree's).
+    pub vmlinux: Option<PathBuf>,
+    pub jobs: usize,
+    /// Livepatch objects to consider (`vmlinux`, module names); empty means all.
+    pub targets: Vec<String>,
+    /// Module file name without `.ko`.
+    pub name: String,
+    /// Directory the module is written to.
+    pub output: PathBuf,
+    /// Where intermediate files go.
+    pub workdir: PathBuf,
+    /// Keep `workdir` afterwards (`--debug`, `--skip-cleanup`).
+    pub keep_workdir: bool,
+    pub replace: bool,
+    pub skip_compiler_check: bool,
+    pub quiet: bool,
+}
+
+/// What happened to one affected object.
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectReport {
+    pub object: String,
+    pub target: String,
+    pub verdict: Verdict,
+    pub changed_functions: Vec<String>,
+    pub new_functions: Vec<String>,
+    pub refusals: Vec<String>,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Module,
+    NoChange,
+    Refused,
+}
+
+/// The closing report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildReport {
+    pub outcome: Outcome,
+    pub objects: Vec<ObjectReport>,
+    pub module: Option<PathBuf>,
+    pub klp_relocations: usize,
+    /// Stage name → seconds.
+    pub stages: Vec<(String, f64)>,
+    pub notes: Vec<String>,
+}
+
+/// Runs the pipeline.
+pub fn build(req: &BuildRequest) -> Result<BuildReport> {
+    let mut stages = Stages::new(req.quiet);
+    let mut notes = Vec::new();
+    stages.start("plan", "reading the patches and the tree");
+    let restored = journal::recover(&req.srcdir)?;
+    if restored > 0 {
+        stages.note(&format!(
+            "restored {restored} file(s) of {} left patched by an interrupted run",
+            req.srcdir.display()
+        ));
+    }
+    let _lock = SourceLock::try_take(&req.srcdir)?;
+    let patches: Vec<SourcePatch> = req
+        .patches
+        .iter()
+        .map(|p| SourcePatch::load(p))
+        .collect::<Result<_, _>>()?;
+    let edits = plan_edits(&patches, &req.srcdir)?;
+    check_edits(&edits)?;
+    let links = LinkMap::load(&req.objdir)?;
+    let objects = affected_objects(
+        &req.srcdir,
+        &req.objdir,
+        &edits,
+        &links,
+        &req.targets,
+        &mut notes,
+    )?;
+    for n in &notes {
+        stages.note(n);
+    }
+    if objects.is_empty() {
+        return Err(UserError::new(format!(
+            "{}: the patch changes no object built in {}",
+            req.patches[0].display(),
+            req.objdir.display()
+        ))
+        .into());
+    }
+    if !req.skip_compiler_check {
+        let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
+        check_compiler(&req.objdir, &req.toolchain.compiler_of(&command))?;
+    }
+
+    // Compile both builds.
+    let work = &req.workdir;
+    if work.exists() {
+        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
+    }
+    let include = work.join("include");
+    write_headers(&include)?;
+    let include_flag = format!("-I{}", include.display());
+    let mut flags = livepatch_cflags(req.toolchain.arch.backend());
+    flags.push(&include_flag);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(req.jobs.max(1))
+        .build()
+        .context("starting the compile pool")?;
+    let dirs: Vec<PathBuf> = (0..objects.len())
+        .map(|i| work.join("objects").join(i.to_string()))
+        .collect();
+    for d in &dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let compile_all = |which: &str| -> Result<()> {
+        pool.install(|| {
+            objects
+                .par_iter()
+                .zip(&dirs)
+                .map(|(o, d)| {
+                    recompile_with(
+                        &req.objdir,
+                        &o.cmd,
+                        &d.join(format!("{which}.o")),
+                        &flags,
+                        Some(&req.toolchain),
+                    )
+                    .map_err(|e| {
+                        anyhow::Error::from(UserError::new(format!(
+                            "{} ({which} build): {e:#}",
+                            o.object
+                        )))
+                    })
+                })
+                .collect::<Result<Vec<()>>>()
+        })?;
+        Ok(())
+    };
+    stages.start(
+        "compile",
+        &format!(
+            "{} object(s), original build, -j{}",
+            objects.len(),
+            req.jobs
+        ),
+    );
+    compile_all("orig")?;
+    stages.start("compile-patched", "patched build (tree patched, journaled)");
+    let fixed = with_line_fixes(&edits);
+    let patched = journal::apply(&req.srcdir, &fixed)?;
+    let built = compile_all("patched");
+    patched.undo()?;
+    built?;
+
+    // Diff.
+    stages.start("diff", "comparing each object's two builds");
+    let symvers = std::fs::read_to_string(req.objdir.join("Module.symvers")).unwrap_or_default();
+    let exports = Exports::from_symvers(&symvers);
+    let exported: HashSet<String> = exports.symbols.clone().unwrap_or_default();
+    let bytes: Vec<(Vec<u8>, Vec<u8>)> = dirs
+        .iter()
+        .map(|d| -> Result<_> {
+            Ok((
+                std::fs::read(d.join("orig.o"))?,
+                std::fs::read(d.join("patched.o"))?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let mut reports = Vec::new();
+    let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
+    let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
+    let mut refused = false;
+    for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
+        let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
+        let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
+        let d = differ::diff(
+            &orig,
+            &pat,
+            &DiffOptions {
+                object_name: o.target.clone(),
+                exports: exports.clone(),
+            },
+        )?;
+        reports.push(ObjectReport {
+            object: o.object.clone(),
+            target: o.target.clone(),
+            verdict: d.verdict,
+            changed_functions: d.changed_functions.iter().map(|f| f.name.clone()).collect(),
+            new_functions: d.new_functions.clone(),
+            refusals: d
+                .refusals
+                .iter()
+                .map(|r| format!("{}: {}", r.symbol, r.reason))
+                .collect(),
+        });
+        match d.verdict {
+            Verdict::Unpatchable => refused = true,
+            Verdict::NoChange => {}
+            Verdict::Patchable => {
+                let prefix = format!("klpx_f{i}_");
+                parts.push((i, write_object_aliased(&pat, &d, Some(&prefix))?));
+                let spec = specs.entry(o.target.clone()).or_default();
+                for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
+                    pending_funcs.push((
+                        o.target.clone(),
+                        old.clone(),
+                        format!("{prefix}{n}"),
+                        pat.source_name.map(str::to_string),
+                    ));
+                }
+                for f in &d.new_functions {
+                    for (p, field) in CALLBACK_PREFIXES {
+                        if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
+                            return Err(UserError::new(format!(
+                                "{}: more than one {field} callback for {}",
+                                o.object, o.target
+                            ))
+                            .into());
+                        }
+                    }
+                }
+                for k in klp_records(&pat, &d) {
+                    specs.entry(k.target.object.clone()).or_default();
+                }
+            }
+        }
+    }
+    if refused {
+        stages.finish();
+        return Ok(report(Outcome::Refused, reports, None, 0, &stages, notes));
+    }
+    if parts.is_empty() {
+        stages.finish();
+        return Ok(report(Outcome::NoChange, reports, None, 0, &stages, notes));
+    }
+
+    // Module.
+    stages.start("module", "generating and linking the livepatch module");
+    let mut tables: HashMap<String, SymbolTable> = HashMap::new();
+    let vmlinux = req
+        .vmlinux
+        .clone()
+        .unwrap_or_else(|| req.objdir.join("vmlinux"));
+    for name in specs.keys() {
+        let table = if name == "vmlinux" {
+            SymbolTable::load(&vmlinux, true)?
+        } else {
+            let ko = links.modules.get(name).ok_or_else(|| {
+                UserError::new(format!(
+                    "module {name} is not built in {}",
+                    req.objdir.display()
+                ))
+            })?;
+            SymbolTable::load(&req.objdir.join(ko), false)?
+        };
+        tables.insert(name.clone(), table);
+    }
+    for (target, old, alias, source) in pending_funcs {
+        let pos = tables[&target]
+            .sympos(&old, source.as_deref())
+            .map_err(UserError::new)?;
+        specs.entry(target).or_default().funcs.push(FuncSpec {
+            old_name: old,
+            new_symbol: alias,
+            sympos: pos,
+        });
+    }
+    let spec = ModuleSpec {
+        name: req.name.clone(),
+        replace: req.replace,
+        objects: specs,
+        description: format!(
+            "livepatch built by klpx from {}",
+            req.patches
+                .iter()
+                .map(|p| p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mdir = work.join("module");
+    std::fs::create_dir_all(&mdir)?;
+    std::fs::write(mdir.join("klpx-livepatch.c"), module_source(&spec))?;
+    std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
+    for (n, (_, bytes)) in parts.iter().enumerate() {
+        std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
+    }
+    make_module(&req.objdir, &mdir, &req.toolchain.make_vars(), req.jobs)?;
+
+    stages.start("klp-sections", "writing .klp.rela sections into the module");
+    let linked_path = mdir.join(format!("{}.ko", req.name));
+    let linked = std::fs::read(&linked_path)
+        .with_context(|| format!("reading {}", linked_path.display()))?;
+    let side = read_side_tables(&linked).context("reading klpx's side tables in the module")?;
+    let finished = write_klp_sections(&linked, &side.relocs, &|r| {
+        let t = tables
+            .get(&r.object)
+            .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
+        t.sympos(&r.symbol, r.source.as_deref())
+            .map_err(|e| UserError::new(e).into())
+    })?;
+    let backend = req.toolchain.arch.backend();
+    let check = check_module(
+        &req.name,
+        &finished,
+        &exported,
+        &|n| backend.is_module_provided(n),
+        &tables,
+    )?;
+    if !check.problems.is_empty() {
+        return Err(anyhow!(
+            "the module failed its checks:\n{}",
+            check.problems.join("\n")
+        ));
+    }
+    std::fs::create_dir_all(&req.output)
+        .with_context(|| format!("creating {}", req.output.display()))?;
+    let out = req.output.join(format!("{}.ko", req.name));
+    std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
+    stages.finish();
+    if !req.keep_workdir {
+        std::fs::remove_dir_all(work).ok();
+    }
+    Ok(report(
+        Outcome::Module,
+        reports,
+        Some(out),
+        side.relocs.len(),
+        &stages,
+        notes,
+    ))
+}
+
+fn report(
+    outcome: Outcome,
+    objects: Vec<ObjectReport>,
+    module: Option<PathBuf>,
+    klp_relocations: usize,
+    stages: &Stages,
+    notes: Vec<String>,
+) -> BuildReport {
+    BuildReport {
+        outcome,
+        objects,
+        module,
+        klp_relocations,
+        stages: stages
+            .done
+            .iter()
+            .map(|(n, d)| (n.clone(), d.as_secs_f64()))
+            .collect(),
+        notes,
+    }
+}
+
+/// The edits with `#line` directives added to patched C sources and headers.
+fn with_line_fixes(edits: &[FileEdit]) -> Vec<FileEdit> {
+    edits
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            if let (Some(before), Some(after)) = (&e.before, &e.after)
+                && (e.rel.ends_with(".c") || e.rel.ends_with(".h"))
+            {
+                let b = String::from_utf8_lossy(before);
+                let a = String::from_utf8_lossy(after);
+                e.after = Some(fix_line_numbers(&b, &a).into_bytes());
+            }
+            e
+        })
+        .collect()
+}
+
+/// Where a module's intermediate files go by default.
+pub fn default_workdir(name: &str) -> PathBuf {
+    crate::kernel::cache::root().join("build").join(name)
+}
+
+/// Exposed for tests: the affected objects of `edits` in a tree.
+pub fn plan_objects(
+    srcdir: &Path,
+    objdir: &Path,
+    edits: &[FileEdit],
+) -> Result<Vec<AffectedObject>> {
+    let links = LinkMap::load(objdir)?;
+    let mut notes = Vec::new();
+    Ok(affected_objects(
+        srcdir,
+        objdir,
+        edits,
+        &links,
+        &[],
+        &mut notes,
+    )?)
+}

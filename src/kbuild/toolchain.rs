@@ -1,0 +1,190 @@
+//! The compiler klpx compiles with: the tree's recorded one, or the user's (`--cc`, `--llvm`), through an
+//! optional launcher (ccache, sccache, distcc); and the check that it is the one that built the kernel.
+
+use std::path::Path;
+
+use klpx_arch::Arch;
+
+use crate::error::UserError;
+
+/// The toolchain options of `klpx build`, as kbuild understands them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Toolchain {
+    pub arch: Arch,
+    /// `CROSS_COMPILE`.
+    pub cross: String,
+    /// `LLVM=1`: clang and the LLVM binutils.
+    pub llvm: bool,
+    /// `CC`, when the user names the compiler.
+    pub cc: Option<String>,
+    /// A compiler launcher put in front of the compiler.
+    pub launcher: Option<String>,
+}
+
+/// Extra `make` variables for the tree's toolchain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MakeVars(pub Vec<String>);
+
+impl MakeVars {
+    pub fn args(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+impl Toolchain {
+    /// `ARCH=`, `CROSS_COMPILE=`, `LLVM=1`, `CC=` as make arguments.
+    pub fn make_vars(&self) -> MakeVars {
+        let mut v = vec![
+            format!("ARCH={}", self.arch.backend().kernel_arch()),
+            format!("CROSS_COMPILE={}", self.cross),
+        ];
+        if self.llvm {
+            v.push("LLVM=1".into());
+        }
+        let cc = self.cc.clone().or_else(|| {
+            self.launcher.as_ref().map(|_| {
+                if self.llvm {
+                    "clang".to_string()
+                } else {
+                    format!("{}gcc", self.cross)
+                }
+            })
+        });
+        if let Some(cc) = cc {
+            match &self.launcher {
+                Some(l) => v.push(format!("CC={l} {cc}")),
+                None => v.push(format!("CC={cc}")),
+            }
+        }
+        MakeVars(v)
+    }
+
+    /// A recorded compile command with the compiler replaced by `--cc` and prefixed by `--launcher`.
+    pub fn rewrite_command(&self, recorded: &str) -> String {
+        if self.cc.is_none() && self.launcher.is_none() {
+            return recorded.to_string();
+        }
+        let (words, rest) = split_compiler(recorded);
+        let mut compiler: Vec<String> = match &self.cc {
+            Some(cc) => vec![cc.clone()],
+            None => words.iter().map(|s| s.to_string()).collect(),
+        };
+        if let Some(l) = &self.launcher
+            && compiler.first().map(String::as_str) != Some(l.as_str())
+        {
+            compiler.insert(0, l.clone());
+        }
+        format!("{} {rest}", compiler.join(" "))
+    }
+
+    /// The compiler words of a (rewritten) command without the launcher: what `--version` is asked of.
+    pub fn compiler_of(&self, command: &str) -> Vec<String> {
+        let (words, _) = split_compiler(command);
+        let mut w: Vec<String> = words.iter().map(|s| s.to_string()).collect();
+        if let Some(l) = &self.launcher
+            && w.first() == Some(l)
+        {
+            w.remove(0);
+        }
+        w
+    }
+}
+
+/// Splits a command into its leading compiler words (up to the first option) and the rest.
+fn split_compiler(cmd: &str) -> (Vec<&str>, &str) {
+    let mut words = Vec::new();
+    let mut rest = cmd.trim_start();
+    while let Some(w) = rest.split_whitespace().next() {
+        if w.starts_with('-') {
+            break;
+        }
+        words.push(w);
+        rest = rest[rest.find(w).map_or(0, |i| i + w.len())..].trim_start();
+    }
+    (words, rest)
+}
+
+/// The compiler version the kernel was configured with (`CONFIG_CC_VERSION_TEXT`).
+pub fn configured_version(objdir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(objdir.join("include/config/auto.conf"))
+        .or_else(|_| std::fs::read_to_string(objdir.join(".config")))
+        .ok()?;
+    text.lines().find_map(|l| {
+        l.strip_prefix("CONFIG_CC_VERSION_TEXT=")
+            .map(|v| v.trim_matches('"').to_string())
+    })
+}
+
+/// The first line of `compiler --version`.
+pub fn compiler_version(compiler: &[String]) -> Result<String, UserError> {
+    let (prog, args) = compiler
+        .split_first()
+        .ok_or_else(|| UserError::new("no compiler in the recorded command"))?;
+    let out = duct::cmd(prog, args.iter().chain(["--version".to_string()].iter()))
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .map_err(|e| UserError::new(format!("{prog}: cannot run ({e}); is it installed?")))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string())
+}
+
+/// Refuses a compiler that is not the one the kernel was built with.
+pub fn check_compiler(objdir: &Path, compiler: &[String]) -> Result<(), UserError> {
+    let Some(want) = configured_version(objdir) else {
+        return Err(UserError::new(format!(
+            "{}: no CONFIG_CC_VERSION_TEXT in include/config/auto.conf or .config; \
+             is the tree configured? (--skip-compiler-check skips this)",
+            objdir.display()
+        )));
+    };
+    let got = compiler_version(compiler)?;
+    if got != want {
+        return Err(UserError::new(format!(
+            "compiler mismatch: the kernel was built with '{want}' but {} is '{got}'; \
+             use the same compiler (--cc, --cross) or pass --skip-compiler-check",
+            compiler.join(" ")
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tc(cc: Option<&str>, launcher: Option<&str>) -> Toolchain {
+        Toolchain {
+            arch: Arch::X86_64,
+            cross: String::new(),
+            llvm: false,
+            cc: cc.map(str::to_string),
+            launcher: launcher.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn launcher_and_cc_rewrite_the_recorded_command() {
+        let rec = "gcc -Wp,-MMD,x.d -O2 -c -o x.o x.c";
+        assert_eq!(tc(None, None).rewrite_command(rec), rec);
+        assert_eq!(
+            tc(None, Some("ccache")).rewrite_command(rec),
+            "ccache gcc -Wp,-MMD,x.d -O2 -c -o x.o x.c"
+        );
+        assert_eq!(
+            tc(Some("gcc-12"), Some("ccache")).rewrite_command("ccache gcc -O2 -c"),
+            "ccache gcc-12 -O2 -c"
+        );
+        let t = tc(None, Some("ccache"));
+        assert_eq!(t.compiler_of("ccache gcc -O2"), vec!["gcc"]);
+        assert_eq!(
+            t.make_vars().0,
+            vec!["ARCH=x86", "CROSS_COMPILE=", "CC=ccache gcc"]
+        );
+    }
+}

@@ -1,0 +1,515 @@
+//! After the module link: turns klpx's side tables in the linked `.ko` into the livepatch ELF format.
+//!
+//! Each `.klpx.relocs` entry (see `writer::diff_object`) becomes a relocation in
+//! `.klp.rela.<object>.<section>` (`SHF_RELA_LIVEPATCH`) against a `.klp.sym.<object>.<symbol>,<pos>`
+//! symbol (`SHN_LIVEPATCH`), as Documentation/livepatch/module-elf-format.rst describes. The side tables
+//! themselves are dropped. Every other section, symbol and relocation is copied; symbol indexes are
+//! renumbered because the side tables' own symbols go.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result, anyhow, bail};
+use object::elf;
+use object::read::elf::{FileHeader, Rela, SectionHeader, Sym};
+use object::write::StringId;
+use object::write::elf::{
+    FileHeader as OutHeader, Rel, SectionHeader as OutSection, SectionIndex, Sym as OutSym,
+    SymbolIndex, Writer,
+};
+
+use crate::writer::diff_object::{KLPX_FUNC_SIZE, KLPX_RELOC_SIZE};
+
+/// `SHF_RELA_LIVEPATCH` (include/uapi/linux/elf.h).
+pub const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
+/// `SHN_LIVEPATCH` (include/uapi/linux/elf.h).
+pub const SHN_LIVEPATCH: u16 = 0xff20;
+
+/// A livepatch relocation found in the side table, resolved to a place in the linked module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedKlpReloc {
+    /// Section index in the linked module.
+    pub section: usize,
+    pub offset: u64,
+    pub r_type: u32,
+    pub addend: i64,
+    pub object: String,
+    pub symbol: String,
+    pub source: Option<String>,
+}
+
+/// A patched function found in `.klpx.funcs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkedFunc {
+    pub object: String,
+    pub old_name: String,
+    pub source: Option<String>,
+}
+
+/// What the side tables of a linked module say.
+#[derive(Debug, Default)]
+pub struct SideTables {
+    pub relocs: Vec<LinkedKlpReloc>,
+    pub funcs: Vec<LinkedFunc>,
+}
+
+type Hdr = elf::FileHeader64<object::Endianness>;
+
+fn strings3(strtab: &[u8], at: u64) -> Result<(String, String, Option<String>)> {
+    let rest = strtab
+        .get(at as usize..)
+        .ok_or_else(|| anyhow!(".klpx.strtab: offset {at:#x} out of range"))?;
+    let mut parts = rest.split(|&b| b == 0);
+    let mut next = || {
+        parts
+            .next()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .ok_or_else(|| anyhow!(".klpx.strtab: unterminated entry at {at:#x}"))
+    };
+    let (o, s, src) = (next()?, next()?, next()?);
+    Ok((o, s, (!src.is_empty()).then_some(src)))
+}
+
+/// Reads the side tables of a linked module.
+pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
+    let header = Hdr::parse(data).context("not a 64-bit ELF module")?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    let symbols = sections.symbols(endian, data, elf::SHT_SYMTAB)?;
+    let find = |name: &[u8]| {
+        sections
+            .iter()
+            .enumerate()
+            .find(|(_, s)| sections.section_name(endian, s).ok() == Some(name))
+    };
+    let mut out = SideTables::default();
+    let Some((_, strtab_sec)) = find(b".klpx.strtab") else {
+        return Ok(out);
+    };
+    let strtab = strtab_sec.data(endian, data)?;
+    // Resolves a relocation of a side table to (section, offset) of what it points at.
+    let target = |r: &elf::Rela64<object::Endianness>| -> Result<(usize, u64)> {
+        let sym = symbols.symbol(object::SymbolIndex(r.r_sym(endian, false) as usize))?;
+        let shndx = sym.st_shndx(endian);
+        let Some(shndx) = shndx.index() else {
+            bail!("side-table relocation against a symbol outside the module's sections");
+        };
+        Ok((
+            shndx as usize,
+            sym.st_value(endian).wrapping_add(r.r_addend(endian) as u64),
+        ))
+    };
+    let strtab_index = find(b".klpx.strtab").map(|(i, _)| i).unwrap_or(0);
+    for (table, size) in [
+        (&b".klpx.relocs"[..], KLPX_RELOC_SIZE),
+        (&b".klpx.funcs"[..], KLPX_FUNC_SIZE),
+    ] {
+        let Some((index, sec)) = find(table) else {
+            continue;
+        };
+        let bytes = sec.data(endian, data)?;
+        let count = bytes.len() / size;
+        let mut place: Vec<Option<(usize, u64)>> = vec![None; count];
+        let mut names: Vec<Option<u64>> = vec![None; count];
+        for (_, rs) in sections.iter().enumerate() {
+            let Some((relas, _symtab)) = rs.rela(endian, data)? else {
+                continue;
+            };
+            if rs.sh_info(endian) as usize != index {
+                continue;
+            }
+            for r in relas {
+                let off = r.r_offset(endian) as usize;
+                let (n, field) = (off / size, off % size);
+                if n >= count {
+                    bail!(
+                        "{}: relocation beyond the table",
+                        String::from_utf8_lossy(table)
+                    );
+                }
+                let t = target(r)?;
+                match field {
+                    0 => place[n] = Some(t),
+                    8 if t.0 == strtab_index => names[n] = Some(t.1),
+                    _ => bail!(
+                        "{}: unexpected relocation at {off:#x}",
+                        String::from_utf8_lossy(table)
+                    ),
+                }
+            }
+        }
+        for n in 0..count {
+            let (Some((section, offset)), Some(name_at)) = (place[n], names[n]) else {
+                bail!(
+                    "{}: entry {n} lacks its relocations",
+                    String::from_utf8_lossy(table)
+                );
+            };
+            let (object, symbol, source) = strings3(strtab, name_at)?;
+            let e = &bytes[n * size..(n + 1) * size];
+            if size == KLPX_RELOC_SIZE {
+                let addend = read_u64(endian, &e[16..24]) as i64;
+                let r_type = read_u64(endian, &e[24..28]) as u32;
+                out.relocs.push(LinkedKlpReloc {
+                    section,
+                    offset,
+                    r_type,
+                    addend,
+                    object,
+                    symbol,
+                    source,
+                });
+            } else {
+                out.funcs.push(LinkedFunc {
+                    object,
+                    old_name: symbol,
+                    source,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites a linked module: drops the side tables and adds the `.klp.rela` sections and `.klp.sym`
+/// symbols for `relocs`, whose symbol positions `sympos` gives. Returns the new file.
+pub fn write_klp_sections(
+    data: &[u8],
+    relocs: &[LinkedKlpReloc],
+    sympos: &dyn Fn(&LinkedKlpReloc) -> Result<u64>,
+) -> Result<Vec<u8>> {
+    let header = Hdr::parse(data).context("not a 64-bit ELF module")?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    let symbols = sections.symbols(endian, data, elf::SHT_SYMTAB)?;
+    let symtab_index = symbols.section().0;
+    let names: Vec<&[u8]> = sections
+        .iter()
+        .map(|s| sections.section_name(endian, s).unwrap_or_default())
+        .collect();
+    let dropped = |i: usize| {
+        let n = names[i];
+        n.starts_with(b".klpx.") || n.starts_with(b".rela.klpx.")
+    };
+    let shstrndx = header.shstrndx(endian, data)? as usize;
+    let strtab_index = sections
+        .section(object::SectionIndex(symtab_index))?
+        .sh_link(endian) as usize;
+    let special = |i: usize| i == 0 || i == symtab_index || i == strtab_index || i == shstrndx;
+
+    // Livepatch symbols and sections, grouped by (object, target section).
+    let mut klp_syms: Vec<String> = Vec::new();
+    let mut klp_sym_index: HashMap<String, usize> = HashMap::new();
+    let mut groups: BTreeMap<(String, usize), Vec<(u64, usize, u32, i64)>> = BTreeMap::new();
+    for r in relocs {
+        let pos = sympos(r)?;
+        let name = format!(".klp.sym.{}.{},{pos}", r.object, r.symbol);
+        let at = *klp_sym_index.entry(name.clone()).or_insert_with(|| {
+            klp_syms.push(name);
+            klp_syms.len() - 1
+        });
+        groups
+            .entry((r.object.clone(), r.section))
+            .or_default()
+            .push((r.offset, at, r.r_type, r.addend));
+    }
+
+    let mut buffer = Vec::new();
+    let mut w = Writer::new(endian, true, &mut buffer);
+    w.reserve_file_header();
+    w.reserve_null_section_index();
+    let mut new_index: Vec<Option<SectionIndex>> = vec![None; names.len()];
+    let mut name_ids: Vec<Option<StringId>> = vec![None; names.len()];
+    for i in 0..names.len() {
+        if special(i) || dropped(i) {
+            continue;
+        }
+        new_index[i] = Some(w.reserve_section_index());
+        name_ids[i] = Some(w.add_section_name(names[i]));
+    }
+    let klp_names: Vec<String> = groups
+        .keys()
+        .map(|(obj, sec)| format!(".klp.rela.{obj}.{}", String::from_utf8_lossy(names[*sec])))
+        .collect();
+    let klp_secs: Vec<(SectionIndex, StringId)> = klp_names
+        .iter()
+        .map(|n| (w.reserve_section_index(), w.add_section_name(n.as_bytes())))
+        .collect();
+    w.reserve_symtab_section_index();
+    w.reserve_strtab_section_index();
+    w.reserve_shstrtab_section_index();
+
+    // Symbols: keep all but those of dropped sections; livepatch symbols go last.
+    w.reserve_null_symbol_index();
+    let mut sym_map: Vec<Option<SymbolIndex>> = vec![None; symbols.len()];
+    let mut kept: Vec<(usize, Option<StringId>)> = Vec::new();
+    let mut num_local = 1;
+    for pass_local in [true, false] {
+        for (i, sym) in symbols.iter().enumerate().skip(1) {
+            if (sym.st_bind() == elf::STB_LOCAL) != pass_local {
+                continue;
+            }
+            let shndx = sym.st_shndx(endian).index().map(usize::from);
+            if let Some(shndx) = shndx
+                && (shndx >= names.len() || new_index[shndx].is_none())
+            {
+                continue;
+            }
+            let name = sym.name(endian, symbols.strings()).unwrap_or_default();
+            let id = (!name.is_empty()).then(|| w.add_string(name));
+            let sec = shndx.and_then(|i| new_index[i]);
+            sym_map[i] = Some(w.reserve_symbol_index(sec));
+            kept.push((i, id));
+        }
+        if pass_local {
+            num_local = w.symbol_count();
+        }
+    }
+    let klp_ids: Vec<StringId> = klp_syms
+        .iter()
+        .map(|n| {
+            let id = w.add_string(n.as_bytes());
+            w.reserve_symbol_index(None);
+            id
+        })
+        .collect();
+    let klp_first = w.symbol_count() - klp_ids.len() as u32;
+
+    // Layout.
+    let mut offsets: Vec<u64> = vec![0; names.len()];
+    let mut relas: Vec<Option<Vec<Rel>>> = vec![None; names.len()];
+    for (i, s) in sections.iter().enumerate() {
+        if new_index[i].is_none() {
+            continue;
+        }
+        if let Some((rs, _)) = s.rela(endian, data)? {
+            let mut out = Vec::with_capacity(rs.len());
+            for r in rs {
+                let old = r.r_sym(endian, false) as usize;
+                let sym = if old == 0 {
+                    0
+                } else {
+                    sym_map
+                        .get(old)
+                        .copied()
+                        .flatten()
+                        .ok_or_else(|| {
+                            anyhow!(
+                                "{}: relocation against a symbol of a dropped side table",
+                                String::from_utf8_lossy(names[i])
+                            )
+                        })?
+                        .0
+                };
+                out.push(Rel {
+                    r_offset: r.r_offset(endian),
+                    r_sym: sym,
+                    r_type: r.r_type(endian, false),
+                    r_addend: r.r_addend(endian),
+                });
+            }
+            offsets[i] = w.reserve_relocations(out.len(), true);
+            relas[i] = Some(out);
+        } else if s.sh_type(endian) == elf::SHT_REL {
+            bail!(
+                "{}: REL relocations are not supported",
+                String::from_utf8_lossy(names[i])
+            );
+        } else if s.sh_type(endian) != elf::SHT_NOBITS {
+            offsets[i] = w.reserve(s.sh_size(endian), s.sh_addralign(endian).max(1));
+        }
+    }
+    let klp_offsets: Vec<u64> = groups
+        .values()
+        .map(|v| w.reserve_relocations(v.len(), true))
+        .collect();
+    w.reserve_symtab();
+    w.reserve_strtab().context("laying out .strtab")?;
+    w.reserve_shstrtab().context("laying out .shstrtab")?;
+    w.reserve_section_headers();
+
+    // Contents, in the same order.
+    w.write_file_header(&OutHeader {
+        os_abi: header.e_ident().os_abi,
+        abi_version: header.e_ident().abi_version,
+        e_type: header.e_type(endian),
+        e_machine: header.e_machine(endian),
+        e_entry: 0,
+        e_flags: header.e_flags(endian),
+    })?;
+    for (i, s) in sections.iter().enumerate() {
+        if new_index[i].is_none() {
+            continue;
+        }
+        if let Some(rs) = &relas[i] {
+            w.write_align_relocation();
+            for r in rs {
+                w.write_relocation(true, r);
+            }
+        } else if s.sh_type(endian) != elf::SHT_NOBITS {
+            let mut bytes = s.data(endian, data)?.to_vec();
+            if s.sh_type(endian) == elf::SHT_GROUP {
+                remap_group(&mut bytes, endian, &new_index)?;
+            }
+            w.write_align(s.sh_addralign(endian).max(1));
+            w.write(&bytes);
+        }
+    }
+    for v in groups.values() {
+        w.write_align_relocation();
+        for &(offset, sym, r_type, addend) in v {
+            w.write_relocation(
+                true,
+                &Rel {
+                    r_offset: offset,
+                    r_sym: klp_first + sym as u32,
+                    r_type: elf::RelocationType(r_type),
+                    r_addend: addend,
+                },
+            );
+        }
+    }
+    w.write_null_symbol();
+    for &(i, id) in &kept {
+        let sym = symbols.symbol(object::SymbolIndex(i))?;
+        let shndx = sym.st_shndx(endian);
+        let section = shndx
+            .index()
+            .and_then(|i| new_index.get(i as usize).copied().flatten());
+        w.write_symbol(&OutSym {
+            st_name: w.string_offset(id),
+            section: section.map(|s| s.0),
+            st_info: sym.st_info(),
+            st_other: sym.st_other(),
+            st_shndx: if section.is_some() {
+                elf::SHN_UNDEF
+            } else {
+                shndx
+            },
+            st_value: sym.st_value(endian),
+            st_size: sym.st_size(endian),
+        });
+    }
+    for &id in &klp_ids {
+        w.write_symbol(&OutSym {
+            st_name: w.string_offset(Some(id)),
+            section: None,
+            st_info: elf::SymbolInfo::new(elf::STB_GLOBAL, elf::STT_NOTYPE),
+            st_other: elf::SymbolOther(0),
+            st_shndx: elf::SymbolSection(SHN_LIVEPATCH),
+            st_value: 0,
+            st_size: 0,
+        });
+    }
+    w.write_strtab();
+    w.write_shstrtab();
+
+    w.write_null_section_header();
+    let symtab = w.symtab_index();
+    for (i, s) in sections.iter().enumerate() {
+        let Some(_) = new_index[i] else { continue };
+        let remap = |idx: u32| -> u32 {
+            new_index
+                .get(idx as usize)
+                .copied()
+                .flatten()
+                .map_or(0, |x| x.0)
+        };
+        let flags = s.sh_flags(endian);
+        let (link, info) = match &relas[i] {
+            Some(_) => (symtab.0, remap(s.sh_info(endian))),
+            None => {
+                let link = if s.sh_type(endian) == elf::SHT_GROUP {
+                    symtab.0
+                } else if flags.0 & elf::SHF_LINK_ORDER.0 != 0 {
+                    remap(s.sh_link(endian))
+                } else {
+                    s.sh_link(endian)
+                };
+                let info = if s.sh_type(endian) == elf::SHT_GROUP {
+                    s.sh_info(endian)
+                        .checked_sub(0)
+                        .and_then(|old| sym_map.get(old as usize).copied().flatten())
+                        .map_or(0, |x| x.0)
+                } else if flags.0 & elf::SHF_INFO_LINK.0 != 0 {
+                    remap(s.sh_info(endian))
+                } else {
+                    s.sh_info(endian)
+                };
+                (link, info)
+            }
+        };
+        let size = match &relas[i] {
+            Some(rs) => (rs.len() * 24) as u64,
+            None => s.sh_size(endian),
+        };
+        w.write_section_header(&OutSection {
+            sh_name: w.section_name_offset(name_ids[i]),
+            sh_type: s.sh_type(endian),
+            sh_flags: flags,
+            sh_addr: s.sh_addr(endian),
+            sh_offset: offsets[i],
+            sh_size: size,
+            sh_link: link,
+            sh_info: info,
+            sh_addralign: s.sh_addralign(endian),
+            sh_entsize: s.sh_entsize(endian),
+        });
+    }
+    for (n, ((_, target), _)) in groups.iter().enumerate() {
+        let (_, name) = klp_secs[n];
+        w.write_section_header(&OutSection {
+            sh_name: w.section_name_offset(Some(name)),
+            sh_type: elf::SHT_RELA,
+            sh_flags: elf::SectionFlags(
+                elf::SHF_ALLOC.0 | elf::SHF_INFO_LINK.0 | SHF_RELA_LIVEPATCH,
+            ),
+            sh_addr: 0,
+            sh_offset: klp_offsets[n],
+            sh_size: (groups.values().nth(n).map_or(0, Vec::len) * 24) as u64,
+            sh_link: symtab.0,
+            sh_info: new_index[*target].map_or(0, |x| x.0),
+            sh_addralign: 8,
+            sh_entsize: 24,
+        });
+    }
+    w.write_symtab_section_header(num_local);
+    w.write_strtab_section_header();
+    w.write_shstrtab_section_header();
+    drop(w);
+    Ok(buffer)
+}
+
+/// Renumbers the member sections of a `SHT_GROUP` section.
+fn remap_group(
+    bytes: &mut [u8],
+    endian: object::Endianness,
+    new_index: &[Option<SectionIndex>],
+) -> Result<()> {
+    use object::Endian;
+    for word in bytes.chunks_exact_mut(4).skip(1) {
+        let old = read_u64(endian, word) as u32;
+        let new = new_index
+            .get(old as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| anyhow!("a section group names a dropped section"))?;
+        let b = if endian.is_big_endian() {
+            new.0.to_be_bytes()
+        } else {
+            new.0.to_le_bytes()
+        };
+        word.copy_from_slice(&b);
+    }
+    Ok(())
+}
+
+/// Reads an unsigned integer of `bytes.len()` (4 or 8) bytes in `endian` order.
+fn read_u64(endian: object::Endianness, bytes: &[u8]) -> u64 {
+    use object::Endian;
+    let fold = |acc: u64, b: &u8| (acc << 8) | u64::from(*b);
+    if endian.is_big_endian() {
+        bytes.iter().fold(0, fold)
+    } else {
+        bytes.iter().rev().fold(0, fold)
+    }
+}
