@@ -30,6 +30,9 @@ pub enum Command {
     /// Decides what a patch changed in one object and writes what the livepatch needs.
     #[command(after_help = DIFF_HELP)]
     Diff(DiffArgs),
+    /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
+    #[command(after_help = VERIFY_HELP)]
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,4 +93,51 @@ pub struct DemoArgs {
     /// Parallel make jobs.
     #[arg(short = 'j', long, default_value_t = 2)]
     pub jobs: usize,
+}
+
+const VERIFY_HELP: &str = "\
+The guest boots a static busybox from a generated initramfs. Each --check runs (with sh) before the
+modules are loaded, again after every livepatch transition has finished, and once more after the
+livepatches are disabled and the modules removed. --expect-before (before loading and after removal)
+and --expect-after (while enabled) are matched against the checks' combined output.
+
+Exit status:
+  0  pass: loaded, transitions finished, every check exited 0 after loading, expectations met,
+     disabled and unloaded
+  2  bad input (missing kernel image or module, not a livepatch, wrong architecture, bad options)
+  3  fail: a step in the guest failed or timed out (the reason, then the guest's console log)";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The livepatch module(s) to load, in order (a module a livepatch patches goes first).
+    #[arg(required = true, value_name = "MODULE.ko")]
+    pub modules: Vec<PathBuf>,
+    /// The kernel image to boot (bzImage on x86_64, vmlinux on ppc64le).
+    #[arg(long, value_name = "IMAGE", required_unless_present = "tree")]
+    pub kernel: Option<PathBuf>,
+    /// A built kernel output tree: boot the architecture's image in it.
+    #[arg(long, value_name = "DIR", conflicts_with = "kernel")]
+    pub tree: Option<PathBuf>,
+    /// The kernel's architecture (default: the module's).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// A shell command to run in the guest before loading and after the transitions.
+    #[arg(long = "check", value_name = "CMD")]
+    pub checks: Vec<String>,
+    /// Text the checks must print before the livepatch is loaded (and again after it is removed).
+    #[arg(long, value_name = "TEXT")]
+    pub expect_before: Option<String>,
+    /// Text the checks must print once the livepatch is enabled.
+    #[arg(long, value_name = "TEXT")]
+    pub expect_after: Option<String>,
+    /// Seconds the whole guest run may take before qemu is stopped.
+    #[arg(long, value_name = "S", default_value_t = 120)]
+    pub timeout: u64,
+    /// How qemu runs the guest: kvm, tcg, or auto (kvm when the host has working hardware
+    /// virtualization for the guest's architecture).
+    #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
+    pub accel: String,
+    /// Print one JSON object (with the guest log) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -13,4 +13,5 @@ pub mod objfile;
 pub mod patch;
 pub mod setup;
 pub mod toolchain;
+pub mod verify;
 pub mod writer;

@@ -35,6 +35,18 @@ fn main() {
             object: a.object,
             symvers: a.symvers,
         }),
+        Command::Verify(a) => cmd::verify::run(&cmd::verify::VerifyArgs {
+            modules: a.modules,
+            kernel: a.kernel,
+            tree: a.tree,
+            arch: a.arch,
+            checks: a.checks,
+            expect_before: a.expect_before,
+            expect_after: a.expect_after,
+            timeout: a.timeout,
+            accel: a.accel,
+            json: a.json,
+        }),
     };
     let code = match result {
         Ok(code) => code,

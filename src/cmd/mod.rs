@@ -4,3 +4,4 @@ pub mod arch;
 pub mod demo;
 pub mod diff;
 pub mod doctor;
+pub mod verify;

@@ -1,0 +1,178 @@
+//! `klpx verify MODULE --kernel IMAGE`: boots the kernel in qemu, loads the livepatch, runs the checks
+//! before and after, disables and unloads it, and says whether all of it worked.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+use klpx_arch::Arch;
+
+use crate::error::{UserError, exit};
+use crate::verify::{self, CommandResult, VerifyReport, VerifyRequest};
+
+/// The command line's values, before the kernel image and architecture are settled.
+#[derive(Debug, Clone)]
+pub struct VerifyArgs {
+    pub modules: Vec<PathBuf>,
+    pub kernel: Option<PathBuf>,
+    pub tree: Option<PathBuf>,
+    pub arch: Option<String>,
+    pub checks: Vec<String>,
+    pub expect_before: Option<String>,
+    pub expect_after: Option<String>,
+    pub timeout: u64,
+    /// `auto`, `kvm` or `tcg`.
+    pub accel: String,
+    pub json: bool,
+}
+
+/// Turns the command line's values into a request: the architecture is `--arch`, else the first
+/// module's; the image is `--kernel`, else the architecture's image in `--tree`.
+pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
+    let arch = match &a.arch {
+        Some(name) => name
+            .parse::<Arch>()
+            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+        None => match a.modules.first() {
+            Some(m) if m.is_file() => verify::module::read_module(m)?.arch,
+            _ => Arch::X86_64,
+        },
+    };
+    let kernel_image = match (&a.kernel, &a.tree) {
+        (Some(k), _) => k.clone(),
+        (None, Some(t)) => {
+            if !t.is_dir() {
+                return Err(UserError::new(format!(
+                    "{}: no such kernel tree",
+                    t.display()
+                )));
+            }
+            t.join(arch.backend().kernel_image())
+        }
+        (None, None) => {
+            return Err(UserError::new(
+                "say which kernel to boot: --kernel IMAGE or --tree DIR",
+            ));
+        }
+    };
+    if a.timeout == 0 {
+        return Err(UserError::new("--timeout must be at least 1 second"));
+    }
+    let mut req = VerifyRequest::new(arch, kernel_image, a.modules.clone());
+    req.checks = a.checks.clone();
+    req.expect_before = a.expect_before.clone();
+    req.expect_after = a.expect_after.clone();
+    req.timeout = Duration::from_secs(a.timeout);
+    req.accel = a
+        .accel
+        .parse()
+        .map_err(|e| UserError::new(format!("--accel: {e}")))?;
+    Ok(req)
+}
+
+/// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).
+pub fn run(a: &VerifyArgs) -> Result<i32> {
+    let req = request(a)?;
+    let report = verify::run(&req)?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serialisable")
+        );
+    } else {
+        print_report(&report);
+    }
+    Ok(if report.passed {
+        exit::OK
+    } else {
+        exit::UNPATCHABLE
+    })
+}
+
+fn print_report(r: &VerifyReport) {
+    match (&r.guest_release, r.boot_seconds) {
+        (Some(rel), Some(s)) => println!(
+            "booted:  {} {rel} in {s:.1} s ({}, {})",
+            r.arch,
+            r.accel,
+            r.kernel_image.display()
+        ),
+        _ => println!(
+            "booted:  no ({} {}, {})",
+            r.arch,
+            r.accel,
+            r.kernel_image.display()
+        ),
+    }
+    for m in &r.modules {
+        let mut steps = Vec::new();
+        if m.load.is_some() {
+            steps.push(if m.loaded { "loaded" } else { "load failed" }.to_string());
+        }
+        if let Some(t) = &m.transition {
+            steps.push(format!("transition {t}"));
+        }
+        if m.disable.is_some() {
+            steps.push(
+                if m.disabled {
+                    "disabled"
+                } else {
+                    "disable failed"
+                }
+                .to_string(),
+            );
+        }
+        if m.unload.is_some() {
+            steps.push(
+                if m.unloaded {
+                    "unloaded"
+                } else {
+                    "unload failed"
+                }
+                .to_string(),
+            );
+        }
+        if steps.is_empty() {
+            steps.push("not reached".to_string());
+        }
+        println!(
+            "module:  {} ({}): {}",
+            m.name,
+            m.path.display(),
+            steps.join(", ")
+        );
+    }
+    for c in &r.checks {
+        println!("check:   {}", c.command);
+        print_result("before", c.before.as_ref());
+        print_result("after", c.after.as_ref());
+        print_result("unloaded", c.unloaded.as_ref());
+    }
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    println!("{verdict}:    {} ({:.1} s)", r.reason, r.total_seconds);
+    if !r.passed {
+        println!("--- guest log ---");
+        print!("{}", r.log);
+        if !r.log.ends_with('\n') {
+            println!();
+        }
+        println!("--- end of guest log ---");
+    }
+}
+
+fn print_result(when: &str, r: Option<&CommandResult>) {
+    let Some(r) = r else {
+        println!("  {when:<8}  (not run)");
+        return;
+    };
+    let status = r
+        .status
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| "?".to_string());
+    let prefix = format!("  {when:<8}  [exit {status}] ");
+    let mut lines = r.output.lines();
+    println!("{prefix}{}", lines.next().unwrap_or(""));
+    for l in lines {
+        println!("{:width$}{l}", "", width = prefix.len());
+    }
+}

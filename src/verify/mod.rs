@@ -1,0 +1,560 @@
+//! `klpx verify`: boots a kernel in qemu with a generated initramfs, runs check commands, loads the
+//! livepatch module(s), waits for each transition, runs the checks again, disables the livepatches,
+//! unloads the modules, and reports what happened at each step.
+//!
+//! [`run`] takes plain values ([`VerifyRequest`]) and returns a [`VerifyReport`]; the command line
+//! lives in `cmd::verify`. Per-architecture facts (emulator, machine, console, halt) come from the
+//! architecture's backend.
+
+pub mod guest;
+pub mod initramfs;
+pub mod module;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use klpx_arch::Arch;
+use serde::Serialize;
+
+use crate::error::UserError;
+use crate::setup;
+use guest::{GuestLog, GuestModule, Plan};
+use module::ModuleInfo;
+
+/// Default time limit for the whole guest run.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Default time limit for one livepatch transition inside the guest.
+pub const DEFAULT_TRANSITION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to verify, as plain values.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub arch: Arch,
+    /// The bootable kernel image (`arch/x86/boot/bzImage`, `vmlinux` on ppc64le).
+    pub kernel_image: PathBuf,
+    /// Modules to load in order; at least one must be a livepatch.
+    pub modules: Vec<PathBuf>,
+    /// Shell commands run in the guest before loading and after the transitions.
+    pub checks: Vec<String>,
+    /// Text the checks' output must contain before loading and again after unloading.
+    pub expect_before: Option<String>,
+    /// Text the checks' output must contain after loading.
+    pub expect_after: Option<String>,
+    pub timeout: Duration,
+    pub transition_timeout: Duration,
+    pub memory_mb: u32,
+    /// KVM or TCG; `Auto` uses KVM when it works here.
+    pub accel: qemu::Accel,
+}
+
+impl VerifyRequest {
+    /// A request with no checks and the default limits.
+    pub fn new(arch: Arch, kernel_image: PathBuf, modules: Vec<PathBuf>) -> VerifyRequest {
+        VerifyRequest {
+            arch,
+            kernel_image,
+            modules,
+            checks: Vec::new(),
+            expect_before: None,
+            expect_after: None,
+            timeout: DEFAULT_TIMEOUT,
+            transition_timeout: DEFAULT_TRANSITION_TIMEOUT,
+            memory_mb: 512,
+            accel: qemu::Accel::Auto,
+        }
+    }
+}
+
+/// A command's result in the guest.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CommandResult {
+    /// Exit status; `None` when the guest never reported one.
+    pub status: Option<i32>,
+    /// Standard output and error, together.
+    pub output: String,
+}
+
+/// One check command, before loading, with the livepatches enabled, and after unloading.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub command: String,
+    pub before: Option<CommandResult>,
+    pub after: Option<CommandResult>,
+    /// After the livepatches were disabled and the modules removed.
+    pub unloaded: Option<CommandResult>,
+}
+
+/// What happened to one module.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModuleReport {
+    pub path: PathBuf,
+    pub name: String,
+    /// The livepatch name, for livepatch modules.
+    pub patch: Option<String>,
+    /// `insmod`'s result, if it ran.
+    pub load: Option<CommandResult>,
+    pub loaded: bool,
+    /// How the enabling transition ended: `done`, `timeout`, `missing` (no such livepatch in sysfs).
+    pub transition: Option<String>,
+    /// `echo 0 > enabled`'s result, if it ran.
+    pub disable: Option<CommandResult>,
+    /// The livepatch is gone after disabling (its transition finished and it was freed).
+    pub disabled: bool,
+    pub unload: Option<CommandResult>,
+    pub unloaded: bool,
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub passed: bool,
+    /// One line: why it failed, or what passed.
+    pub reason: String,
+    pub arch: String,
+    pub kernel_image: PathBuf,
+    /// The kernel command line the guest booted with.
+    pub cmdline: String,
+    /// `kvm` or `tcg`.
+    pub accel: String,
+    pub qemu_command: Vec<String>,
+    /// The guest reached klpx's `/init`.
+    pub booted: bool,
+    /// `uname -r` in the guest.
+    pub guest_release: Option<String>,
+    pub modules: Vec<ModuleReport>,
+    pub checks: Vec<CheckReport>,
+    /// The script ran to its end.
+    pub finished: bool,
+    pub timed_out: bool,
+    /// Seconds from starting qemu to the guest's `/init`.
+    pub boot_seconds: Option<f64>,
+    pub total_seconds: f64,
+    /// The guest's serial console.
+    pub log: String,
+}
+
+/// Checks the inputs, boots the kernel with the modules and checks, and reports. Missing files and
+/// modules of another architecture are [`UserError`]s; a guest that fails is a report with
+/// `passed: false`.
+pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
+    let modules = read_inputs(req)?;
+    let backend = req.arch.backend();
+    if which::which(backend.qemu_binary()).is_err() {
+        setup::ensure_packages(&[backend.qemu_package()])?;
+    }
+    let busybox = initramfs::busybox(req.arch)?;
+
+    let plan = Plan {
+        modules: modules
+            .iter()
+            .enumerate()
+            .map(|(i, m)| GuestModule {
+                file: guest_module_path(i, &m.path),
+                name: m.name.clone(),
+                patch: m.livepatch.then(|| m.patch_name()),
+            })
+            .collect(),
+        checks: req.checks.len(),
+        transition_timeout: req.transition_timeout,
+        halt: backend.guest_halt().to_string(),
+    };
+    let mut members = Vec::new();
+    for (m, g) in modules.iter().zip(&plan.modules) {
+        let data = std::fs::read(&m.path).with_context(|| m.path.display().to_string())?;
+        members.push(initramfs::Member {
+            path: g.file.clone(),
+            perm: 0o644,
+            data,
+        });
+    }
+    for (i, c) in req.checks.iter().enumerate() {
+        members.push(initramfs::Member {
+            path: guest::check_path(i),
+            perm: 0o755,
+            data: format!("{c}\n").into_bytes(),
+        });
+    }
+    let initrd = initramfs::build(&busybox, &guest::init_script(&plan), &members)?;
+    let work = WorkDir::new()?;
+    let initrd_path = work.0.join("initrd.gz");
+    std::fs::write(&initrd_path, initrd)
+        .with_context(|| format!("writing {}", initrd_path.display()))?;
+
+    let cmdline = qemu::kernel_cmdline(req.arch);
+    let out = qemu::run(&qemu::QemuConfig {
+        arch: req.arch,
+        kernel: req.kernel_image.clone(),
+        initrd: initrd_path,
+        cmdline: cmdline.clone(),
+        memory_mb: req.memory_mb,
+        timeout: req.timeout,
+        boot_marker: guest::BOOT_MARKER.to_string(),
+        done_marker: guest::DONE_MARKER.to_string(),
+        accel: req.accel,
+    })?;
+    let g = guest::parse(&out.log);
+    let mut report = VerifyReport {
+        passed: false,
+        reason: String::new(),
+        arch: req.arch.name().to_string(),
+        kernel_image: req.kernel_image.clone(),
+        cmdline,
+        accel: out.accel.to_string(),
+        qemu_command: out.command.clone(),
+        booted: g.booted.is_some(),
+        guest_release: g.booted.as_ref().map(|(_, r)| r.clone()),
+        modules: module_reports(&modules, &g),
+        checks: check_reports(&req.checks, &g),
+        finished: g.done,
+        timed_out: out.timed_out,
+        boot_seconds: out.boot_time.map(|d| d.as_secs_f64()),
+        total_seconds: out.elapsed.as_secs_f64(),
+        log: out.log,
+    };
+    let verdict = judge(req, &report, &g);
+    report.passed = verdict.is_ok();
+    report.reason = verdict.unwrap_or_else(|e| e);
+    Ok(report)
+}
+
+/// Reads and checks the inputs: every file exists, every module is one of `req.arch`, at least one
+/// is a livepatch, no two share a name.
+pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
+    if !req.kernel_image.is_file() {
+        return Err(UserError::new(format!(
+            "{}: no such kernel image",
+            req.kernel_image.display()
+        )));
+    }
+    if req.modules.is_empty() {
+        return Err(UserError::new("no module to verify"));
+    }
+    if req.checks.is_empty() && (req.expect_before.is_some() || req.expect_after.is_some()) {
+        return Err(UserError::new(
+            "--expect-before and --expect-after need a --check whose output they match",
+        ));
+    }
+    let mut modules: Vec<ModuleInfo> = Vec::new();
+    for path in &req.modules {
+        if !path.is_file() {
+            return Err(UserError::new(format!(
+                "{}: no such kernel module",
+                path.display()
+            )));
+        }
+        let m = module::read_module(path)?;
+        if m.arch != req.arch {
+            return Err(UserError::new(format!(
+                "{}: a module for {}, but the kernel is {}",
+                path.display(),
+                m.arch,
+                req.arch
+            )));
+        }
+        if let Some(other) = modules.iter().find(|o| o.patch_name() == m.patch_name()) {
+            return Err(UserError::new(format!(
+                "{}: module name {} is also the name of {}",
+                path.display(),
+                m.name,
+                other.path.display()
+            )));
+        }
+        modules.push(m);
+    }
+    if !modules.iter().any(|m| m.livepatch) {
+        return Err(UserError::new(format!(
+            "{}: not a livepatch module (no livepatch=Y in .modinfo)",
+            req.modules[0].display()
+        )));
+    }
+    Ok(modules)
+}
+
+/// Where module `i` lives in the initramfs.
+fn guest_module_path(i: usize, path: &Path) -> String {
+    let base = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "module.ko".to_string());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{}/{i}-{base}", guest::DIR)
+}
+
+fn result(g: &GuestLog, tag: &str) -> Option<CommandResult> {
+    g.capture(tag).map(|c| CommandResult {
+        status: c.status,
+        output: String::from_utf8_lossy(&c.output).into_owned(),
+    })
+}
+
+fn module_reports(modules: &[ModuleInfo], g: &GuestLog) -> Vec<ModuleReport> {
+    modules
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let patch = m.livepatch.then(|| m.patch_name());
+            let transitions = patch
+                .as_ref()
+                .and_then(|p| g.transitions.get(p))
+                .cloned()
+                .unwrap_or_default();
+            let load = result(g, &format!("insmod.{i}"));
+            let disable = result(g, &format!("disable.{i}"));
+            let unload = result(g, &format!("rmmod.{i}"));
+            ModuleReport {
+                path: m.path.clone(),
+                name: m.name.clone(),
+                loaded: load.as_ref().is_some_and(|r| r.status == Some(0)),
+                transition: transitions.first().map(|t| t.state.clone()),
+                disabled: disable.is_some()
+                    && transitions.get(1).is_some_and(|t| t.state == "gone"),
+                unloaded: unload.as_ref().is_some_and(|r| r.status == Some(0)),
+                patch,
+                load,
+                disable,
+                unload,
+            }
+        })
+        .collect()
+}
+
+fn check_reports(checks: &[String], g: &GuestLog) -> Vec<CheckReport> {
+    checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| CheckReport {
+            command: c.clone(),
+            before: result(g, &format!("check.before.{i}")),
+            after: result(g, &format!("check.after.{i}")),
+            unloaded: result(g, &format!("check.unloaded.{i}")),
+        })
+        .collect()
+}
+
+/// `Ok(summary)` when every step worked, else `Err(the first thing that went wrong)`.
+fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, String> {
+    let limit = req.timeout.as_secs();
+    if !r.booted {
+        if let Some(p) = r.log.lines().find(|l| l.contains("Kernel panic")) {
+            return Err(format!(
+                "the kernel did not reach klpx's init: {}",
+                p.trim()
+            ));
+        }
+        return Err(if r.timed_out {
+            format!("the kernel did not reach klpx's init within {limit} s")
+        } else {
+            "the kernel did not reach klpx's init (qemu exited)".to_string()
+        });
+    }
+    for m in &r.modules {
+        let Some(load) = &m.load else { break };
+        if !m.loaded {
+            return Err(format!(
+                "insmod {} failed with status {}: {}",
+                m.name,
+                status(load.status),
+                first_line(&load.output)
+            ));
+        }
+        match (m.patch.as_deref(), m.transition.as_deref()) {
+            (Some(p), Some("missing")) => {
+                return Err(format!(
+                    "{} loaded but /sys/kernel/livepatch/{p} does not exist",
+                    m.name
+                ));
+            }
+            (Some(p), Some("timeout")) => {
+                return Err(format!(
+                    "the transition of livepatch {p} did not finish within {} s",
+                    req.transition_timeout.as_secs()
+                ));
+            }
+            (Some(p), Some("done")) => {
+                let enabled = g.transitions[p].first().and_then(|t| t.enabled.clone());
+                if enabled.as_deref() != Some("1") {
+                    return Err(format!(
+                        "livepatch {p} is not enabled after its transition (enabled={})",
+                        enabled.unwrap_or_default()
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    for c in &r.checks {
+        if let Some(after) = &c.after
+            && after.status != Some(0)
+        {
+            return Err(format!(
+                "check `{}` exited with status {} after loading",
+                c.command,
+                status(after.status)
+            ));
+        }
+    }
+    if let Some(want) = &req.expect_after
+        && r.checks.iter().all(|c| c.after.is_some())
+        && !joined(&r.checks, |c| c.after.as_ref()).contains(want.as_str())
+    {
+        return Err(format!(
+            "after loading, the checks' output does not contain {want:?}"
+        ));
+    }
+    if let Some(want) = &req.expect_before
+        && r.checks.iter().all(|c| c.before.is_some())
+        && !joined(&r.checks, |c| c.before.as_ref()).contains(want.as_str())
+    {
+        return Err(format!(
+            "before loading, the checks' output does not contain {want:?}"
+        ));
+    }
+    for m in r.modules.iter().rev() {
+        if let Some(d) = &m.disable
+            && d.status != Some(0)
+        {
+            return Err(format!(
+                "disabling livepatch {} failed: {}",
+                m.patch.as_deref().unwrap_or(&m.name),
+                first_line(&d.output)
+            ));
+        }
+        if m.disable.is_some() && !m.disabled {
+            return Err(format!(
+                "livepatch {} did not finish disabling within {} s",
+                m.patch.as_deref().unwrap_or(&m.name),
+                req.transition_timeout.as_secs()
+            ));
+        }
+        if let Some(u) = &m.unload
+            && !m.unloaded
+        {
+            return Err(format!(
+                "rmmod {} failed with status {}: {}",
+                m.name,
+                status(u.status),
+                first_line(&u.output)
+            ));
+        }
+    }
+    if let Some(want) = &req.expect_before
+        && r.checks.iter().all(|c| c.unloaded.is_some())
+        && !joined(&r.checks, |c| c.unloaded.as_ref()).contains(want.as_str())
+    {
+        return Err(format!(
+            "after unloading, the checks' output does not contain {want:?} (the old behaviour did not come back)"
+        ));
+    }
+    if !r.finished {
+        let at = g
+            .unfinished
+            .as_deref()
+            .map(|t| format!(" during {}", describe_tag(t, req, r)))
+            .unwrap_or_default();
+        return Err(if r.timed_out {
+            format!("the guest did not finish within {limit} s{at}")
+        } else {
+            format!("the guest stopped before the end{at}")
+        });
+    }
+    let garbled: Vec<&str> = g
+        .captures
+        .iter()
+        .filter(|(_, c)| c.garbled)
+        .map(|(t, _)| t.as_str())
+        .collect();
+    if !garbled.is_empty() {
+        return Err(format!(
+            "kernel messages broke into the output of {} (see the log)",
+            garbled.join(", ")
+        ));
+    }
+    let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
+    Ok(format!(
+        "{} livepatch{} loaded and enabled, {} check{} passed, disabled and unloaded",
+        patches,
+        if patches == 1 { "" } else { "es" },
+        r.checks.len(),
+        if r.checks.len() == 1 { "" } else { "s" },
+    ))
+}
+
+/// What a capture tag stands for, in words.
+fn describe_tag(tag: &str, req: &VerifyRequest, r: &VerifyReport) -> String {
+    let mut parts = tag.split('.');
+    let (kind, a, b) = (parts.next(), parts.next(), parts.next());
+    let index = |s: Option<&str>| s.and_then(|s| s.parse::<usize>().ok());
+    let module = |i: Option<usize>| {
+        i.and_then(|i| r.modules.get(i))
+            .map(|m| m.name.clone())
+            .unwrap_or_default()
+    };
+    match kind {
+        Some("check") => format!(
+            "check `{}` ({} loading)",
+            index(b)
+                .and_then(|i| req.checks.get(i))
+                .cloned()
+                .unwrap_or_default(),
+            a.unwrap_or("")
+        ),
+        Some("insmod") => format!("insmod {}", module(index(a))),
+        Some("disable") => format!("disabling {}", module(index(a))),
+        Some("rmmod") => format!("rmmod {}", module(index(a))),
+        _ => tag.to_string(),
+    }
+}
+
+fn joined(checks: &[CheckReport], pick: impl Fn(&CheckReport) -> Option<&CommandResult>) -> String {
+    checks
+        .iter()
+        .filter_map(|c| pick(c).map(|r| r.output.as_str()))
+        .collect::<Vec<_>>()
+        .join("")
+}
+
+fn status(s: Option<i32>) -> String {
+    s.map(|s| s.to_string()).unwrap_or_else(|| "?".to_string())
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+}
+
+/// A private scratch directory, removed when dropped.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> Result<WorkDir> {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "klpx-verify-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

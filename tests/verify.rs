@@ -1,0 +1,231 @@
+//! `klpx verify` on a real kernel: the tiny x86_64 tree in the cache, booted in qemu with the kernel's
+//! sample livepatch (samples/livepatch/livepatch-sample.ko), which makes /proc/cmdline read
+//! "this has been live patched".
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use klpx::kernel::cache;
+
+const PATCHED: &str = "this has been live patched";
+
+/// The built x86_64 tree and its sample livepatch, or `None` (with a loud message) when not built.
+fn sample() -> Option<(PathBuf, PathBuf)> {
+    let tree = cache::root().join("trees").join("x86_64");
+    let image = tree.join("arch/x86/boot/bzImage");
+    let ko = tree.join("samples/livepatch/livepatch-sample.ko");
+    if image.is_file() && ko.is_file() {
+        return Some((tree, ko));
+    }
+    eprintln!(
+        "\n*** SKIPPED: no built x86_64 tree with the sample livepatch ({} and {}); \
+         build it (make in {} with configs/) to run the qemu tests ***\n",
+        image.display(),
+        ko.display(),
+        tree.display()
+    );
+    None
+}
+
+fn klpx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .output()
+        .expect("running klpx")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn sample_livepatch_changes_proc_cmdline_and_comes_off_again() {
+    let Some((tree, ko)) = sample() else { return };
+    let out = klpx(&[
+        "verify",
+        ko.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        PATCHED,
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["passed"], true);
+    assert_eq!(r["booted"], true);
+    assert_eq!(r["finished"], true);
+    let cmdline = r["cmdline"].as_str().unwrap();
+    assert!(cmdline.contains("console=ttyS0"), "{cmdline}");
+
+    let check = &r["checks"][0];
+    assert_eq!(check["command"], "cat /proc/cmdline");
+    // Before loading, the kernel prints the command line qemu passed it.
+    assert_eq!(check["before"]["status"], 0);
+    assert_eq!(check["before"]["output"].as_str().unwrap().trim(), cmdline);
+    // With the livepatch enabled, the replacement function prints its text.
+    assert_eq!(check["after"]["status"], 0);
+    assert_eq!(check["after"]["output"].as_str().unwrap().trim(), PATCHED);
+    // Disabled and removed, the original function is back.
+    assert_eq!(
+        check["unloaded"]["output"].as_str().unwrap().trim(),
+        cmdline
+    );
+
+    let m = &r["modules"][0];
+    assert_eq!(m["name"], "livepatch_sample");
+    assert_eq!(m["patch"], "livepatch_sample");
+    assert_eq!(m["loaded"], true);
+    assert_eq!(m["transition"], "done");
+    assert_eq!(m["disabled"], true);
+    assert_eq!(m["unloaded"], true);
+    // The kernel said so too.
+    let log = r["log"].as_str().unwrap();
+    assert!(
+        log.contains("livepatch: 'livepatch_sample': patching complete"),
+        "{log}"
+    );
+    assert!(
+        log.contains("livepatch: 'livepatch_sample': unpatching complete"),
+        "{log}"
+    );
+}
+
+#[test]
+fn failing_check_exits_3_with_the_guest_log() {
+    let Some((tree, ko)) = sample() else { return };
+    let out = klpx(&[
+        "verify",
+        ko.to_str().unwrap(),
+        "--kernel",
+        tree.join("arch/x86/boot/bzImage").to_str().unwrap(),
+        "--check",
+        "grep -q 'not in any command line' /proc/cmdline",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "FAIL:    check `grep -q 'not in any command line' /proc/cmdline` exited with status 1 after loading"
+        ),
+        "{stdout}"
+    );
+    let log = stdout
+        .split_once("--- guest log ---\n")
+        .map(|(_, l)| l)
+        .unwrap_or_else(|| panic!("no guest log in\n{stdout}"));
+    assert!(log.contains("Linux version 6.12"), "{log}");
+    assert!(
+        log.contains("livepatch: enabling patch 'livepatch_sample'"),
+        "{log}"
+    );
+    assert!(
+        log.trim_end().ends_with("--- end of guest log ---"),
+        "{log}"
+    );
+}
+
+#[test]
+fn unmet_expectation_fails() {
+    let Some((tree, ko)) = sample() else { return };
+    let out = klpx(&[
+        "verify",
+        ko.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        "something the patch does not print",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["passed"], false);
+    assert_eq!(
+        r["reason"],
+        "after loading, the checks' output does not contain \"something the patch does not print\""
+    );
+    // Everything else worked.
+    assert_eq!(r["modules"][0]["unloaded"], true);
+}
+
+#[test]
+fn missing_or_wrong_inputs_are_bad_input() {
+    let out = klpx(&[
+        "verify",
+        "/nonexistent/fix.ko",
+        "--kernel",
+        "/nonexistent/bzImage",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "klpx: /nonexistent/bzImage: no such kernel image\n"
+    );
+
+    let image = env!("CARGO_BIN_EXE_klpx");
+    let out = klpx(&["verify", "/nonexistent/fix.ko", "--kernel", image]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "klpx: /nonexistent/fix.ko: no such kernel module\n"
+    );
+
+    let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let out = klpx(&["verify", manifest, "--kernel", image, "--arch", "x86_64"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!("klpx: {manifest}: not a 64-bit ELF kernel module")),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let out = klpx(&[
+        "verify",
+        manifest,
+        "--tree",
+        "/nonexistent/tree",
+        "--arch",
+        "x86_64",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        "klpx: /nonexistent/tree: no such kernel tree\n"
+    );
+}
+
+#[test]
+fn a_module_that_is_not_a_livepatch_is_refused() {
+    let Some((tree, _)) = sample() else { return };
+    let plain = tree.join("samples/livepatch/livepatch-callbacks-mod.ko");
+    let out = klpx(&[
+        "verify",
+        plain.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "klpx: {}: not a livepatch module (no livepatch=Y in .modinfo)\n",
+            plain.display()
+        )
+    );
+}
