@@ -30,9 +30,37 @@ pub enum Command {
     /// Decides what a patch changed in one object and writes what the livepatch needs.
     #[command(after_help = DIFF_HELP)]
     Diff(DiffArgs),
+    /// Kernel trees klpx keeps in its cache, one per architecture.
+    Kernel {
+        #[command(subcommand)]
+        what: KernelCommand,
+    },
+    /// Builds a livepatch module from source patches against an already-built kernel tree.
+    #[command(after_help = BUILD_HELP)]
+    Build(BuildArgs),
     /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelCommand {
+    /// Configures (tinyconfig + configs/ fragments), prepares and builds the tree once; prints its path.
+    Build(KernelArgs),
+    /// Configures and prepares the tree (enough for `klpx diff` corpora), without building it.
+    Config(KernelArgs),
+    /// Removes the tree.
+    Clean(KernelArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KernelArgs {
+    /// Architecture (x86_64, arm64, ppc64le, s390).
+    #[arg(long, default_value = "x86_64")]
+    pub arch: String,
+    /// Parallel make jobs (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +166,88 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]
     pub accel: String,
     /// Print one JSON object (with the guest log) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const BUILD_HELP: &str = "\
+Exit status:
+  0  the livepatch module was built (its path is printed)
+  1  the patch makes no functional change
+  2  bad input (patch does not apply, tree not built, unsupported file, compiler mismatch)
+  3  the change cannot be live-patched (one line per refused symbol)
+  4  klpx or a tool it drives failed
+
+Environment: ARCH, CROSS_COMPILE, LLVM and KBUILD_OUTPUT mean what they mean to kbuild.
+Patches written for kpatch-build build unchanged: #include \"kpatch-macros.h\" and
+\"kpatch-syscall.h\" are provided (and \"klpx.h\").";
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    /// Source patches (unified or git diffs), applied in order.
+    #[arg(required = true, value_name = "PATCH")]
+    pub patches: Vec<PathBuf>,
+    /// The kernel source tree (default: the current directory).
+    #[arg(short = 's', long = "sourcedir", value_name = "DIR")]
+    pub sourcedir: Option<PathBuf>,
+    /// The kernel's output tree (`make O=`); default: KBUILD_OUTPUT, else the source tree.
+    #[arg(short = 'O', long = "objdir", value_name = "DIR")]
+    pub objdir: Option<PathBuf>,
+    /// The target kernel's .config; must match the tree's.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The target's vmlinux, for symbol positions (default: the tree's).
+    #[arg(short = 'v', long = "vmlinux", value_name = "FILE")]
+    pub vmlinux: Option<PathBuf>,
+    /// Parallel compile jobs (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Only patch these targets: vmlinux or module names (repeatable).
+    #[arg(short = 't', long = "target", value_name = "TARGET")]
+    pub targets: Vec<String>,
+    /// Module name (letters, digits, - and _; at most 55 characters); default livepatch-<patch name>.
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// Directory to write the module to (default: the current directory).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Keep the work directory and say where it is (repeatable).
+    #[arg(short = 'd', long = "debug", action = clap::ArgAction::Count)]
+    pub debug: u8,
+    /// Build for an out-of-tree module (its built .ko).
+    #[arg(long = "oot-module", value_name = "KO")]
+    pub oot_module: Option<PathBuf>,
+    /// The out-of-tree module's source directory.
+    #[arg(long = "oot-module-src", value_name = "DIR")]
+    pub oot_module_src: Option<PathBuf>,
+    /// Do not replace earlier livepatches (no atomic replace).
+    #[arg(short = 'R', long = "non-replace")]
+    pub non_replace: bool,
+    /// Keep the work directory.
+    #[arg(long = "skip-cleanup")]
+    pub skip_cleanup: bool,
+    /// Do not check that the compiler is the one that built the kernel.
+    #[arg(long = "skip-compiler-check")]
+    pub skip_compiler_check: bool,
+    /// The kernel release the patch is for; must match the tree's.
+    #[arg(short = 'a', long = "archversion", value_name = "RELEASE")]
+    pub archversion: Option<String>,
+    /// Architecture (x86_64, arm64, ppc64le, s390; default: ARCH, else x86_64).
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// CROSS_COMPILE prefix (default: CROSS_COMPILE, else the architecture's Debian prefix).
+    #[arg(long)]
+    pub cross: Option<String>,
+    /// Build with clang and the LLVM tools (LLVM=1).
+    #[arg(long)]
+    pub llvm: bool,
+    /// The C compiler (CC).
+    #[arg(long)]
+    pub cc: Option<String>,
+    /// A compiler launcher: ccache, sccache, distcc.
+    #[arg(long)]
+    pub launcher: Option<String>,
+    /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
 }

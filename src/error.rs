@@ -20,6 +20,18 @@ impl fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
+/// A change no livepatch can carry, found before any long work (a `.S` file, `lib/`): exit status 3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unpatchable(pub String);
+
+impl fmt::Display for Unpatchable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Unpatchable {}
+
 /// Exit statuses shared by every subcommand.
 pub mod exit {
     /// Success; for `klpx diff`, a patchable change was found.

@@ -3,12 +3,14 @@
 //! Data flows one way: command line → plan → kbuild → diff → module → verify. This library holds the
 //! stages; the binary only parses the command line and reports.
 
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod differ;
 pub mod error;
 pub mod kbuild;
 pub mod kernel;
+pub mod module;
 pub mod objfile;
 pub mod patch;
 pub mod setup;

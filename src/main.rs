@@ -5,7 +5,7 @@ use clap::Parser;
 
 use klpx::cli::{ArchCommand, Cli, Command};
 use klpx::cmd;
-use klpx::error::{UserError, exit};
+use klpx::error::{Unpatchable, UserError, exit};
 
 fn main() {
     // Output piped into `head` should end klpx quietly, as it does any Unix tool, not as a panic.
@@ -35,6 +35,8 @@ fn main() {
             object: a.object,
             symvers: a.symvers,
         }),
+        Command::Build(a) => cmd::build::run(a),
+        Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&cmd::verify::VerifyArgs {
             modules: a.modules,
             kernel: a.kernel,
@@ -50,6 +52,10 @@ fn main() {
     };
     let code = match result {
         Ok(code) => code,
+        Err(e) if e.downcast_ref::<Unpatchable>().is_some() => {
+            eprintln!("klpx: {e}");
+            exit::UNPATCHABLE
+        }
         Err(e) => match e.downcast_ref::<UserError>() {
             Some(u) => {
                 eprintln!("klpx: {u}");

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use crate::error::UserError;
+use crate::error::{Unpatchable, UserError};
 use crate::kbuild::cmdfile::CmdFile;
 use crate::patch::source::FileEdit;
 
@@ -74,7 +74,7 @@ pub fn module_name(path: &str) -> String {
 }
 
 /// Refuses, before any long work, edits that no livepatch can carry.
-pub fn check_edits(edits: &[FileEdit]) -> Result<(), UserError> {
+pub fn check_edits(edits: &[FileEdit]) -> Result<(), Unpatchable> {
     for e in edits {
         let why = if e.rel.ends_with(".S") || e.rel.ends_with(".s") {
             Some("assembly changes cannot be live-patched (no function-level diff of .S files)")
@@ -90,7 +90,7 @@ pub fn check_edits(edits: &[FileEdit]) -> Result<(), UserError> {
             None
         };
         if let Some(why) = why {
-            return Err(UserError::new(format!("{}: {why}", e.rel)));
+            return Err(Unpatchable(format!("{}: {why}", e.rel)));
         }
     }
     Ok(())
@@ -106,7 +106,7 @@ pub fn affected_objects(
     targets: &[String],
     notes: &mut Vec<String>,
 ) -> Result<Vec<AffectedObject>, UserError> {
-    let src = canonical(srcdir);
+    let _ = srcdir;
     let edited: HashMap<PathBuf, &str> = edits
         .iter()
         .map(|e| (canonical(&e.path), e.rel.as_str()))
@@ -181,7 +181,6 @@ pub fn affected_objects(
             }
         }
     }
-    let _ = src;
     Ok(found.into_values().collect())
 }
 

@@ -12,7 +12,7 @@ use super::affected::{AffectedObject, LinkMap, affected_objects, check_edits};
 use super::journal;
 use super::lineno::fix_line_numbers;
 use super::progress::Stages;
-use crate::differ::{self, DiffOptions, Exports, Verdict};
+use crate::differ::{self, DiffOptions, Exports, OutTarget, Verdict};
 use crate::error::UserError;
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
 use crate::kbuild::objpair::SourceLock;
@@ -211,6 +211,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
     let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
     let mut refused = false;
+    let mut diffs = Vec::with_capacity(objects.len());
     for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
         let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
         let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
@@ -234,36 +235,63 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
                 .map(|r| format!("{}: {}", r.symbol, r.reason))
                 .collect(),
         });
-        match d.verdict {
-            Verdict::Unpatchable => refused = true,
-            Verdict::NoChange => {}
-            Verdict::Patchable => {
-                let prefix = format!("klpx_f{i}_");
-                parts.push((i, write_object_aliased(&pat, &d, Some(&prefix))?));
-                let spec = specs.entry(o.target.clone()).or_default();
-                for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
-                    pending_funcs.push((
-                        o.target.clone(),
-                        old.clone(),
-                        format!("{prefix}{n}"),
-                        pat.source_name.map(str::to_string),
-                    ));
-                }
-                for f in &d.new_functions {
-                    for (p, field) in CALLBACK_PREFIXES {
-                        if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
-                            return Err(UserError::new(format!(
-                                "{}: more than one {field} callback for {}",
-                                o.object, o.target
-                            ))
-                            .into());
-                        }
-                    }
-                }
-                for k in klp_records(&pat, &d) {
-                    specs.entry(k.target.object.clone()).or_default();
+        refused |= d.verdict == Verdict::Unpatchable;
+        diffs.push((pat, d));
+    }
+    // New global symbols one object defines and another uses are linked inside the module.
+    let new_globals: HashSet<String> = diffs
+        .iter()
+        .filter(|(_, d)| d.verdict == Verdict::Patchable)
+        .flat_map(|(pat, d)| {
+            d.new_functions
+                .iter()
+                .chain(&d.new_data)
+                .filter(|n| {
+                    pat.symbols
+                        .iter()
+                        .any(|s| s.global && s.section.is_some() && s.name == n.as_str())
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, ((pat, d), o)) in diffs.iter_mut().zip(&objects).enumerate() {
+        if d.verdict != Verdict::Patchable {
+            continue;
+        }
+        for piece in &mut d.selection.pieces {
+            for r in &mut piece.relocs {
+                if let OutTarget::Klp(t) = &r.target
+                    && new_globals.contains(&t.symbol)
+                {
+                    r.target = OutTarget::Undefined(t.symbol.clone());
                 }
             }
+        }
+        let prefix = format!("klpx_f{i}_");
+        parts.push((i, write_object_aliased(pat, d, Some(&prefix))?));
+        let spec = specs.entry(o.target.clone()).or_default();
+        for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
+            pending_funcs.push((
+                o.target.clone(),
+                old.clone(),
+                format!("{prefix}{n}"),
+                pat.source_name.map(str::to_string),
+            ));
+        }
+        for f in &d.new_functions {
+            for (p, field) in CALLBACK_PREFIXES {
+                if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
+                    return Err(UserError::new(format!(
+                        "{}: more than one {field} callback for {}",
+                        o.object, o.target
+                    ))
+                    .into());
+                }
+            }
+        }
+        for k in klp_records(pat, d) {
+            specs.entry(k.target.object.clone()).or_default();
         }
     }
     if refused {

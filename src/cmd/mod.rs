@@ -1,7 +1,9 @@
 //! One module per subcommand. Each takes plain values and returns the process exit status.
 
 pub mod arch;
+pub mod build;
 pub mod demo;
 pub mod diff;
 pub mod doctor;
+pub mod kernel;
 pub mod verify;

@@ -137,6 +137,23 @@ impl KernelTree {
         Ok(dropped)
     }
 
+    /// Configures and prepares the tree as [`KernelTree::ensure_prepared`] does, then builds the kernel
+    /// and its modules once; later calls with the same fragments do nothing.
+    pub fn ensure_built(&self) -> Result<Vec<String>> {
+        let dropped = self.ensure_prepared()?;
+        let key = std::fs::read_to_string(self.out.join(".klpx-prepared")).unwrap_or_default();
+        let stamp = self.out.join(".klpx-built");
+        if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str())
+            && self.out.join("vmlinux.a").is_file()
+            && self.out.join("Module.symvers").is_file()
+        {
+            return Ok(dropped);
+        }
+        self.make(&[])?;
+        std::fs::write(&stamp, key).context("writing the built stamp")?;
+        Ok(dropped)
+    }
+
     /// Builds single objects (`kernel/sys.o`), which also records their `.cmd` files.
     pub fn build_objects(&self, objects: &[&str]) -> Result<()> {
         self.make(objects)
