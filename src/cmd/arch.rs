@@ -18,6 +18,13 @@ struct ArchInfo {
     relocations: &'static str,
     /// Special sections with the entry sizes tried when splitting them.
     special_sections: Vec<String>,
+    /// `klpx verify`: the emulator with its machine arguments, its Debian package, the console,
+    /// the kernel image in a built tree, and Debian's architecture name (for busybox-static).
+    qemu: String,
+    qemu_package: &'static str,
+    console: &'static str,
+    kernel_image: &'static str,
+    debian_arch: &'static str,
 }
 
 fn info(arch: Arch) -> ArchInfo {
@@ -52,6 +59,14 @@ fn info(arch: Arch) -> ArchInfo {
                 d
             })
             .collect(),
+        qemu: std::iter::once(b.qemu_binary())
+            .chain(b.qemu_machine_args().iter().copied())
+            .collect::<Vec<_>>()
+            .join(" "),
+        qemu_package: b.qemu_package(),
+        console: b.console(),
+        kernel_image: b.kernel_image(),
+        debian_arch: b.debian_arch(),
     }
 }
 
@@ -85,6 +100,10 @@ pub fn list(json: bool) -> i32 {
         println!(
             "  special sections (entry bytes): {}",
             a.special_sections.join(", ")
+        );
+        println!(
+            "  qemu: {} ({}), console {}, image {}, Debian arch {}",
+            a.qemu, a.qemu_package, a.console, a.kernel_image, a.debian_arch
         );
     }
     0

@@ -73,12 +73,13 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev 2>/dev/null
 echo "KLPX:BOOT $(uname -m) $(uname -r)"
 
-# capture TAG CMD...: runs CMD and prints its output (hex) and exit status.
+# capture TAG CMD...: runs CMD and prints its output (hex) and exit status. Kernel messages printed
+# while it runs land between BEGIN and END.
 capture() {{
     tag=$1; shift
+    echo "KLPX:BEGIN $tag"
     "$@" </dev/null >/tmp/out 2>&1
     rc=$?
-    echo "KLPX:BEGIN $tag"
     od -An -v -tx1 /tmp/out | sed 's/^ */KLPX:X /'
     echo "KLPX:END $tag $rc"
     return $rc
@@ -174,6 +175,8 @@ loaded() {{
 pub struct Captured {
     pub status: Option<i32>,
     pub output: Vec<u8>,
+    /// Console lines that are not klpx's (kernel messages) seen while the command ran.
+    pub kernel: Vec<String>,
     /// Output lines that could not be decoded (a kernel message broke into one).
     pub garbled: bool,
 }
@@ -215,6 +218,11 @@ pub fn parse(log: &str) -> GuestLog {
     let mut open: Option<(String, Captured)> = None;
     for line in log.lines() {
         let Some(at) = line.find(MARKER) else {
+            if let Some((_, c)) = open.as_mut()
+                && !line.trim().is_empty()
+            {
+                c.kernel.push(line.trim_end().to_string());
+            }
             continue;
         };
         let rest = line[at + MARKER.len()..].trim_end_matches('\r');
@@ -334,7 +342,12 @@ KLPX:BEGIN rmmod.0\r
         let before = g.capture("check.before.0").unwrap();
         assert_eq!(before.output, b"console=ttyS0\n");
         assert_eq!(before.status, Some(0));
-        assert_eq!(g.capture("insmod.0").unwrap().output, b"");
+        let insmod = g.capture("insmod.0").unwrap();
+        assert_eq!(insmod.output, b"");
+        assert_eq!(
+            insmod.kernel,
+            ["livepatch: enabling patch 'livepatch_sample'"]
+        );
         let after = g.capture("check.after.0").unwrap();
         assert_eq!(
             (after.output.as_slice(), after.status),

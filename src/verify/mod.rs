@@ -75,6 +75,8 @@ pub struct CommandResult {
     pub status: Option<i32>,
     /// Standard output and error, together.
     pub output: String,
+    /// Kernel messages printed on the console while it ran.
+    pub kernel_messages: Vec<String>,
 }
 
 /// One check command, before loading, with the livepatches enabled, and after unloading.
@@ -128,6 +130,8 @@ pub struct VerifyReport {
     pub checks: Vec<CheckReport>,
     /// The script ran to its end.
     pub finished: bool,
+    /// The step the guest was in when it stopped, if it did not finish.
+    pub unfinished: Option<String>,
     pub timed_out: bool,
     /// Seconds from starting qemu to the guest's `/init`.
     pub boot_seconds: Option<f64>,
@@ -209,12 +213,26 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         modules: module_reports(&modules, &g),
         checks: check_reports(&req.checks, &g),
         finished: g.done,
+        unfinished: None,
         timed_out: out.timed_out,
         boot_seconds: out.boot_time.map(|d| d.as_secs_f64()),
         total_seconds: out.elapsed.as_secs_f64(),
         log: out.log,
     };
-    let verdict = judge(req, &report, &g);
+    report.unfinished = g
+        .unfinished
+        .as_deref()
+        .map(|t| describe_tag(t, req, &report));
+    let qemu_failed = (out.exit_code.is_some_and(|c| c != 0) && !report.booted)
+        .then(|| first_line(&out.stderr).to_string())
+        .filter(|e| !e.is_empty());
+    let verdict = match qemu_failed {
+        Some(e) => Err(format!(
+            "qemu failed (status {}): {e}",
+            status(out.exit_code)
+        )),
+        None => judge(req, &report, &g),
+    };
     report.passed = verdict.is_ok();
     report.reason = verdict.unwrap_or_else(|e| e);
     Ok(report)
@@ -296,6 +314,7 @@ fn result(g: &GuestLog, tag: &str) -> Option<CommandResult> {
     g.capture(tag).map(|c| CommandResult {
         status: c.status,
         output: String::from_utf8_lossy(&c.output).into_owned(),
+        kernel_messages: c.kernel.clone(),
     })
 }
 
@@ -318,8 +337,13 @@ fn module_reports(modules: &[ModuleInfo], g: &GuestLog) -> Vec<ModuleReport> {
                 name: m.name.clone(),
                 loaded: load.as_ref().is_some_and(|r| r.status == Some(0)),
                 transition: transitions.first().map(|t| t.state.clone()),
-                disabled: disable.is_some()
-                    && transitions.get(1).is_some_and(|t| t.state == "gone"),
+                // After the disabling transition the patch is freed and its directory goes away,
+                // asynchronously: seen as gone, or still there with enabled=0.
+                disabled: disable.as_ref().is_some_and(|d| d.status == Some(0))
+                    && transitions.get(1).is_some_and(|t| {
+                        t.state == "gone"
+                            || (t.state == "done" && t.enabled.as_deref() == Some("0"))
+                    }),
                 unloaded: unload.as_ref().is_some_and(|r| r.status == Some(0)),
                 patch,
                 load,
@@ -362,8 +386,16 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
     for m in &r.modules {
         let Some(load) = &m.load else { break };
         if !m.loaded {
+            // The kernel's reason names the module; other messages are unrelated noise.
+            let kernel = load
+                .kernel_messages
+                .iter()
+                .rev()
+                .find(|k| k.contains(&m.name))
+                .map(|k| format!(" (kernel: {k})"))
+                .unwrap_or_default();
             return Err(format!(
-                "insmod {} failed with status {}: {}",
+                "insmod {} failed with status {}: {}{kernel}",
                 m.name,
                 status(load.status),
                 first_line(&load.output)
@@ -458,10 +490,10 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
         ));
     }
     if !r.finished {
-        let at = g
+        let at = r
             .unfinished
             .as_deref()
-            .map(|t| format!(" during {}", describe_tag(t, req, r)))
+            .map(|t| format!(" during {t}"))
             .unwrap_or_default();
         return Err(if r.timed_out {
             format!("the guest did not finish within {limit} s{at}")

@@ -46,6 +46,8 @@ pub struct QemuOutput {
     pub timed_out: bool,
     /// qemu's exit status (None when it was killed).
     pub exit_code: Option<i32>,
+    /// What qemu itself said on its standard error (also appended to `log`).
+    pub stderr: String,
 }
 
 /// The kernel command line klpx boots with: the architecture's console and reboot (not hang) on panic.
@@ -222,6 +224,7 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
         elapsed: start.elapsed(),
         timed_out,
         exit_code,
+        stderr: errors,
     })
 }
 
