@@ -2,29 +2,21 @@
 //! sample livepatch (samples/livepatch/livepatch-sample.ko), which makes /proc/cmdline read
 //! "this has been live patched".
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-use klpx::kernel::cache;
+use klpx_arch::Arch;
 
 const PATCHED: &str = "this has been live patched";
 
-/// The built x86_64 tree and its sample livepatch, or `None` (with a loud message) when not built.
+/// The built x86_64 tree and its sample livepatch (the tree is built on first use and cached).
 fn sample() -> Option<(PathBuf, PathBuf)> {
-    let tree = cache::root().join("trees").join("x86_64");
-    let image = tree.join("arch/x86/boot/bzImage");
-    let ko = tree.join("samples/livepatch/livepatch-sample.ko");
-    if image.is_file() && ko.is_file() {
-        return Some((tree, ko));
-    }
-    eprintln!(
-        "\n*** SKIPPED: no built x86_64 tree with the sample livepatch ({} and {}); \
-         build it (make in {} with configs/) to run the qemu tests ***\n",
-        image.display(),
-        ko.display(),
-        tree.display()
-    );
-    None
+    let tree = common::kernel::built_tree(Arch::X86_64).expect("building the x86_64 tree");
+    let ko = tree.out.join("samples/livepatch/livepatch-sample.ko");
+    assert!(ko.is_file(), "{} was not built", ko.display());
+    Some((tree.out, ko))
 }
 
 fn klpx(args: &[&str]) -> Output {

@@ -165,6 +165,9 @@ impl Backend for Arm64 {
     fn console(&self) -> &'static str {
         "ttyAMA0"
     }
+    fn livepatch_loadable(&self) -> bool {
+        false
+    }
     fn kernel_image(&self) -> &'static str {
         "arch/arm64/boot/Image"
     }

@@ -291,6 +291,10 @@ pub trait Backend: Send + Sync {
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"
     }
+    /// Whether Linux 6.12 can load livepatches here (`HAVE_LIVEPATCH`); arm64 gained it in 6.17.
+    fn livepatch_loadable(&self) -> bool {
+        true
+    }
 }
 
 /// Looks up a special section by name for a backend, including the generic ones.

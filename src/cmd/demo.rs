@@ -1,27 +1,26 @@
 //! `klpx demo`: the whole path on the built-in default, on a fresh machine.
 //!
-//! Today it runs up to the object differ: installs what is missing, unpacks Debian's kernel source,
-//! configures and prepares a tiny livepatch-capable tree, compiles the object the bundled example patch
-//! touches before and after the patch with its recorded kbuild command, and shows what the livepatch
-//! would carry.
+//! Installs what is missing (Debian packages), unpacks Debian's linux-source-6.12 into the cache,
+//! configures a tiny livepatch-capable kernel from `configs/` and builds it once (cached), builds a
+//! livepatch module from the bundled example patch with `klpx build`'s pipeline, boots the kernel in
+//! qemu, and shows `/proc/cmdline` before and after the livepatch.
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use klpx_arch::Arch;
 
-use crate::differ::{self, DiffOptions, Exports, Verdict};
-use crate::kbuild::objpair::build_pair;
+use crate::build::pipeline::{BuildRequest, Outcome, build, default_workdir};
+use crate::error::{UserError, exit};
+use crate::kbuild::toolchain::Toolchain;
 use crate::kernel::cache;
 use crate::kernel::tree::KernelTree;
-use crate::objfile::ObjectFile;
-use crate::patch::source::SourcePatch;
 use crate::setup;
-use crate::writer::diff_object::{klp_records, write_object};
+use crate::verify::{self, VerifyRequest};
 
 /// The bundled example: a visible change to what `/proc/cmdline` prints.
 const EXAMPLE_PATCH: &str = include_str!("../../examples/proc-cmdline.patch");
-const EXAMPLE_OBJECT: &str = "fs/proc/cmdline.o";
+const CHECK: &str = "cat /proc/cmdline";
 
 /// Runs the demo for `arch` with `jobs` parallel make jobs; returns the exit status.
 pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
@@ -29,6 +28,11 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     let start = Instant::now();
     let mut packages = setup::BUILD_PACKAGES.to_vec();
     packages.push(backend.compiler_package());
+    packages.push(backend.qemu_package());
+    if arch == Arch::X86_64 {
+        packages.push("busybox-static");
+    }
+    packages.push("cpio");
     setup::ensure_packages(&packages)?;
     step(&start, "unpacking Debian's linux-source-6.12 (once)");
     let src = cache::debian_source()?;
@@ -41,79 +45,107 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     step(
         &start,
         &format!(
-            "configuring and preparing a tiny {arch} tree in {} (once)",
+            "configuring and building a tiny livepatch-capable {arch} kernel in {} (once; a few minutes)",
             tree.out.display()
         ),
     );
-    let dropped = tree.ensure_prepared()?;
-    for d in dropped {
+    for d in tree.ensure_built()? {
         eprintln!("klpx: note: Kconfig did not keep {d}");
     }
-    step(&start, &format!("building {EXAMPLE_OBJECT} with kbuild"));
-    tree.build_objects(&[EXAMPLE_OBJECT])?;
-    let patch = SourcePatch::parse("examples/proc-cmdline.patch", EXAMPLE_PATCH)?;
+
+    step(&start, "klpx build examples/proc-cmdline.patch");
     let dir = cache::root().join("demo").join(arch.name());
+    std::fs::create_dir_all(&dir)?;
+    let patch = dir.join("proc-cmdline.patch");
+    std::fs::write(&patch, EXAMPLE_PATCH)?;
+    let name = "livepatch-proc-cmdline".to_string();
+    let report = build(&BuildRequest {
+        patches: vec![patch],
+        srcdir: tree.src.clone(),
+        objdir: tree.out.clone(),
+        toolchain: Toolchain {
+            arch,
+            cross: tree.cross.clone(),
+            llvm: false,
+            cc: None,
+            launcher: None,
+        },
+        vmlinux: None,
+        jobs,
+        targets: Vec::new(),
+        workdir: default_workdir(&name),
+        name,
+        output: dir.clone(),
+        keep_workdir: false,
+        replace: true,
+        skip_compiler_check: false,
+        quiet: false,
+    })?;
+    for o in &report.objects {
+        println!(
+            "{} ({}): changed {}",
+            o.object,
+            o.target,
+            o.changed_functions.join(", ")
+        );
+    }
+    let Some(module) = report
+        .module
+        .clone()
+        .filter(|_| report.outcome == Outcome::Module)
+    else {
+        return Err(UserError::new("the example patch did not produce a module").into());
+    };
+    let times: Vec<String> = report
+        .stages
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.1}s"))
+        .collect();
+    println!("module: {} ({})", module.display(), times.join(", "));
+
+    if !backend.livepatch_loadable() {
+        println!(
+            "{arch}: Linux 6.12 has no livepatch support on this architecture; the module was built and checked, not loaded"
+        );
+        return Ok(exit::OK);
+    }
     step(
         &start,
-        "compiling it before and after the patch with its recorded command + -ffunction-sections -fdata-sections",
+        &format!(
+            "booting the kernel in {} and loading the module",
+            backend.qemu_binary()
+        ),
     );
-    let pair = build_pair(&tree, EXAMPLE_OBJECT, &patch, EXAMPLE_PATCH, &dir)?;
-
-    step(&start, "diffing the two objects");
-    let orig_bytes = std::fs::read(&pair.orig).with_context(|| pair.orig.display().to_string())?;
-    let patched_bytes =
-        std::fs::read(&pair.patched).with_context(|| pair.patched.display().to_string())?;
-    let orig = ObjectFile::parse(&pair.orig, &orig_bytes)?;
-    let patched = ObjectFile::parse(&pair.patched, &patched_bytes)?;
-    let symvers = std::fs::read_to_string(tree.out.join("Module.symvers")).ok();
-    let opts = DiffOptions {
-        object_name: "vmlinux".to_string(),
-        exports: symvers
-            .as_deref()
-            .map(Exports::from_symvers)
-            .unwrap_or_default(),
+    let mut req = VerifyRequest::new(arch, tree.out.join(backend.kernel_image()), vec![module]);
+    req.checks = vec![CHECK.to_string()];
+    req.expect_after = Some("klpx ".to_string());
+    let v = verify::run(&req)?;
+    let out = |r: &Option<verify::CommandResult>| {
+        r.as_ref()
+            .map(|c| c.output.trim().to_string())
+            .unwrap_or_else(|| "(not run)".into())
     };
-    let diff = differ::diff(&orig, &patched, &opts)?;
-    println!();
-    println!("patch:   examples/proc-cmdline.patch ({EXAMPLE_OBJECT}, {arch})");
-    for f in &diff.changed_functions {
-        println!("changed: {}", f.name);
-    }
-    for f in &diff.new_functions {
-        println!("new:     {f}");
-    }
-    for k in klp_records(&patched, &diff) {
-        println!(
-            "livepatch relocation: {}+{:#x} -> {}:{}",
-            k.section, k.offset, k.target.object, k.target.symbol
-        );
-    }
-    for r in &diff.refusals {
-        println!("refused: {}: {}", r.symbol, r.reason);
-    }
-    if diff.verdict == Verdict::Patchable {
-        let out = dir.join("livepatch-part.o");
-        std::fs::write(&out, write_object(&patched, &diff)?)
-            .with_context(|| out.display().to_string())?;
-        println!(
-            "wrote:   {} ({} bytes)",
-            out.display(),
-            std::fs::metadata(&out)?.len()
-        );
+    if let Some(c) = v.checks.first() {
+        println!();
+        println!("$ {CHECK}   # before the livepatch");
+        println!("{}", out(&c.before));
+        println!("$ {CHECK}   # livepatch loaded and its transition done");
+        println!("{}", out(&c.after));
+        println!("$ {CHECK}   # livepatch disabled and unloaded");
+        println!("{}", out(&c.unloaded));
+        println!();
     }
     println!(
-        "verdict: {:?} in {:.1} s",
-        diff.verdict,
+        "{}: {} (total {:.1} s)",
+        if v.passed { "PASS" } else { "FAIL" },
+        v.reason,
         start.elapsed().as_secs_f64()
     );
-    println!(
-        "(building, loading and checking the module in qemu come with `klpx build` and `klpx verify`)"
-    );
-    Ok(if diff.verdict == Verdict::Patchable {
-        0
-    } else {
-        1
-    })
+    if !v.passed {
+        eprintln!("{}", v.log);
+        return Ok(exit::UNPATCHABLE);
+    }
+    Ok(exit::OK)
 }
 
 fn step(start: &Instant, what: &str) {

@@ -54,6 +54,9 @@ pub struct SideTables {
 
 type Hdr = elf::FileHeader64<object::Endianness>;
 
+/// One `.klp.rela` entry before writing: offset, livepatch symbol number, type, addend.
+type KlpEntry = (u64, usize, u32, i64);
+
 fn strings3(strtab: &[u8], at: u64) -> Result<(String, String, Option<String>)> {
     let rest = strtab
         .get(at as usize..)
@@ -110,7 +113,7 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
         let count = bytes.len() / size;
         let mut place: Vec<Option<(usize, u64)>> = vec![None; count];
         let mut names: Vec<Option<u64>> = vec![None; count];
-        for (_, rs) in sections.iter().enumerate() {
+        for rs in sections.iter() {
             let Some((relas, _symtab)) = rs.rela(endian, data)? else {
                 continue;
             };
@@ -199,7 +202,7 @@ pub fn write_klp_sections(
     // Livepatch symbols and sections, grouped by (object, target section).
     let mut klp_syms: Vec<String> = Vec::new();
     let mut klp_sym_index: HashMap<String, usize> = HashMap::new();
-    let mut groups: BTreeMap<(String, usize), Vec<(u64, usize, u32, i64)>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, usize), Vec<KlpEntry>> = BTreeMap::new();
     for r in relocs {
         let pos = sympos(r)?;
         let name = format!(".klp.sym.{}.{},{pos}", r.object, r.symbol);

@@ -125,11 +125,24 @@ loaded() {{
 
 "#
     ));
+    // Plain modules (a module the livepatch targets) load first, so the "before" checks see them.
+    s.push_str("ok=1\n");
+    for (i, m) in plan.modules.iter().enumerate() {
+        if m.patch.is_none() {
+            let _ = writeln!(
+                s,
+                "[ $ok = 1 ] && {{ capture insmod.{i} insmod {} || ok=0; }}",
+                m.file
+            );
+        }
+    }
     for i in 0..plan.checks {
         let _ = writeln!(s, "capture check.before.{i} sh {}", check_path(i));
     }
-    s.push_str("ok=1\n");
     for (i, m) in plan.modules.iter().enumerate() {
+        if m.patch.is_none() {
+            continue;
+        }
         let _ = writeln!(
             s,
             "[ $ok = 1 ] && {{ capture insmod.{i} insmod {} || ok=0; }}",
@@ -161,10 +174,17 @@ loaded() {{
         }
     }
     for (i, m) in plan.modules.iter().enumerate().rev() {
-        let _ = writeln!(s, "loaded {} && unload rmmod.{i} {}", m.name, m.name);
+        if m.patch.is_some() {
+            let _ = writeln!(s, "loaded {} && unload rmmod.{i} {}", m.name, m.name);
+        }
     }
     for i in 0..plan.checks {
         let _ = writeln!(s, "capture check.unloaded.{i} sh {}", check_path(i));
+    }
+    for (i, m) in plan.modules.iter().enumerate().rev() {
+        if m.patch.is_none() {
+            let _ = writeln!(s, "loaded {} && unload rmmod.{i} {}", m.name, m.name);
+        }
     }
     let _ = writeln!(s, "echo {DONE_MARKER}\nsync\n{}", plan.halt);
     s

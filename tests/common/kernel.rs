@@ -45,6 +45,16 @@ pub fn tree(arch: Arch) -> Result<KernelTree> {
     Ok(tree)
 }
 
+/// A tree for `arch` configured, prepared and built whole (kernel image, vmlinux, modules): built on
+/// first use (a few minutes) and reused while the fragments are unchanged.
+pub fn built_tree(arch: Arch) -> Result<KernelTree> {
+    let tree = tree(arch)?;
+    let _lock = SourceLock::take(&tree.src)?;
+    tree.ensure_built()
+        .with_context(|| format!("building the {arch} kernel in {}", tree.out.display()))?;
+    Ok(tree)
+}
+
 /// Builds the original objects of `cases` in `tree` with kbuild (a no-op when they are up to date), so
 /// their `.cmd` files record the tree's current configuration.
 pub fn build_originals(tree: &KernelTree, cases: &[&Case]) -> Result<()> {

@@ -1,0 +1,250 @@
+//! `klpx build` end to end on a real kernel: the tiny x86_64 tree (Debian's linux-source-6.12 with
+//! tinyconfig and configs/), built once and cached; each patch of tests/boot/cases.yaml is built into
+//! a livepatch module that qemu boots and loads, with a check of the behaviour before and after. The
+//! refusals must end in a clear error and no module. The user's tree must never be left modified.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use klpx::kernel::tree::KernelTree;
+use klpx_arch::Arch;
+use serde::Deserialize;
+
+/// Builds take a lock on the source tree: run them one at a time within this binary.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    patch: String,
+    outcome: String,
+    #[serde(default)]
+    changed: Vec<String>,
+    #[serde(default)]
+    new: Vec<String>,
+    #[serde(default)]
+    check: Option<String>,
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    load: Vec<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn cases() -> Vec<Case> {
+    let path = common::kernel::repo().join("tests/boot/cases.yaml");
+    serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn case(name: &str) -> Case {
+    cases()
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no case {name} in tests/boot/cases.yaml"))
+}
+
+fn tree() -> KernelTree {
+    common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree")
+}
+
+fn klpx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .output()
+        .expect("running klpx")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Contents of every file a patch touches, to prove the tree is left as it was.
+fn snapshot(src: &Path, patch: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+    let text = std::fs::read_to_string(patch).unwrap();
+    text.lines()
+        .filter_map(|l| l.strip_prefix("+++ b/"))
+        .map(|rel| {
+            let p = src.join(rel.trim());
+            let bytes = std::fs::read(&p).ok();
+            (p, bytes)
+        })
+        .collect()
+}
+
+fn run_case(name: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = case(name);
+    let tree = tree();
+    let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
+    let out_dir = std::env::temp_dir().join(format!("klpx-boot-{}-{}", c.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let before = snapshot(&tree.src, &patch);
+    let out = klpx(&[
+        "build",
+        "-s",
+        tree.src.to_str().unwrap(),
+        "-O",
+        tree.out.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "-n",
+        &format!("livepatch-{}", c.name),
+        "--json",
+        patch.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        snapshot(&tree.src, &patch),
+        before,
+        "{name}: the source tree was left modified"
+    );
+    let ko = out_dir.join(format!("livepatch-{}.ko", c.name));
+    match c.outcome.as_str() {
+        "refused" => {
+            assert_eq!(out.status.code(), Some(3), "{name}: {stdout}\n{stderr}");
+            let msg = c.message.as_deref().unwrap();
+            assert!(
+                stderr.contains(msg) || stdout.contains(msg),
+                "{name}: the refusal does not name {msg}:\n{stdout}\n{stderr}"
+            );
+            assert!(!ko.exists(), "{name}: a module was written");
+            return;
+        }
+        "no-change" => {
+            assert_eq!(out.status.code(), Some(1), "{name}: {stdout}\n{stderr}");
+            assert!(!ko.exists(), "{name}: a module was written");
+            return;
+        }
+        _ => assert_eq!(out.status.code(), Some(0), "{name}: {stdout}\n{stderr}"),
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("build --json");
+    let mut changed: Vec<String> = Vec::new();
+    let mut new: Vec<String> = Vec::new();
+    for o in report["objects"].as_array().unwrap() {
+        for f in o["changed_functions"].as_array().unwrap() {
+            changed.push(f.as_str().unwrap().to_string());
+        }
+        for f in o["new_functions"].as_array().unwrap() {
+            new.push(f.as_str().unwrap().to_string());
+        }
+    }
+    changed.sort();
+    let mut want = c.changed.clone();
+    want.sort();
+    assert_eq!(changed, want, "{name}: changed functions");
+    for n in &c.new {
+        assert!(
+            new.contains(n),
+            "{name}: {n} is not among the new functions {new:?}"
+        );
+    }
+    assert!(ko.is_file(), "{name}: no module at {}", ko.display());
+
+    // Boot it.
+    let mut args: Vec<String> = vec!["verify".into()];
+    for l in &c.load {
+        args.push(tree.out.join(l).display().to_string());
+    }
+    args.push(ko.display().to_string());
+    args.extend(["--tree".into(), tree.out.display().to_string()]);
+    if let Some(check) = &c.check {
+        args.extend(["--check".into(), check.clone()]);
+    }
+    if let Some(b) = &c.before {
+        args.extend(["--expect-before".into(), b.clone()]);
+    }
+    if let Some(a) = &c.after {
+        args.extend(["--expect-after".into(), a.clone()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = klpx(&refs);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{name}: verify failed:\n{}\n{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn string_change() {
+    run_case("string-change");
+}
+#[test]
+fn new_function() {
+    run_case("new-function");
+}
+#[test]
+fn new_global_function_called_from_another_file() {
+    run_case("new-global-function");
+}
+#[test]
+fn new_static_data() {
+    run_case("new-static-data");
+}
+#[test]
+fn static_local_variable() {
+    run_case("static-local");
+}
+#[test]
+fn header_edit_included_by_several_files() {
+    run_case("header-edit");
+}
+#[test]
+fn callbacks() {
+    run_case("callbacks");
+}
+#[test]
+fn shadow_variable() {
+    run_case("shadow-variable");
+}
+#[test]
+fn syscall() {
+    run_case("syscall");
+}
+#[test]
+fn loadable_module_function() {
+    run_case("module-function");
+}
+#[test]
+fn refuses_changed_global_data() {
+    run_case("refuse-global-data");
+}
+#[test]
+fn refuses_init_change() {
+    run_case("refuse-init");
+}
+#[test]
+fn refuses_assembly() {
+    run_case("refuse-asm");
+}
+#[test]
+fn refuses_lib() {
+    run_case("refuse-lib");
+}
+#[test]
+fn line_shift_only_is_no_change() {
+    run_case("line-shift-only");
+}
+
+/// Every case in the YAML has a test above.
+#[test]
+fn every_case_has_a_test() {
+    let src = std::fs::read_to_string(file!()).unwrap();
+    for c in cases() {
+        assert!(
+            src.contains(&format!("run_case(\"{}\")", c.name)),
+            "case {} has no test",
+            c.name
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Faults injected into `klpx build`: the user's tree is never left modified and no work is lost.
+//! A patch that does not apply, paths that leave the tree, a second klpx on the same tree, a run
+//! killed outright (its journal is restored by the next run), and SIGTERM / SIGINT in the middle of
+//! the patched compile.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use klpx::build::journal;
+use klpx::kbuild::objpair::SourceLock;
+use klpx::patch::source::FileEdit;
+use klpx_arch::Arch;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn klpx(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .output()
+        .expect("running klpx")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A minimal "built tree": enough for klpx to get past its up-front checks to the patch handling.
+fn fake_tree(tag: &str) -> (PathBuf, PathBuf) {
+    let root = std::env::temp_dir().join(format!("klpx-faults-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let src = root.join("src");
+    let obj = root.join("obj");
+    std::fs::create_dir_all(src.join("kernel")).unwrap();
+    std::fs::create_dir_all(&obj).unwrap();
+    std::fs::write(src.join("Makefile"), "# fake\n").unwrap();
+    std::fs::write(src.join("Kconfig"), "# fake\n").unwrap();
+    std::fs::write(src.join("kernel/a.c"), "int a(void)\n{\n\treturn 1;\n}\n").unwrap();
+    std::fs::write(obj.join(".config"), "CONFIG_CC_VERSION_TEXT=\"x\"\n").unwrap();
+    std::fs::write(obj.join("vmlinux.a"), "!<thin>\n").unwrap();
+    (src, obj)
+}
+
+fn build_args<'a>(src: &'a str, obj: &'a str, patch: &'a str) -> Vec<&'a str> {
+    vec![
+        "build",
+        "-s",
+        src,
+        "-O",
+        obj,
+        "--skip-compiler-check",
+        patch,
+    ]
+}
+
+const GOOD: &str = "--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,4 +1,4 @@\n int a(void)\n {\n-\treturn 1;\n+\treturn 2;\n }\n";
+
+#[test]
+fn a_patch_that_does_not_apply_names_the_file_and_touches_nothing() {
+    let (src, obj) = fake_tree("noapply");
+    std::fs::write(src.join("kernel/b.c"), "int b;\n").unwrap();
+    // The first file applies, the second does not: neither may be written.
+    let patch = src.parent().unwrap().join("bad.patch");
+    std::fs::write(
+        &patch,
+        format!("{GOOD}--- a/kernel/b.c\n+++ b/kernel/b.c\n@@ -1 +1 @@\n-int nope;\n+int b = 1;\n"),
+    )
+    .unwrap();
+    let out = klpx(&build_args(
+        src.to_str().unwrap(),
+        obj.to_str().unwrap(),
+        patch.to_str().unwrap(),
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("kernel/b.c"), "{err}");
+    // Besides the stage line, the error is one line naming the patch, the file and the hunk.
+    let errors: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("klpx: plan:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "one line: {err}");
+    assert!(errors[0].contains("hunk #1"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(src.join("kernel/a.c")).unwrap(),
+        "int a(void)\n{\n\treturn 1;\n}\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(src.join("kernel/b.c")).unwrap(),
+        "int b;\n"
+    );
+}
+
+#[test]
+fn paths_that_leave_the_tree_are_refused_before_any_write() {
+    let (src, obj) = fake_tree("escape");
+    let outside = src.parent().unwrap().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("x.c"), "int x;\n").unwrap();
+    std::os::unix::fs::symlink(&outside, src.join("evil")).unwrap();
+    for (name, body) in [
+        (
+            "dotdot",
+            "--- a/../outside/x.c\n+++ b/../outside/x.c\n@@ -1 +1 @@\n-int x;\n+int y;\n",
+        ),
+        (
+            "symlink",
+            "--- a/evil/x.c\n+++ b/evil/x.c\n@@ -1 +1 @@\n-int x;\n+int y;\n",
+        ),
+    ] {
+        let patch = src.parent().unwrap().join(format!("{name}.patch"));
+        std::fs::write(&patch, body).unwrap();
+        let out = klpx(&build_args(
+            src.to_str().unwrap(),
+            obj.to_str().unwrap(),
+            patch.to_str().unwrap(),
+        ));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert!(
+            err.contains("outside") || err.contains("leaves"),
+            "{name}: {err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(outside.join("x.c")).unwrap(),
+            "int x;\n"
+        );
+    }
+}
+
+#[test]
+fn a_second_klpx_on_the_same_tree_is_refused() {
+    let (src, obj) = fake_tree("lock");
+    let patch = src.parent().unwrap().join("good.patch");
+    std::fs::write(&patch, GOOD).unwrap();
+    let _held = SourceLock::try_take(&src).unwrap();
+    let out = klpx(&build_args(
+        src.to_str().unwrap(),
+        obj.to_str().unwrap(),
+        patch.to_str().unwrap(),
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another klpx"), "{err}");
+}
+
+#[test]
+fn a_journal_left_by_a_killed_run_is_restored_first() {
+    let (src, obj) = fake_tree("journal");
+    let a = src.join("kernel/a.c");
+    let edits = vec![FileEdit {
+        rel: "kernel/a.c".into(),
+        path: a.clone(),
+        before: Some(std::fs::read(&a).unwrap()),
+        after: Some(b"half-written by a run that was killed\n".to_vec()),
+        diffs: vec![],
+    }];
+    // Apply under a journal and "die" without undoing.
+    let patched = journal::apply(&src, &edits).unwrap();
+    std::mem::forget(patched);
+    assert!(
+        std::fs::read_to_string(&a)
+            .unwrap()
+            .starts_with("half-written")
+    );
+    let patch = src.parent().unwrap().join("good.patch");
+    std::fs::write(&patch, GOOD).unwrap();
+    let out = klpx(&build_args(
+        src.to_str().unwrap(),
+        obj.to_str().unwrap(),
+        patch.to_str().unwrap(),
+    ));
+    let err = text(&out.stderr);
+    assert!(err.contains("restored 1 file"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&a).unwrap(),
+        "int a(void)\n{\n\treturn 1;\n}\n"
+    );
+}
+
+/// Starts a real build of a header patch (dozens of objects), waits until the tree is patched, sends
+/// `signal`, and checks that the tree is as before and the journal gone.
+fn interrupt_during_patched_compile(signal: i32) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree");
+    let patch = common::kernel::repo().join("tests/boot/header-edit.patch");
+    let files = [
+        "fs/proc/internal.h",
+        "fs/proc/cmdline.c",
+        "fs/proc/version.c",
+    ];
+    let before: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(tree.src.join(f)).unwrap())
+        .collect();
+    let out_dir = std::env::temp_dir().join(format!("klpx-faults-sig-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args([
+            "build",
+            "-s",
+            tree.src.to_str().unwrap(),
+            "-O",
+            tree.out.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+            "-j",
+            "1",
+            patch.to_str().unwrap(),
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("compile-patched") {
+            break;
+        }
+    }
+    // The tree is patched now; give the compiles a moment, then interrupt.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        std::fs::read(tree.src.join(files[0])).unwrap() != before[0],
+        "the tree should be patched during the patched compile:\n{log}"
+    );
+    unsafe {
+        libc::kill(child.id() as i32, signal);
+    }
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(128 + signal), "{log}");
+    assert!(log.contains("interrupted; restored"), "{log}");
+    for (f, b) in files.iter().zip(&before) {
+        assert_eq!(
+            &std::fs::read(tree.src.join(f)).unwrap(),
+            b,
+            "{f} not restored"
+        );
+    }
+    assert_eq!(
+        journal::recover(&tree.src).unwrap(),
+        0,
+        "a journal was left"
+    );
+}
+
+#[test]
+fn sigterm_during_the_patched_compile_restores_the_tree() {
+    interrupt_during_patched_compile(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_during_the_patched_compile_restores_the_tree() {
+    interrupt_during_patched_compile(libc::SIGINT);
+}
