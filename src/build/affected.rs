@@ -112,7 +112,16 @@ pub fn affected_objects(
         .map(|e| (canonical(&e.path), e.rel.as_str()))
         .collect();
     let headers = edits.iter().any(|e| e.rel.ends_with(".h"));
+    let basenames: std::collections::HashSet<&str> = edits
+        .iter()
+        .map(|e| e.rel.rsplit('/').next().unwrap_or(&e.rel))
+        .collect();
+    // Only paths ending in an edited file's name are resolved (canonicalising every dependency of
+    // every object would cost a system call each).
     let resolve = |p: &str| -> PathBuf {
+        if !basenames.contains(p.rsplit('/').next().unwrap_or(p)) {
+            return PathBuf::new();
+        }
         let p = Path::new(p);
         if p.is_absolute() {
             canonical(p)
@@ -158,6 +167,9 @@ pub fn affected_objects(
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
+            if !basenames.iter().any(|b| text.contains(b)) {
+                continue;
+            }
             if let Ok(cmd) = CmdFile::parse(&text) {
                 consider(cmd, notes);
             }

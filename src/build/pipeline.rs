@@ -84,6 +84,8 @@ pub struct BuildReport {
     pub klp_relocations: usize,
     /// Stage name → seconds.
     pub stages: Vec<(String, f64)>,
+    /// klpx's own peak resident memory (VmHWM), in KiB; compilers and make are separate processes.
+    pub peak_rss_kib: u64,
     pub notes: Vec<String>,
 }
 
@@ -422,6 +424,7 @@ fn report(
             .iter()
             .map(|(n, d)| (n.clone(), d.as_secs_f64()))
             .collect(),
+        peak_rss_kib: peak_rss_kib(),
         notes,
     }
 }
@@ -465,4 +468,16 @@ pub fn plan_objects(
         &[],
         &mut notes,
     )?)
+}
+
+/// This process's peak resident set size from `/proc/self/status` (0 where unavailable).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }

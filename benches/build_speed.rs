@@ -1,0 +1,150 @@
+//! `cargo bench --bench build_speed`: wall time of `klpx build` from patch to `.ko` on the built tiny
+//! x86_64 tree, for the module-producing patches of tests/boot/cases.yaml, beside the floor — the
+//! affected objects compiled twice with their recorded kbuild commands (as parallel as klpx's `-j`)
+//! plus `make M=` of a trivial module — and klpx's own peak memory. Not a test: it prints a table.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use klpx::build::pipeline::plan_objects;
+use klpx::kbuild::compile::recompile;
+use klpx::patch::source::{SourcePatch, plan_edits};
+use klpx_arch::Arch;
+use rayon::prelude::*;
+
+const JOBS: usize = 2;
+const RUNS: usize = 3;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// The floor for one patch: recorded compiles of the affected objects before and after, in parallel.
+fn floor_compiles(src: &Path, obj: &Path, patch: &Path, scratch: &Path) -> (usize, Duration) {
+    let sp = SourcePatch::load(patch).unwrap();
+    let edits = plan_edits(std::slice::from_ref(&sp), src).unwrap();
+    let objects = plan_objects(src, obj, &edits).unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(JOBS)
+        .build()
+        .unwrap();
+    let compile = |tag: &str| {
+        pool.install(|| {
+            objects.par_iter().enumerate().for_each(|(i, o)| {
+                recompile(obj, &o.cmd, &scratch.join(format!("{tag}-{i}.o")), &[]).unwrap();
+            })
+        })
+    };
+    let start = Instant::now();
+    compile("orig");
+    let applied = sp.apply(src).unwrap();
+    compile("patched");
+    applied.revert().unwrap();
+    (objects.len(), start.elapsed())
+}
+
+/// `make M=` of a one-function module: the link floor.
+fn floor_trivial_module(obj: &Path, scratch: &Path) -> Duration {
+    let dir = scratch.join("trivial");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("trivial.c"),
+        "#include <linux/module.h>\nstatic int __init t_init(void) { return 0; }\n\
+         module_init(t_init);\nMODULE_LICENSE(\"GPL\");\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("Kbuild"), "obj-m := trivial.o\n").unwrap();
+    let start = Instant::now();
+    let st = Command::new("make")
+        .args([
+            "-C",
+            obj.to_str().unwrap(),
+            &format!("M={}", dir.display()),
+            "ARCH=x86",
+            "-j2",
+            "modules",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    start.elapsed()
+}
+
+fn main() {
+    let tree = common::kernel::built_tree(Arch::X86_64).expect("x86_64 tree");
+    let scratch = std::env::temp_dir().join(format!("klpx-bench-build-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let cases: Vec<serde_json::Value> = serde_norway::from_str(
+        &std::fs::read_to_string(common::kernel::repo().join("tests/boot/cases.yaml")).unwrap(),
+    )
+    .unwrap();
+    println!(
+        "{:<22} {:>4} {:>9} {:>9} {:>6} {:>9}",
+        "patch", "objs", "klpx s", "floor s", "ratio", "peak MiB"
+    );
+    let link = median(
+        (0..RUNS)
+            .map(|_| floor_trivial_module(&tree.out, &scratch))
+            .collect(),
+    );
+    for c in cases.iter().filter(|c| c["outcome"] == "module") {
+        let name = c["name"].as_str().unwrap();
+        let patch = common::kernel::repo()
+            .join("tests/boot")
+            .join(c["patch"].as_str().unwrap());
+        let mut klpx_times = Vec::new();
+        let mut peak = 0u64;
+        for _ in 0..RUNS {
+            let start = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
+                .args([
+                    "build",
+                    "-s",
+                    tree.src.to_str().unwrap(),
+                    "-O",
+                    tree.out.to_str().unwrap(),
+                    "-o",
+                    scratch.to_str().unwrap(),
+                    "-j",
+                    "2",
+                    "--json",
+                    patch.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            klpx_times.push(start.elapsed());
+            assert!(
+                out.status.success(),
+                "{name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            peak = peak.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
+        }
+        let mut floors = Vec::new();
+        let mut objs = 0;
+        for _ in 0..RUNS {
+            let (n, t) = floor_compiles(&tree.src, &tree.out, &patch, &scratch);
+            objs = n;
+            floors.push(t);
+        }
+        let k = median(klpx_times).as_secs_f64();
+        let f = (median(floors) + link).as_secs_f64();
+        println!(
+            "{name:<22} {objs:>4} {k:>9.2} {f:>9.2} {:>6.2} {:>9.1}",
+            k / f,
+            peak as f64 / 1024.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+}
