@@ -19,6 +19,37 @@ const LIMIT: u64 = 1 << 40;
 /// Largest section alignment accepted (a page of the largest kernel page size).
 const MAX_ALIGN: u64 = 1 << 16;
 
+/// Whether a section of this type is one of the linker's own tables (null, symbols, strings,
+/// relocations, groups), which no relocation may patch.
+fn is_table(sh_type: u32) -> bool {
+    [
+        elf::SHT_NULL,
+        elf::SHT_SYMTAB,
+        elf::SHT_STRTAB,
+        elf::SHT_RELA,
+        elf::SHT_REL,
+        elf::SHT_HASH,
+        elf::SHT_DYNAMIC,
+        elf::SHT_DYNSYM,
+        elf::SHT_GROUP,
+        elf::SHT_SYMTAB_SHNDX,
+    ]
+    .iter()
+    .any(|t| t.0 == sh_type)
+}
+
+/// How an error message names a table section's type.
+fn table_kind(sh_type: u32) -> &'static str {
+    match elf::SectionType(sh_type) {
+        elf::SHT_NULL => "null section",
+        elf::SHT_SYMTAB | elf::SHT_DYNSYM => "symbol table",
+        elf::SHT_STRTAB => "string table",
+        elf::SHT_RELA | elf::SHT_REL => "relocation section",
+        elf::SHT_GROUP => "section group",
+        _ => "linker table",
+    }
+}
+
 /// What a symbol names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SymKind {
@@ -292,6 +323,13 @@ impl<'d> ObjectFile<'d> {
                     "relocation section {rel_name} has a bad sh_link or sh_info"
                 )));
             }
+            if is_table(sections[target].sh_type) {
+                return Err(bad(&format!(
+                    "relocation section {rel_name} applies to {}, which is a {} and cannot be relocated",
+                    sections[target].name,
+                    table_kind(sections[target].sh_type)
+                )));
+            }
             let target_size = sections[target].size;
             let mut relocs = Vec::with_capacity(relas.len());
             for rela in relas {
@@ -420,5 +458,164 @@ impl<'d> ObjectFile<'d> {
             let s = &self.symbols[i];
             offset < s.value + s.size.max(1)
         })
+    }
+}
+
+/// Hand-made ELF objects for unit tests: x86_64, little-endian, with the sections given.
+#[cfg(test)]
+pub(crate) mod test_elf {
+    /// Section index of `.symtab`; `.strtab` and `.shstrtab` follow, and the sections given start at
+    /// [`FIRST`].
+    pub const SYMTAB: u32 = 1;
+    pub const FIRST: u32 = 4;
+
+    pub struct Sec {
+        pub name: &'static str,
+        pub sh_type: u32,
+        pub flags: u64,
+        pub data: Vec<u8>,
+        pub link: u32,
+        pub info: u32,
+        pub entsize: u64,
+    }
+
+    impl Sec {
+        pub fn new(name: &'static str, sh_type: u32, flags: u64, data: Vec<u8>) -> Sec {
+            Sec {
+                name,
+                sh_type,
+                flags,
+                data,
+                link: 0,
+                info: 0,
+                entsize: 0,
+            }
+        }
+        /// A `SHT_RELA` section applying to section `target` (an index counted from 0).
+        pub fn rela(name: &'static str, target: u32, relas: &[(u64, u32, u32, i64)]) -> Sec {
+            let mut data = Vec::new();
+            for &(offset, sym, r_type, addend) in relas {
+                data.extend(offset.to_le_bytes());
+                data.extend((u64::from(sym) << 32 | u64::from(r_type)).to_le_bytes());
+                data.extend(addend.to_le_bytes());
+            }
+            Sec {
+                link: SYMTAB,
+                info: target,
+                entsize: 24,
+                ..Sec::new(name, 4, 0x40, data)
+            }
+        }
+    }
+
+    /// A symbol: name, `st_info`, section index, value, size.
+    pub type Sym = (&'static str, u8, u16, u64, u64);
+
+    pub fn build(secs: &[Sec], syms: &[Sym]) -> Vec<u8> {
+        let mut shstr = vec![0u8];
+        let mut str_ = vec![0u8];
+        let name = |tab: &mut Vec<u8>, n: &str| {
+            let at = tab.len() as u32;
+            tab.extend(n.as_bytes());
+            tab.push(0);
+            at
+        };
+        let mut symtab = vec![0u8; 24];
+        for &(n, info, shndx, value, size) in syms {
+            symtab.extend(name(&mut str_, n).to_le_bytes());
+            symtab.extend([info, 0]);
+            symtab.extend(shndx.to_le_bytes());
+            symtab.extend(value.to_le_bytes());
+            symtab.extend(size.to_le_bytes());
+        }
+        let fixed = [
+            Sec {
+                link: 2,
+                info: 1,
+                entsize: 24,
+                ..Sec::new(".symtab", 2, 0, symtab)
+            },
+            Sec::new(".strtab", 3, 0, str_),
+        ];
+        let mut all: Vec<(u32, &Sec)> = Vec::new();
+        for s in fixed.iter().chain(secs) {
+            all.push((name(&mut shstr, s.name), s));
+        }
+        let shstrtab_name = name(&mut shstr, ".shstrtab");
+        let shstrtab = Sec::new(".shstrtab", 3, 0, shstr);
+        all.insert(2, (shstrtab_name, &shstrtab));
+        let align = |out: &mut Vec<u8>| out.resize(out.len().next_multiple_of(8), 0);
+        let mut out = vec![0u8; 64];
+        let mut offsets = Vec::new();
+        for (_, s) in &all {
+            align(&mut out);
+            offsets.push(out.len() as u64);
+            out.extend(&s.data);
+        }
+        align(&mut out);
+        let shoff = out.len() as u64;
+        out.extend([0u8; 64]);
+        for ((n, s), off) in all.iter().zip(&offsets) {
+            out.extend(n.to_le_bytes());
+            out.extend(s.sh_type.to_le_bytes());
+            out.extend(s.flags.to_le_bytes());
+            out.extend(0u64.to_le_bytes());
+            out.extend(off.to_le_bytes());
+            out.extend((s.data.len() as u64).to_le_bytes());
+            out.extend(s.link.to_le_bytes());
+            out.extend(s.info.to_le_bytes());
+            out.extend(8u64.to_le_bytes());
+            out.extend(s.entsize.to_le_bytes());
+        }
+        let header = &mut out[..64];
+        header[..8].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1, 1, 0]);
+        header[16..18].copy_from_slice(&1u16.to_le_bytes()); // ET_REL
+        header[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        header[20..24].copy_from_slice(&1u32.to_le_bytes());
+        header[40..48].copy_from_slice(&shoff.to_le_bytes());
+        header[52..54].copy_from_slice(&64u16.to_le_bytes());
+        header[58..60].copy_from_slice(&64u16.to_le_bytes());
+        header[60..62].copy_from_slice(&(all.len() as u16 + 1).to_le_bytes());
+        header[62..64].copy_from_slice(&3u16.to_le_bytes());
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::ObjectFile;
+    use super::test_elf::{FIRST, Sec, build};
+
+    #[test]
+    fn reads_a_hand_made_object() {
+        let text = Sec::new(".text", 1, 0x6, vec![0xc3; 16]);
+        let rela = Sec::rela(".rela.text", FIRST, &[(0, 1, 2, -4)]);
+        let bytes = build(&[text, rela], &[("f", 0x12, FIRST as u16, 0, 16)]);
+        let obj = ObjectFile::parse(Path::new("t.o"), &bytes).expect("parses");
+        let text = obj.sections.iter().find(|s| s.name == ".text").unwrap();
+        assert_eq!(text.relocs.len(), 1);
+        assert_eq!(text.symbols, [1]);
+        assert_eq!(obj.symbols[1].name, "f");
+    }
+
+    /// Found by fuzzing: a relocation section applying to another relocation section was read, and a
+    /// special section of that name then went into klpx's output as a relocation section without a
+    /// symbol table, which did not read back.
+    #[test]
+    fn relocations_of_a_relocation_section_are_bad_input() {
+        let text = Sec::new(".text", 1, 0x6, vec![0xc3; 16]);
+        let rela = Sec::rela("__mmu_ftr_fixup", FIRST, &[(0, 1, 2, -4)]);
+        let rela_of_rela = Sec::rela("er", FIRST + 1, &[(0, 1, 1, 0)]);
+        let bytes = build(
+            &[text, rela, rela_of_rela],
+            &[("f", 0x12, FIRST as u16, 0, 16)],
+        );
+        let err = ObjectFile::parse(Path::new("t.o"), &bytes).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.o: relocation section er applies to __mmu_ftr_fixup, which is a relocation section and cannot be relocated"
+        );
     }
 }

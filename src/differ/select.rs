@@ -515,7 +515,10 @@ impl<'a, 'd> Selector<'a, 'd> {
         let p = self.patched;
         let backend = p.backend();
         for (sec, section) in p.sections.iter().enumerate() {
-            let Some(spec) = special_section(backend, section.name) else {
+            // A table of the same name that holds no data (a relocation section, say) is not one.
+            let Some(spec) =
+                special_section(backend, section.name).filter(|_| section.is_content())
+            else {
                 continue;
             };
             let entries = match split_entries(p, sec, &spec) {
@@ -555,7 +558,10 @@ impl<'a, 'd> Selector<'a, 'd> {
             self.add_piece(sec, kept.clone(), link);
             self.check_keys(section.name, &kept);
             if let Some((parallel, size)) = spec.parallel
-                && let Some(psec) = p.sections.iter().position(|s| s.name == parallel)
+                && let Some(psec) = p
+                    .sections
+                    .iter()
+                    .position(|s| s.name == parallel && s.is_content())
             {
                 if p.sections[psec].size != entries.len() as u64 * size {
                     self.refuse(
@@ -644,4 +650,49 @@ impl<'a, 'd> Selector<'a, 'd> {
 fn same_place(obj: &ObjectFile, a: usize, b: usize) -> bool {
     let (x, y) = (&obj.symbols[a], &obj.symbols[b]);
     x.value == y.value && x.size == y.size
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::differ::{DiffOptions, Exports, Verdict, diff};
+    use crate::objfile::ObjectFile;
+    use crate::objfile::test_elf::{FIRST, Sec, build};
+    use crate::writer::diff_object::write_object;
+
+    /// A new function with four ORC entries, whose `.orc_unwind` is not a table of data but a relocation
+    /// section of that name. It must not be copied into the output as if it were ORC data: the output
+    /// would carry a relocation section without a symbol table and not read back.
+    #[test]
+    fn a_parallel_table_must_hold_data() {
+        let text = || Sec::new(".text", 1, 0x6, vec![0xc3; 16]);
+        let orig = build(&[text()], &[]);
+        let ip = Sec::new(".orc_unwind_ip", 1, 0x2, vec![0; 16]);
+        let ip_rela = Sec::rela(
+            ".rela.orc_unwind_ip",
+            FIRST + 1,
+            &[(0, 1, 2, 0), (4, 1, 2, 4), (8, 1, 2, 8), (12, 1, 2, 12)],
+        );
+        // 24 bytes: one relocation entry, and also the size of four 6-byte ORC entries.
+        let fake = Sec::rela(".orc_unwind", FIRST, &[(0, 0, 0, 0)]);
+        let patched = build(
+            &[text(), ip, ip_rela, fake],
+            &[("f", 0x12, FIRST as u16, 0, 16)],
+        );
+        let o = ObjectFile::parse(Path::new("orig.o"), &orig).expect("orig parses");
+        let p = ObjectFile::parse(Path::new("patched.o"), &patched).expect("patched parses");
+        let opts = DiffOptions {
+            object_name: "vmlinux".into(),
+            exports: Exports::default(),
+        };
+        let d = diff(&o, &p, &opts).expect("diffs");
+        assert_eq!(d.verdict, Verdict::Patchable);
+        assert_eq!(d.new_functions, ["f"]);
+        let out = write_object(&p, &d).expect("writes");
+        let back = ObjectFile::parse(Path::new("out.o"), &out).expect("klpx's output reads back");
+        let names: Vec<&str> = back.sections.iter().map(|s| s.name).collect();
+        assert!(names.contains(&".orc_unwind_ip"), "{names:?}");
+        assert!(!names.contains(&".orc_unwind"), "{names:?}");
+    }
 }
