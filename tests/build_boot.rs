@@ -248,3 +248,81 @@ fn every_case_has_a_test() {
         );
     }
 }
+
+/// An out-of-tree module (tests/boot/oot), built with `make M=` in a scratch copy, patched with
+/// `--oot-module`/`--oot-module-src`, loaded in qemu with the livepatch.
+#[test]
+fn out_of_tree_module_function() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let repo = common::kernel::repo();
+    let dir = std::env::temp_dir().join(format!("klpx-oot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["hello.c", "Kbuild"] {
+        std::fs::copy(repo.join("tests/boot/oot").join(f), dir.join(f)).unwrap();
+    }
+    let make = Command::new("make")
+        .args([
+            "-C",
+            tree.out.to_str().unwrap(),
+            &format!("M={}", dir.display()),
+            "ARCH=x86",
+            "modules",
+        ])
+        .output()
+        .unwrap();
+    assert!(make.status.success(), "{}", text(&make.stderr));
+    let ko = dir.join("klpx-oot.ko");
+    let before = std::fs::read(dir.join("hello.c")).unwrap();
+    let out = klpx(&[
+        "build",
+        "-s",
+        tree.src.to_str().unwrap(),
+        "-O",
+        tree.out.to_str().unwrap(),
+        "--oot-module",
+        ko.to_str().unwrap(),
+        "--oot-module-src",
+        dir.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "-n",
+        "livepatch-oot",
+        repo.join("tests/boot/oot-module.patch").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("answer_show"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(std::fs::read(dir.join("hello.c")).unwrap(), before);
+    let v = klpx(&[
+        "verify",
+        ko.to_str().unwrap(),
+        dir.join("livepatch-oot.ko").to_str().unwrap(),
+        "--tree",
+        tree.out.to_str().unwrap(),
+        "--check",
+        "cat /sys/kernel/klpx_oot/answer",
+        "--expect-before",
+        "42",
+        "--expect-after",
+        "43",
+    ]);
+    assert_eq!(
+        v.status.code(),
+        Some(0),
+        "{}\n{}",
+        text(&v.stdout),
+        text(&v.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

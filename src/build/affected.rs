@@ -64,6 +64,27 @@ impl LinkMap {
     }
 }
 
+impl LinkMap {
+    /// Adds an out-of-tree module, built with `make M=`: its `.mod` file (beside the `.ko`) lists its
+    /// objects by absolute path. Returns the module's name.
+    pub fn add_module(&mut self, ko: &Path) -> Result<String, UserError> {
+        let path = ko.display().to_string();
+        let base = path.trim_end_matches(".ko");
+        let name = module_name(base);
+        let mod_file = format!("{base}.mod");
+        let objects = std::fs::read_to_string(&mod_file).map_err(|e| {
+            UserError::new(format!(
+                "{mod_file}: cannot read ({e}); give --oot-module the .ko built in its source directory"
+            ))
+        })?;
+        for o in objects.split_whitespace() {
+            self.owner.insert(o.to_string(), name.clone());
+        }
+        self.modules.insert(name.clone(), path);
+        Ok(name)
+    }
+}
+
 /// The name the kernel gives the module built as `dir/name-x.ko`: `name_x`.
 pub fn module_name(path: &str) -> String {
     path.rsplit('/')
@@ -96,17 +117,18 @@ pub fn check_edits(edits: &[FileEdit]) -> Result<(), Unpatchable> {
     Ok(())
 }
 
-/// Finds the objects of `objdir` (over sources in `srcdir`) that `edits` affect. `targets`, when not
-/// empty, keeps only objects of those livepatch objects. Notes about skipped objects go to `notes`.
+/// Finds the objects that `edits` affect, from the `.cmd` files under `cmd_root` (the kernel output
+/// tree, or an out-of-tree module's directory); relative paths in them are relative to the kernel
+/// output tree `objdir`. `targets`, when not empty, keeps only objects of those livepatch objects.
+/// Notes about skipped objects go to `notes`.
 pub fn affected_objects(
-    srcdir: &Path,
+    cmd_root: &Path,
     objdir: &Path,
     edits: &[FileEdit],
     links: &LinkMap,
     targets: &[String],
     notes: &mut Vec<String>,
 ) -> Result<Vec<AffectedObject>, UserError> {
-    let _ = srcdir;
     let edited: HashMap<PathBuf, &str> = edits
         .iter()
         .map(|e| (canonical(&e.path), e.rel.as_str()))
@@ -163,7 +185,7 @@ pub fn affected_objects(
         );
     };
     if headers {
-        for path in cmd_files(objdir) {
+        for path in cmd_files(cmd_root) {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
@@ -177,7 +199,7 @@ pub fn affected_objects(
     } else {
         for e in edits {
             let rel = e.rel.trim_end_matches(".c");
-            let path = crate::kbuild::cmdfile::cmd_path(objdir, &format!("{rel}.o"));
+            let path = crate::kbuild::cmdfile::cmd_path(cmd_root, &format!("{rel}.o"));
             match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     let cmd = CmdFile::parse(&text)
@@ -187,7 +209,7 @@ pub fn affected_objects(
                 Err(_) => notes.push(format!(
                     "{}: not built in {} (no {}); nothing to patch there",
                     e.rel,
-                    objdir.display(),
+                    cmd_root.display(),
                     path.display()
                 )),
             }

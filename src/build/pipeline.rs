@@ -53,6 +53,16 @@ pub struct BuildRequest {
     pub replace: bool,
     pub skip_compiler_check: bool,
     pub quiet: bool,
+    /// An out-of-tree module to patch instead of the kernel tree: its built `.ko` and its source
+    /// directory (which the patches apply to).
+    pub oot: Option<OotModule>,
+}
+
+/// An out-of-tree module built with `make -C <objdir> M=<src>`.
+#[derive(Debug, Clone)]
+pub struct OotModule {
+    pub ko: PathBuf,
+    pub src: PathBuf,
 }
 
 /// What happened to one affected object.
@@ -94,28 +104,38 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let mut stages = Stages::new(req.quiet);
     let mut notes = Vec::new();
     stages.start("plan", "reading the patches and the tree");
-    let restored = journal::recover(&req.srcdir)?;
+    // The tree the patches apply to: the kernel source, or an out-of-tree module's directory.
+    let patch_root = req.oot.as_ref().map_or(&req.srcdir, |o| &o.src);
+    let restored = journal::recover(patch_root)?;
     if restored > 0 {
         stages.note(&format!(
             "restored {restored} file(s) of {} left patched by an interrupted run",
-            req.srcdir.display()
+            patch_root.display()
         ));
     }
-    let _lock = SourceLock::try_take(&req.srcdir)?;
+    let _lock = SourceLock::try_take(patch_root)?;
     let patches: Vec<SourcePatch> = req
         .patches
         .iter()
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
-    let edits = plan_edits(&patches, &req.srcdir)?;
+    let edits = plan_edits(&patches, patch_root)?;
     check_edits(&edits)?;
-    let links = LinkMap::load(&req.objdir)?;
+    let mut links = LinkMap::load(&req.objdir)?;
+    let mut targets = req.targets.clone();
+    if let Some(o) = &req.oot {
+        targets = vec![links.add_module(&o.ko)?];
+    }
     let objects = affected_objects(
-        &req.srcdir,
+        if req.oot.is_some() {
+            patch_root
+        } else {
+            &req.objdir
+        },
         &req.objdir,
         &edits,
         &links,
-        &req.targets,
+        &targets,
         &mut notes,
     )?;
     for n in &notes {
@@ -189,7 +209,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     compile_all("orig")?;
     stages.start("compile-patched", "patched build (tree patched, journaled)");
     let fixed = with_line_fixes(&edits);
-    let patched = journal::apply(&req.srcdir, &fixed)?;
+    let patched = journal::apply(patch_root, &fixed)?;
     let built = compile_all("patched");
     patched.undo()?;
     built?;

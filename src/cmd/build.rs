@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use klpx_arch::Arch;
 
-use crate::build::pipeline::{BuildReport, BuildRequest, Outcome, build, default_workdir};
+use crate::build::pipeline::{
+    BuildReport, BuildRequest, OotModule, Outcome, build, default_workdir,
+};
 use crate::cli::BuildArgs;
 use crate::error::{UserError, exit};
 use crate::kbuild::toolchain::Toolchain;
@@ -53,13 +55,35 @@ impl Env {
 
 /// Resolves options, environment and defaults into a request; checks what can be checked up front.
 pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
-    if a.oot_module.is_some() || a.oot_module_src.is_some() {
-        return Err(UserError::new(
-            "--oot-module/--oot-module-src: out-of-tree modules are not supported yet; \
-             build the module in-tree and use -t <module>",
-        )
-        .into());
-    }
+    let oot = match (&a.oot_module, &a.oot_module_src) {
+        (Some(ko), Some(src)) => {
+            if !ko.is_file() {
+                return Err(UserError::new(format!(
+                    "--oot-module {}: no such module",
+                    ko.display()
+                ))
+                .into());
+            }
+            if !src.is_dir() {
+                return Err(UserError::new(format!(
+                    "--oot-module-src {}: not a directory",
+                    src.display()
+                ))
+                .into());
+            }
+            Some(OotModule {
+                ko: absolute(ko),
+                src: absolute(src),
+            })
+        }
+        (None, None) => None,
+        _ => {
+            return Err(UserError::new(
+                "--oot-module and --oot-module-src go together: the built .ko and its source directory",
+            )
+            .into());
+        }
+    };
     let arch_name = a.arch.clone().or(env.arch.clone());
     let arch: Arch = match arch_name {
         Some(n) => n
@@ -99,13 +123,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         ))
         .into());
     }
-    if !objdir.join("vmlinux.a").is_file() {
-        return Err(UserError::new(format!(
-            "{}: the kernel is not built (no vmlinux.a); run make there first",
-            objdir.display()
-        ))
-        .into());
-    }
+
     if let Some(c) = &a.config {
         let want = std::fs::read(c)
             .map_err(|e| UserError::new(format!("{}: cannot read: {e}", c.display())))?;
@@ -157,17 +175,21 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             .map(|n| n.get())
             .unwrap_or(1)
     });
+    let toolchain = Toolchain {
+        arch,
+        cross: compiler.prefix.clone(),
+        llvm,
+        cc: a.cc.clone(),
+        launcher: a.launcher.clone(),
+    };
+    if !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file() {
+        build_tree_once(&srcdir, &objdir, &toolchain, jobs)?;
+    }
     Ok(BuildRequest {
         patches: a.patches.iter().map(|p| absolute(p)).collect(),
         srcdir: absolute(&srcdir),
         objdir: absolute(&objdir),
-        toolchain: Toolchain {
-            arch,
-            cross: compiler.prefix,
-            llvm,
-            cc: a.cc.clone(),
-            launcher: a.launcher.clone(),
-        },
+        toolchain,
         vmlinux: a.vmlinux.as_deref().map(absolute),
         jobs,
         targets: a.targets.clone(),
@@ -178,7 +200,35 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         replace: !a.non_replace,
         skip_compiler_check: a.skip_compiler_check,
         quiet: a.json,
+        oot,
     })
+}
+
+/// Builds a configured but unbuilt tree once with make, passing make's progress through.
+fn build_tree_once(srcdir: &Path, objdir: &Path, toolchain: &Toolchain, jobs: usize) -> Result<()> {
+    eprintln!(
+        "klpx: {} is configured but not built; building it once with make -j{jobs} (this takes a while)",
+        objdir.display()
+    );
+    let mut argv: Vec<String> = vec!["-C".into(), srcdir.display().to_string()];
+    if absolute(srcdir) != absolute(objdir) {
+        argv.push(format!("O={}", absolute(objdir).display()));
+    }
+    argv.push(format!("-j{jobs}"));
+    argv.extend(toolchain.make_vars().args());
+    let status = duct::cmd("make", &argv)
+        .stdout_to_stderr()
+        .unchecked()
+        .run()
+        .map_err(|e| UserError::new(format!("cannot run make: {e}")))?;
+    if !status.status.success() {
+        return Err(UserError::new(format!(
+            "building the kernel in {} failed (make's output is above)",
+            objdir.display()
+        ))
+        .into());
+    }
+    Ok(())
 }
 
 fn absolute(p: &Path) -> PathBuf {

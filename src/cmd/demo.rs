@@ -80,6 +80,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
         replace: true,
         skip_compiler_check: false,
         quiet: false,
+        oot: None,
     })?;
     for o in &report.objects {
         println!(
