@@ -5,8 +5,10 @@
 
 mod common;
 
+use common::cli::{assert_exit, klpx, text};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 
 use klpx::kernel::tree::KernelTree;
@@ -51,17 +53,6 @@ fn case(name: &str) -> Case {
 
 fn tree() -> KernelTree {
     common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree")
-}
-
-fn klpx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_klpx"))
-        .args(args)
-        .output()
-        .expect("running klpx")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// Contents of every file a patch touches, to prove the tree is left as it was.
@@ -165,13 +156,7 @@ fn run_case(name: &str) {
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let v = klpx(&refs);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{name}: verify failed:\n{}\n{}",
-        text(&v.stdout),
-        text(&v.stderr)
-    );
+    assert_exit(&v, 0, &format!("{name}: verify"));
     let _ = std::fs::remove_dir_all(&out_dir);
 }
 
@@ -317,12 +302,6 @@ fn out_of_tree_module_function() {
         "--expect-after",
         "43",
     ]);
-    assert_eq!(
-        v.status.code(),
-        Some(0),
-        "{}\n{}",
-        text(&v.stdout),
-        text(&v.stderr)
-    );
+    assert_exit(&v, 0, "klpx verify of the out-of-tree livepatch");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,9 +5,11 @@
 
 mod common;
 
+use common::cli::{klpx, text};
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -17,17 +19,6 @@ use klpx::patch::source::FileEdit;
 use klpx_arch::Arch;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-fn klpx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_klpx"))
-        .args(args)
-        .output()
-        .expect("running klpx")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// A minimal "built tree": enough for klpx to get past its up-front checks to the patch handling.
 fn fake_tree(tag: &str) -> (PathBuf, PathBuf) {

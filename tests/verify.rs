@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::cli::{klpx, text};
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
 use klpx_arch::Arch;
 
@@ -17,17 +18,6 @@ fn sample() -> Option<(PathBuf, PathBuf)> {
     let ko = tree.out.join("samples/livepatch/livepatch-sample.ko");
     assert!(ko.is_file(), "{} was not built", ko.display());
     Some((tree.out, ko))
-}
-
-fn klpx(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_klpx"))
-        .args(args)
-        .output()
-        .expect("running klpx")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[test]

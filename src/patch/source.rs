@@ -81,35 +81,17 @@ impl SourcePatch {
     /// Computes every file's new contents first, then writes them; a patch that does not apply leaves
     /// the tree untouched.
     pub fn apply(&self, root: &Path) -> Result<Applied, UserError> {
-        let mut planned = Vec::with_capacity(self.files.len());
-        for f in &self.files {
-            let path = inside_tree(root, &f.path)
-                .map_err(|why| UserError::new(format!("{}: {why}", self.name)))?;
-            let before = if f.created {
-                None
-            } else {
-                Some(std::fs::read(&path).map_err(|e| {
-                    UserError::new(format!("{}: {}: cannot read: {e}", self.name, f.path))
-                })?)
-            };
-            let old_text = before
-                .as_deref()
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
-            let patch = diffy::Patch::from_str(&f.diff)
-                .map_err(|e| UserError::new(format!("{}: {}: {e}", self.name, f.path)))?;
-            let new_text = diffy::apply(&old_text, &patch).map_err(|e| {
-                UserError::new(format!(
-                    "{}: {}: {e} (does the patch match this tree?)",
-                    self.name, f.path
-                ))
-            })?;
-            planned.push((path, before, (!f.deleted).then_some(new_text)));
-        }
+        let planned = plan_edits(std::slice::from_ref(self), root)?;
         let mut applied = Applied {
             backups: Vec::new(),
         };
-        for (path, before, after) in planned {
+        for FileEdit {
+            path,
+            before,
+            after,
+            ..
+        } in planned
+        {
             applied.backups.push((path.clone(), before));
             let result = match after {
                 Some(text) => std::fs::write(&path, text),
