@@ -33,6 +33,7 @@ fn fake_tree(tag: &str) -> (PathBuf, PathBuf) {
     std::fs::write(src.join("kernel/a.c"), "int a(void)\n{\n\treturn 1;\n}\n").unwrap();
     std::fs::write(obj.join(".config"), "CONFIG_CC_VERSION_TEXT=\"x\"\n").unwrap();
     std::fs::write(obj.join("vmlinux.a"), "!<thin>\n").unwrap();
+    std::fs::write(obj.join("Module.symvers"), "").unwrap();
     (src, obj)
 }
 
