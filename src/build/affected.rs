@@ -94,12 +94,13 @@ pub fn module_name(path: &str) -> String {
         .replace('-', "_")
 }
 
-/// Refuses, before any long work, edits that no livepatch can carry.
-pub fn check_edits(edits: &[FileEdit]) -> Result<(), Unpatchable> {
+/// Refuses, before any long work, edits that no livepatch can carry. `kernel` says the edits are to
+/// the kernel's own tree (where `lib/` means the kernel's library).
+pub fn check_edits(edits: &[FileEdit], kernel: bool) -> Result<(), Unpatchable> {
     for e in edits {
         let why = if e.rel.ends_with(".S") || e.rel.ends_with(".s") {
             Some("assembly changes cannot be live-patched (no function-level diff of .S files)")
-        } else if e.rel.starts_with("lib/") {
+        } else if kernel && e.rel.starts_with("lib/") {
             Some(
                 "lib/ is linked into the kernel, its decompressor and its boot code alike; klpx refuses it",
             )

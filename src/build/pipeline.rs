@@ -120,7 +120,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
     let edits = plan_edits(&patches, patch_root)?;
-    check_edits(&edits)?;
+    check_edits(&edits, req.oot.is_none())?;
     let mut links = LinkMap::load(&req.objdir)?;
     let mut targets = req.targets.clone();
     if let Some(o) = &req.oot {
@@ -467,9 +467,12 @@ fn with_line_fixes(edits: &[FileEdit]) -> Vec<FileEdit> {
         .collect()
 }
 
-/// Where a module's intermediate files go by default.
+/// Where a module's intermediate files go by default: one directory per run, so that builds of the
+/// same name on different trees never share one.
 pub fn default_workdir(name: &str) -> PathBuf {
-    crate::kernel::cache::root().join("build").join(name)
+    crate::kernel::cache::root()
+        .join("build")
+        .join(format!("{name}-{}", std::process::id()))
 }
 
 /// Exposed for tests: the affected objects of `edits` in a tree.
