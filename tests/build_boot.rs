@@ -305,3 +305,53 @@ fn out_of_tree_module_function() {
     assert_exit(&v, 0, "klpx verify of the out-of-tree livepatch");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--launcher ccache`: both compiles of the object and the module link go through the launcher (its
+/// cache fills), and the module still loads and works.
+#[test]
+fn compiler_launcher() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let dir = std::env::temp_dir().join(format!("klpx-ccache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ccache_dir = dir.join("ccache");
+    std::fs::create_dir_all(&ccache_dir).unwrap();
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .env("CCACHE_DIR", &ccache_dir)
+        .args([
+            "build",
+            "--launcher",
+            "ccache",
+            "-s",
+            tree.src.to_str().unwrap(),
+            "-O",
+            tree.out.to_str().unwrap(),
+            "-o",
+            dir.to_str().unwrap(),
+            "-n",
+            "livepatch-ccache",
+            patch.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&out, 0, "klpx build --launcher ccache");
+    let cached = std::fs::read_dir(&ccache_dir).unwrap().count();
+    assert!(
+        cached > 0,
+        "ccache saw no compile: {}",
+        ccache_dir.display()
+    );
+    let v = klpx(&[
+        "verify",
+        dir.join("livepatch-ccache.ko").to_str().unwrap(),
+        "--tree",
+        tree.out.to_str().unwrap(),
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        "klpx console=",
+    ]);
+    assert_exit(&v, 0, "klpx verify");
+    let _ = std::fs::remove_dir_all(&dir);
+}
