@@ -1,7 +1,8 @@
-//! `klpx build` end to end on a real kernel: the tiny x86_64 tree (Debian's linux-source-6.12 with
-//! tinyconfig and configs/), built once and cached; each patch of tests/boot/cases.yaml is built into
-//! a livepatch module that qemu boots and loads, with a check of the behaviour before and after. The
-//! refusals must end in a clear error and no module. The user's tree must never be left modified.
+//! `klpx build` end to end on real kernels: the tiny x86_64, ppc64le and s390 trees (Debian's
+//! linux-source-6.12 with tinyconfig and configs/, cross-compiled with Debian's compilers), built
+//! once and cached; each patch of tests/boot/cases.yaml is built into a livepatch module that qemu
+//! boots and loads, with a check of the behaviour before and after. The refusals must end in a clear
+//! error and no module. The user's tree must never be left modified.
 
 mod common;
 
@@ -25,6 +26,9 @@ struct Case {
     outcome: String,
     #[serde(default)]
     changed: Vec<String>,
+    /// Where an architecture names the changed functions differently (syscall wrappers).
+    #[serde(default)]
+    changed_by_arch: std::collections::HashMap<String, Vec<String>>,
     #[serde(default)]
     new: Vec<String>,
     #[serde(default)]
@@ -52,7 +56,11 @@ fn case(name: &str) -> Case {
 }
 
 fn tree() -> KernelTree {
-    common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree")
+    tree_for(Arch::X86_64)
+}
+
+fn tree_for(arch: Arch) -> KernelTree {
+    common::kernel::built_tree(arch).unwrap_or_else(|e| panic!("{arch} kernel tree: {e:#}"))
 }
 
 /// Contents of every file a patch touches, to prove the tree is left as it was.
@@ -69,15 +77,25 @@ fn snapshot(src: &Path, patch: &Path) -> Vec<(PathBuf, Option<Vec<u8>>)> {
 }
 
 fn run_case(name: &str) {
+    run_case_on(Arch::X86_64, name);
+}
+
+fn run_case_on(arch: Arch, name: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let c = case(name);
-    let tree = tree();
+    let tree = tree_for(arch);
     let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
-    let out_dir = std::env::temp_dir().join(format!("klpx-boot-{}-{}", c.name, std::process::id()));
+    let out_dir = std::env::temp_dir().join(format!(
+        "klpx-boot-{arch}-{}-{}",
+        c.name,
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&out_dir);
     let before = snapshot(&tree.src, &patch);
     let out = klpx(&[
         "build",
+        "--arch",
+        arch.name(),
         "-s",
         tree.src.to_str().unwrap(),
         "-O",
@@ -127,7 +145,11 @@ fn run_case(name: &str) {
         }
     }
     changed.sort();
-    let mut want = c.changed.clone();
+    let mut want = c
+        .changed_by_arch
+        .get(arch.name())
+        .cloned()
+        .unwrap_or_else(|| c.changed.clone());
     want.sort();
     assert_eq!(changed, want, "{name}: changed functions");
     for n in &c.new {
@@ -220,6 +242,71 @@ fn refuses_lib() {
 fn line_shift_only_is_no_change() {
     run_case("line-shift-only");
 }
+
+/// The same patches cross-built for ppc64le and s390 (Debian's cross compilers), booted in
+/// `qemu-system-ppc64 -M pseries` and `qemu-system-s390x`.
+macro_rules! cross_cases {
+    ($arch:ident, $a:expr) => {
+        mod $arch {
+            use super::*;
+            #[test]
+            fn string_change() {
+                run_case_on($a, "string-change");
+            }
+            #[test]
+            fn new_function() {
+                run_case_on($a, "new-function");
+            }
+            #[test]
+            fn new_global_function_called_from_another_file() {
+                run_case_on($a, "new-global-function");
+            }
+            #[test]
+            fn new_static_data() {
+                run_case_on($a, "new-static-data");
+            }
+            #[test]
+            fn static_local_variable() {
+                run_case_on($a, "static-local");
+            }
+            #[test]
+            fn header_edit_included_by_several_files() {
+                run_case_on($a, "header-edit");
+            }
+            #[test]
+            fn callbacks() {
+                run_case_on($a, "callbacks");
+            }
+            #[test]
+            fn shadow_variable() {
+                run_case_on($a, "shadow-variable");
+            }
+            #[test]
+            fn syscall() {
+                run_case_on($a, "syscall");
+            }
+            #[test]
+            fn loadable_module_function() {
+                run_case_on($a, "module-function");
+            }
+            #[test]
+            fn refuses_changed_global_data() {
+                run_case_on($a, "refuse-global-data");
+            }
+            #[test]
+            fn refuses_init_change() {
+                run_case_on($a, "refuse-init");
+            }
+            #[test]
+            fn line_shift_only_is_no_change() {
+                run_case_on($a, "line-shift-only");
+            }
+        }
+    };
+}
+
+cross_cases!(ppc64le, Arch::Ppc64le);
+cross_cases!(s390, Arch::S390x);
 
 /// Every case in the YAML has a test above.
 #[test]
