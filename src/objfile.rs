@@ -1,9 +1,12 @@
 //! Reads one ELF relocatable object into plain tables the differ can index in O(1).
 //!
-//! Everything is borrowed from the file's bytes; nothing is copied but the relocation lists. Any
-//! inconsistency (truncated tables, indexes out of range, a foreign machine) ends in a [`UserError`]
-//! naming the file and the problem: inputs are untrusted.
+//! Everything is borrowed from the file's bytes; nothing is copied but the relocations, which are kept
+//! in one table sorted by section and offset. Indexes are `u32` and each section refers to its part of
+//! the shared tables by range, so a small object costs little more than its own size. Any inconsistency
+//! (truncated tables, indexes out of range, a foreign machine) ends in a [`UserError`] naming the file
+//! and the problem: inputs are untrusted.
 
+use std::num::NonZeroU32;
 use std::path::Path;
 
 use klpx_arch::{Arch, Backend, CodeReloc, Endian, Site};
@@ -69,8 +72,9 @@ pub struct Symbol<'d> {
     /// Bound globally or weakly (visible outside the object).
     pub global: bool,
     pub weak: bool,
-    /// The defining section, or `None` for undefined, absolute and common symbols.
-    pub section: Option<usize>,
+    /// The defining section, or `None` for undefined, absolute and common symbols (section 0 is never
+    /// one). [`Symbol::sec`] gives it as an index.
+    pub section: Option<NonZeroU32>,
     pub value: u64,
     pub size: u64,
     pub st_other: u8,
@@ -80,36 +84,50 @@ impl Symbol<'_> {
     pub fn is_undefined(&self) -> bool {
         self.section.is_none() && self.kind != SymKind::File
     }
+    /// The index of the defining section.
+    pub fn sec(&self) -> Option<usize> {
+        self.section.map(|s| s.get() as usize)
+    }
 }
 
 /// One relocation, already attached to the section it patches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Reloc {
     pub offset: u64,
-    pub r_type: u32,
-    pub symbol: usize,
     pub addend: i64,
+    pub r_type: u32,
+    /// Index of the symbol; [`Reloc::sym`] gives it as a `usize`.
+    pub symbol: u32,
 }
 
-/// One section with its relocations and the symbols defined in it.
+impl Reloc {
+    pub fn sym(&self) -> usize {
+        self.symbol as usize
+    }
+}
+
+/// One section. Its relocations and the symbols defined in it are found through [`ObjectFile::relocs`]
+/// and [`ObjectFile::defined_in`].
 #[derive(Clone, Debug)]
 pub struct Section<'d> {
     pub name: &'d str,
-    pub sh_type: u32,
-    pub flags: u64,
-    pub align: u64,
-    pub entsize: u64,
-    pub size: u64,
-    /// `sh_link`: for `SHF_LINK_ORDER` sections, the section they describe.
-    pub link: usize,
     /// File contents; empty for `SHT_NOBITS`.
     pub data: &'d [u8],
-    /// Relocations applying to this section, sorted by offset.
-    pub relocs: Vec<Reloc>,
-    /// The `STT_SECTION` symbol for this section, if any.
-    pub section_symbol: Option<usize>,
-    /// Function and object symbols defined here, sorted by value.
-    pub symbols: Vec<usize>,
+    pub size: u64,
+    pub flags: u64,
+    pub entsize: u64,
+    pub sh_type: u32,
+    /// At most 64 KiB.
+    pub align: u32,
+    /// `sh_link`: for `SHF_LINK_ORDER` sections, the section they describe.
+    pub link: u32,
+    /// The `STT_SECTION` symbol for this section, if any (symbol 0 never is one).
+    pub section_symbol: Option<NonZeroU32>,
+    /// Where this section's part of [`ObjectFile`]'s relocation table starts (the next section's
+    /// part starts where it ends).
+    relocs: u32,
+    /// Where this section's part of [`ObjectFile`]'s table of defined symbols starts.
+    symbols: u32,
 }
 
 impl Section<'_> {
@@ -147,12 +165,6 @@ impl Section<'_> {
     pub fn is_nobits(&self) -> bool {
         self.sh_type == elf::SHT_NOBITS.0
     }
-    /// Relocations whose offset lies in `[start, end)`, found by binary search.
-    pub fn relocs_in(&self, start: u64, end: u64) -> &[Reloc] {
-        let lo = self.relocs.partition_point(|r| r.offset < start);
-        let hi = self.relocs.partition_point(|r| r.offset < end);
-        &self.relocs[lo..hi]
-    }
 }
 
 /// A parsed relocatable object.
@@ -162,6 +174,10 @@ pub struct ObjectFile<'d> {
     pub arch: Arch,
     pub sections: Vec<Section<'d>>,
     pub symbols: Vec<Symbol<'d>>,
+    /// Every relocation, grouped by the section it applies to and sorted by offset within it.
+    relocs: Vec<Reloc>,
+    /// Function and object symbols grouped by section, sorted by value (larger first at one value).
+    defined: Vec<u32>,
     /// `e_flags` (ppc64 records the ELFv2 ABI here) and the OS ABI byte, copied to outputs.
     pub e_flags: u32,
     pub os_abi: u8,
@@ -211,6 +227,9 @@ impl<'d> ObjectFile<'d> {
             .sections(e, data)
             .map_err(|err| bad(&format!("corrupt section headers: {err}")))?;
 
+        if u32::try_from(table.len()).is_err() {
+            return Err(bad("has more sections than an index of 32 bits holds"));
+        }
         let mut sections = Vec::with_capacity(table.len());
         for (index, sh) in table.enumerate() {
             let name = table
@@ -240,22 +259,25 @@ impl<'d> ObjectFile<'d> {
             };
             sections.push(Section {
                 name,
-                sh_type,
-                flags: sh.sh_flags(e).0,
-                align: sh.sh_addralign(e),
-                entsize: sh.sh_entsize(e),
-                size,
-                link: sh.sh_link(e) as usize,
                 data,
-                relocs: Vec::new(),
+                size,
+                flags: sh.sh_flags(e).0,
+                entsize: sh.sh_entsize(e),
+                sh_type,
+                align: align as u32,
+                link: sh.sh_link(e),
                 section_symbol: None,
-                symbols: Vec::new(),
+                relocs: 0,
+                symbols: 0,
             });
         }
 
         let symtab = table
             .symbols(e, data, elf::SHT_SYMTAB)
             .map_err(|err| bad(&format!("corrupt symbol table: {err}")))?;
+        if u32::try_from(symtab.len()).is_err() {
+            return Err(bad("has more symbols than an index of 32 bits holds"));
+        }
         let mut symbols = Vec::with_capacity(symtab.len());
         let mut source_name = None;
         for (index, sym) in symtab.enumerate() {
@@ -273,7 +295,9 @@ impl<'d> ObjectFile<'d> {
                 _ => SymKind::Other,
             };
             let section = match symtab.symbol_section(e, sym, index) {
-                Ok(Some(SectionIndex(i))) if i < sections.len() && i != 0 => Some(i),
+                Ok(Some(SectionIndex(i))) if i < sections.len() && i != 0 => {
+                    NonZeroU32::new(i as u32)
+                }
                 Ok(Some(_)) => {
                     return Err(bad(&format!(
                         "symbol {name} names a section that does not exist"
@@ -304,6 +328,9 @@ impl<'d> ObjectFile<'d> {
         }
         let symtab_index = symtab.section().0;
 
+        // Relocation sections, grouped by the section they apply to (usually one each).
+        let mut rela_sections = Vec::new();
+        let mut total = 0usize;
         for (index, sh) in table.enumerate() {
             let Some((relas, link)) = sh
                 .rela(e, data)
@@ -317,7 +344,7 @@ impl<'d> ObjectFile<'d> {
                 continue;
             };
             let target = sh.sh_info(e) as usize;
-            let rel_name = &sections[index.0].name;
+            let rel_name = sections[index.0].name;
             if link.0 != symtab_index || target == 0 || target >= sections.len() {
                 return Err(bad(&format!(
                     "relocation section {rel_name} has a bad sh_link or sh_info"
@@ -330,43 +357,51 @@ impl<'d> ObjectFile<'d> {
                     table_kind(sections[target].sh_type)
                 )));
             }
-            let target_size = sections[target].size;
-            let mut relocs = Vec::with_capacity(relas.len());
-            for rela in relas {
-                let symbol = rela.r_sym(e, false) as usize;
-                let offset = rela.r_offset(e);
-                if symbol >= symbols.len() || offset >= target_size {
-                    return Err(bad(&format!(
-                        "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
-                    )));
+            total += relas.len();
+            rela_sections.push((target, rel_name, relas));
+        }
+        rela_sections.sort_by_key(|&(target, _, _)| target);
+        if u32::try_from(total).is_err() {
+            return Err(bad("has more relocations than an index of 32 bits holds"));
+        }
+        let mut relocs = Vec::with_capacity(total);
+        let mut pending = rela_sections.iter().peekable();
+        for (index, section) in sections.iter_mut().enumerate() {
+            let first = relocs.len();
+            section.relocs = first as u32;
+            while let Some(&(_, rel_name, relas)) = pending.next_if(|&&(t, _, _)| t == index) {
+                for rela in relas {
+                    let symbol = rela.r_sym(e, false);
+                    let offset = rela.r_offset(e);
+                    if symbol as usize >= symbols.len() || offset >= section.size {
+                        return Err(bad(&format!(
+                            "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
+                        )));
+                    }
+                    if rela.r_addend(e).unsigned_abs() > LIMIT {
+                        return Err(bad(&format!(
+                            "relocation in {rel_name} at {offset:#x} has an absurd addend"
+                        )));
+                    }
+                    relocs.push(Reloc {
+                        offset,
+                        addend: rela.r_addend(e),
+                        r_type: rela.r_type(e, false).0,
+                        symbol,
+                    });
                 }
-                if rela.r_addend(e).unsigned_abs() > LIMIT {
-                    return Err(bad(&format!(
-                        "relocation in {rel_name} at {offset:#x} has an absurd addend"
-                    )));
-                }
-                relocs.push(Reloc {
-                    offset,
-                    r_type: rela.r_type(e, false).0,
-                    symbol,
-                    addend: rela.r_addend(e),
-                });
             }
-            relocs.sort_by_key(|r| r.offset);
-            let slot = &mut sections[target].relocs;
-            if slot.is_empty() {
-                *slot = relocs;
-            } else {
-                slot.extend(relocs);
-                slot.sort_by_key(|r| r.offset);
-            }
+            // Stable: relocations at one offset (ppc64 pairs) keep their order.
+            relocs[first..].sort_by_key(|r| r.offset);
         }
 
+        let mut defined = Vec::new();
         for (i, sym) in symbols.iter().enumerate() {
-            let Some(s) = sym.section else { continue };
+            let Some(s) = sym.sec() else { continue };
             match sym.kind {
                 SymKind::Section => {
-                    sections[s].section_symbol.get_or_insert(i);
+                    sections[s].section_symbol =
+                        sections[s].section_symbol.or(NonZeroU32::new(i as u32));
                 }
                 SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
                     if !sections[s].is_content() {
@@ -382,14 +417,21 @@ impl<'d> ObjectFile<'d> {
                             sym.name, sections[s].name
                         )));
                     }
-                    sections[s].symbols.push(i);
+                    defined.push(i as u32);
                 }
                 _ => {}
             }
         }
-        for sec in &mut sections {
-            sec.symbols
-                .sort_by_key(|&i| (symbols[i].value, std::cmp::Reverse(symbols[i].size)));
+        defined.sort_unstable_by_key(|&i| {
+            let s = &symbols[i as usize];
+            (s.section, s.value, std::cmp::Reverse(s.size), i)
+        });
+        let mut at = 0;
+        for (index, sec) in sections.iter_mut().enumerate() {
+            sec.symbols = at as u32;
+            while at < defined.len() && symbols[defined[at] as usize].sec() == Some(index) {
+                at += 1;
+            }
         }
 
         Ok(ObjectFile {
@@ -397,10 +439,41 @@ impl<'d> ObjectFile<'d> {
             arch,
             sections,
             symbols,
+            relocs,
+            defined,
             e_flags: header.e_flags(e).0,
             os_abi: header.e_ident().os_abi.0,
             source_name,
         })
+    }
+
+    /// The relocations applying to section `sec`, sorted by offset.
+    pub fn relocs(&self, sec: usize) -> &[Reloc] {
+        let lo = self.sections[sec].relocs as usize;
+        let hi = self
+            .sections
+            .get(sec + 1)
+            .map_or(self.relocs.len(), |s| s.relocs as usize);
+        &self.relocs[lo..hi]
+    }
+
+    /// The relocations of section `sec` whose offset lies in `[start, end)`, found by binary search.
+    pub fn relocs_in(&self, sec: usize, start: u64, end: u64) -> &[Reloc] {
+        let all = self.relocs(sec);
+        let lo = all.partition_point(|r| r.offset < start);
+        let hi = lo + all[lo..].partition_point(|r| r.offset < end);
+        &all[lo..hi]
+    }
+
+    /// The function and object symbols defined in section `sec`, sorted by value (at one value, the
+    /// larger first).
+    pub fn defined_in(&self, sec: usize) -> &[u32] {
+        let lo = self.sections[sec].symbols as usize;
+        let hi = self
+            .sections
+            .get(sec + 1)
+            .map_or(self.defined.len(), |s| s.symbols as usize);
+        &self.defined[lo..hi]
     }
 
     /// Where a relocation at `offset` of section `sec` sits: in code (with the bytes around it) or data.
@@ -419,13 +492,12 @@ impl<'d> ObjectFile<'d> {
     /// The relocations of `[start, end)` in section `sec` as a backend sees them: offsets from `start`,
     /// targets by name.
     pub fn code_relocs(&self, sec: usize, start: u64, end: u64) -> Vec<CodeReloc<'d>> {
-        self.sections[sec]
-            .relocs_in(start, end)
+        self.relocs_in(sec, start, end)
             .iter()
             .map(|r| CodeReloc {
                 offset: (r.offset - start) as i64,
                 r_type: r.r_type,
-                target: self.symbol_label(r.symbol),
+                target: self.symbol_label(r.sym()),
                 addend: r.addend,
             })
             .collect()
@@ -434,7 +506,7 @@ impl<'d> ObjectFile<'d> {
     /// A symbol's name for messages: section symbols, which have none, go by their section's name.
     pub fn symbol_label(&self, sym: usize) -> &'d str {
         let s = &self.symbols[sym];
-        match (s.kind, s.section) {
+        match (s.kind, s.sec()) {
             (SymKind::Section, Some(sec)) => self.sections[sec].name,
             _ => s.name,
         }
@@ -443,7 +515,7 @@ impl<'d> ObjectFile<'d> {
     /// The bytes of a function or object symbol (empty for bss and undefined symbols).
     pub fn symbol_bytes(&self, sym: usize) -> &'d [u8] {
         let s = &self.symbols[sym];
-        let Some(sec) = s.section else { return &[] };
+        let Some(sec) = s.sec() else { return &[] };
         let data = self.sections[sec].data;
         let start = (s.value as usize).min(data.len());
         let end = (s.value.saturating_add(s.size) as usize).min(data.len());
@@ -452,9 +524,9 @@ impl<'d> ObjectFile<'d> {
 
     /// The symbol whose `[value, value + size)` covers `offset` in `section`, if any.
     pub fn symbol_covering(&self, section: usize, offset: u64) -> Option<usize> {
-        let list = &self.sections[section].symbols;
-        let idx = list.partition_point(|&i| self.symbols[i].value <= offset);
-        list[..idx].iter().rev().copied().find(|&i| {
+        let list = self.defined_in(section);
+        let idx = list.partition_point(|&i| self.symbols[i as usize].value <= offset);
+        list[..idx].iter().rev().map(|&i| i as usize).find(|&i| {
             let s = &self.symbols[i];
             offset < s.value + s.size.max(1)
         })
@@ -594,9 +666,9 @@ mod tests {
         let rela = Sec::rela(".rela.text", FIRST, &[(0, 1, 2, -4)]);
         let bytes = build(&[text, rela], &[("f", 0x12, FIRST as u16, 0, 16)]);
         let obj = ObjectFile::parse(Path::new("t.o"), &bytes).expect("parses");
-        let text = obj.sections.iter().find(|s| s.name == ".text").unwrap();
-        assert_eq!(text.relocs.len(), 1);
-        assert_eq!(text.symbols, [1]);
+        let text = obj.sections.iter().position(|s| s.name == ".text").unwrap();
+        assert_eq!(obj.relocs(text).len(), 1);
+        assert_eq!(obj.defined_in(text), [1]);
         assert_eq!(obj.symbols[1].name, "f");
     }
 

@@ -35,18 +35,16 @@ pub enum Target<'a> {
 /// assembly) extend to the next symbol or the end of the section.
 pub fn extent(obj: &ObjectFile, sym: usize) -> (u64, u64) {
     let s = &obj.symbols[sym];
-    let Some(sec) = s.section else { return (0, 0) };
+    let Some(sec) = s.sec() else { return (0, 0) };
     if s.size > 0 {
         return (s.value, s.value + s.size);
     }
-    let section = &obj.sections[sec];
-    let next = section
-        .symbols
-        .iter()
-        .map(|&i| obj.symbols[i].value)
-        .filter(|&v| v > s.value)
-        .min()
-        .unwrap_or(section.size);
+    // The symbols are sorted by value: the first one past this one is the next.
+    let list = obj.defined_in(sec);
+    let after = list.partition_point(|&i| obj.symbols[i as usize].value <= s.value);
+    let next = list
+        .get(after)
+        .map_or(obj.sections[sec].size, |&i| obj.symbols[i as usize].value);
     (s.value, next)
 }
 
@@ -79,23 +77,23 @@ fn target_at_depth<'a>(
     from: usize,
     depth: u8,
 ) -> Target<'a> {
-    let sym = &obj.symbols[r.symbol];
-    let Some(sec_index) = sym.section else {
+    let sym = &obj.symbols[r.sym()];
+    let Some(sec_index) = sym.sec() else {
         return Target::External {
             name: sym.name,
             addend: r.addend,
         };
     };
-    if let Some(key) = keys.of(r.symbol) {
+    if let Some(key) = keys.of(r.sym()) {
         return Target::Entity {
             key,
             addend: r.addend,
         };
     }
-    if is_special(obj, r.symbol) {
+    if is_special(obj, r.sym()) {
         return Target::Special {
             name: canonical(sym.name),
-            bytes: obj.symbol_bytes(r.symbol),
+            bytes: obj.symbol_bytes(r.sym()),
             addend: r.addend,
         };
     }
@@ -149,7 +147,7 @@ fn target_at_depth<'a>(
     }
     if depth == 0
         && let Ok(at) = u64::try_from(off)
-        && let Some(inner) = section.relocs_in(at, at + 1).first()
+        && let Some(inner) = obj.relocs_in(sec_index, at, at + 1).first()
     {
         let to = target_at_depth(obj, keys, inner, sec_index, depth + 1);
         return Target::Indirect {
@@ -178,7 +176,7 @@ pub fn same_contents(
         return false;
     }
     let (Some(osec_index), Some(psec_index)) =
-        (orig.symbols[osym].section, patched.symbols[psym].section)
+        (orig.symbols[osym].sec(), patched.symbols[psym].sec())
     else {
         return false;
     };
@@ -200,7 +198,10 @@ pub fn same_contents(
             return false;
         }
     }
-    let (orel, prel) = (osec.relocs_in(os, oe), psec.relocs_in(ps, pe));
+    let (orel, prel) = (
+        orig.relocs_in(osec_index, os, oe),
+        patched.relocs_in(psec_index, ps, pe),
+    );
     orel.len() == prel.len()
         && orel.iter().zip(prel).all(|(a, b)| {
             a.offset - os == b.offset - ps
@@ -251,8 +252,8 @@ fn branches_explain(
         };
         let field_o = (ob.field.0 as u64 - os, ob.field.1 as u64 - os);
         let field_p = (pb.field.0 as u64 - ps, pb.field.1 as u64 - ps);
-        let relocated = !orig.sections[osec]
-            .relocs_in(ob.field.0 as u64, ob.field.1 as u64)
+        let relocated = !orig
+            .relocs_in(osec, ob.field.0 as u64, ob.field.1 as u64)
             .is_empty();
         if field_o != field_p || relocated {
             return false;

@@ -57,7 +57,7 @@ impl<'d> Keys<'d> {
                 if !sec.is_exec() {
                     continue;
                 }
-                for r in &sec.relocs {
+                for r in obj.relocs(si) {
                     let Some(target) = referenced_entity(obj, si, r, true) else {
                         continue;
                     };
@@ -103,11 +103,11 @@ impl<'d> Keys<'d> {
 /// symbol plus offset (how gcc refers to statics), or through an entry of a private table such as the
 /// ppc64 `.toc` (when `follow` is set).
 pub fn referenced_entity(obj: &ObjectFile, sec: usize, r: &Reloc, follow: bool) -> Option<usize> {
-    let sym = &obj.symbols[r.symbol];
+    let sym = &obj.symbols[r.sym()];
     if matches!(sym.kind, SymKind::Func | SymKind::Object) {
-        return Some(r.symbol);
+        return Some(r.sym());
     }
-    let target = sym.section?;
+    let target = sym.sec()?;
     let base = if sym.kind == SymKind::Section {
         0
     } else {
@@ -124,7 +124,7 @@ pub fn referenced_entity(obj: &ObjectFile, sec: usize, r: &Reloc, follow: bool) 
     }
     let t = &obj.sections[target];
     if follow && obj.backend().private_sections().contains(&t.name) {
-        let inner = t.relocs_in(off, off + 1).first()?;
+        let inner = obj.relocs_in(target, off, off + 1).first()?;
         return referenced_entity(obj, target, inner, false);
     }
     None

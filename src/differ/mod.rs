@@ -170,13 +170,13 @@ pub fn diff(
         .map(|&i| patched.symbols[i].name.to_string())
         .collect();
 
-    let globals: HashSet<&str> = patched
-        .symbols
-        .iter()
-        .filter(|s| s.global)
-        .map(|s| s.name)
-        .collect();
-    let new_global_data = new_data.iter().any(|n| globals.contains(n.as_str()));
+    let new_global_data = patched.symbols.iter().enumerate().any(|(i, s)| {
+        s.global
+            && s.kind == SymKind::Object
+            && is_entity(patched, i)
+            && !in_ignored_section(patched, i)
+            && corr.twin(i).is_none()
+    });
     let verdict = if !refusals.is_empty() {
         Verdict::Unpatchable
     } else if changed_functions.is_empty() && new_functions.is_empty() && !new_global_data {
@@ -253,7 +253,7 @@ fn children_by_parent(obj: &ObjectFile) -> HashMap<String, Vec<usize>> {
 
 fn in_ignored_section(obj: &ObjectFile, sym: usize) -> bool {
     obj.symbols[sym]
-        .section
+        .sec()
         .is_some_and(|s| is_ignored_section(obj.sections[s].name))
 }
 
@@ -278,7 +278,7 @@ fn classify_data(
             None => new.push(s.name.to_string()),
             Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => {}
             Some(o) => {
-                let sec = &patched.sections[s.section.expect("entities are defined")];
+                let sec = &patched.sections[s.sec().expect("entities are defined")];
                 let what = if sec.is_nobits() { "bss" } else { "data" };
                 let old = &orig.symbols[o];
                 let detail = if old.size != s.size {
@@ -300,36 +300,37 @@ fn classify_data(
     (changed, new)
 }
 
-/// Call sites recorded in `__mcount_loc` and `__patchable_function_entries`, by section.
-struct EntrySites(HashMap<usize, Vec<i64>>);
+/// Call sites recorded in `__mcount_loc` and `__patchable_function_entries`: (section, offset), sorted.
+struct EntrySites(Vec<(usize, i64)>);
 
 impl EntrySites {
     fn new(obj: &ObjectFile) -> EntrySites {
         let backend = obj.backend();
-        let mut map: HashMap<usize, Vec<i64>> = HashMap::new();
-        for table in &obj.sections {
+        let mut sites = Vec::new();
+        for (index, table) in obj.sections.iter().enumerate() {
             if table.name != "__mcount_loc" && table.name != "__patchable_function_entries" {
                 continue;
             }
             debug_assert!(special_section(backend, table.name).is_some());
-            for r in &table.relocs {
-                let t = &obj.symbols[r.symbol];
-                if let Some(sec) = t.section {
+            for r in obj.relocs(index) {
+                let t = &obj.symbols[r.sym()];
+                if let Some(sec) = t.sec() {
                     let at = backend.target_offset(r.r_type, r.addend, Site::Data) + t.value as i64;
-                    map.entry(sec).or_default().push(at);
+                    sites.push((sec, at));
                 }
             }
         }
-        EntrySites(map)
+        sites.sort_unstable();
+        EntrySites(sites)
     }
 
     /// Sites in section `sec`, as offsets from `start`.
     fn relative_to(&self, sec: usize, start: u64) -> Vec<i64> {
-        self.0
-            .get(&sec)
-            .into_iter()
-            .flatten()
-            .map(|&s| s - start as i64)
+        let lo = self.0.partition_point(|&(s, _)| s < sec);
+        let hi = lo + self.0[lo..].partition_point(|&(s, _)| s == sec);
+        self.0[lo..hi]
+            .iter()
+            .map(|&(_, at)| at - start as i64)
             .collect()
     }
 }
@@ -337,7 +338,7 @@ impl EntrySites {
 /// A changed function needs an ftrace entry in the running kernel's build to be redirected.
 fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut Vec<Refusal>) {
     let s = &orig.symbols[sym];
-    let Some(sec) = s.section else { return };
+    let Some(sec) = s.sec() else { return };
     let (start, end) = extent(orig, sym);
     let section = &orig.sections[sec];
     let bytes = section

@@ -8,6 +8,7 @@
 //! visited once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use klpx_arch::{FunctionCode, RelocClass, Site, special_section};
 
@@ -36,12 +37,13 @@ pub enum OutTarget {
     Location(usize),
     /// A symbol the module loader resolves: exported by the kernel, or the loader's own (`.TOC.`).
     Undefined(String),
-    /// A livepatch relocation.
-    Klp(KlpTarget),
+    /// A livepatch relocation. Relocations to one symbol share their target.
+    Klp(Arc<KlpTarget>),
     /// The null symbol (a relocation that needs none, such as ppc64 `R_PPC64_ENTRY`).
     NoSymbol,
     /// A reference into metadata the module does not carry (a `.discard` or debug section): not emitted.
-    Dropped(String),
+    /// The patched section it points into.
+    Dropped(usize),
 }
 
 /// One relocation of an output piece, with offsets relative to the piece.
@@ -119,6 +121,7 @@ pub struct Selector<'a, 'd> {
     included: Vec<bool>,
     piece_of_section: HashMap<usize, usize>,
     carved: HashMap<usize, Vec<usize>>,
+    klp_targets: HashMap<&'d str, Arc<KlpTarget>>,
     queue: Vec<usize>,
     out: Selection,
 }
@@ -150,6 +153,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             included: vec![false; patched.symbols.len()],
             piece_of_section: HashMap::new(),
             carved: HashMap::new(),
+            klp_targets: HashMap::new(),
             queue: Vec::new(),
             out: Selection::default(),
         }
@@ -187,7 +191,7 @@ impl<'a, 'd> Selector<'a, 'd> {
         self.included[sym] = true;
         self.out.symbols.push(sym);
         let p = self.patched;
-        let sec = p.symbols[sym].section.expect("entities are defined");
+        let sec = p.symbols[sym].sec().expect("entities are defined");
         let section = &p.sections[sec];
         if is_init_section(section.name) {
             let what = if section.is_exec() {
@@ -210,7 +214,7 @@ impl<'a, 'd> Selector<'a, 'd> {
         // (`.sched.text`) the neighbours, whose calls and jumps between them the assembler resolved
         // without relocations. Copies of unchanged neighbours are harmless; cutting them apart is not.
         self.add_piece(sec, vec![(0, section.size)], None);
-        for &s in &section.symbols {
+        for s in p.defined_in(sec).iter().map(|&s| s as usize) {
             let copy = s != sym
                 && !self.included[s]
                 && self.status[s] == Some(FuncStatus::Unchanged)
@@ -219,14 +223,8 @@ impl<'a, 'd> Selector<'a, 'd> {
                 self.out.copied_functions.push(s);
             }
         }
-        let others: Vec<usize> = section
-            .symbols
-            .iter()
-            .copied()
-            .filter(|&s| s != sym && is_entity(p, s))
-            .collect();
-        for s in others {
-            if !self.included[s] {
+        for s in p.defined_in(sec).iter().map(|&s| s as usize) {
+            if s != sym && is_entity(p, s) && !self.included[s] {
                 self.included[s] = true;
                 self.out.symbols.push(s);
             }
@@ -290,12 +288,17 @@ impl<'a, 'd> Selector<'a, 'd> {
     fn drain(&mut self) {
         while let Some(idx) = self.queue.pop() {
             let sec = self.out.pieces[idx].section;
+            let p = self.patched;
+            // A copy: resolving may look at this piece's ranges (a `.toc` entry naming another).
             let ranges = self.out.pieces[idx].ranges.clone();
-            let mut relocs = Vec::new();
+            let count = ranges
+                .iter()
+                .map(|&(s, e)| p.relocs_in(sec, s, e).len())
+                .sum();
+            let mut relocs = Vec::with_capacity(count);
             let mut base = 0;
-            for (s, e) in ranges {
-                let list: Vec<Reloc> = self.patched.sections[sec].relocs_in(s, e).to_vec();
-                for r in &list {
+            for &(s, e) in &ranges {
+                for r in p.relocs_in(sec, s, e) {
                     let (target, addend) = self.resolve(sec, r);
                     self.check_reach(sec, r, &target);
                     relocs.push(OutReloc {
@@ -307,7 +310,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 }
                 base += e - s;
             }
-            if self.patched.sections[sec].is_exec() {
+            if p.sections[sec].is_exec() {
                 self.check_calls(sec, idx, &mut relocs);
             }
             self.out.pieces[idx].relocs = relocs;
@@ -318,16 +321,16 @@ impl<'a, 'd> Selector<'a, 'd> {
     /// `Location` addends are offsets from the start of the input section.
     fn resolve(&mut self, from_sec: usize, r: &Reloc) -> (OutTarget, i64) {
         let p = self.patched;
-        let sym = &p.symbols[r.symbol];
+        let sym = &p.symbols[r.sym()];
         if r.symbol == 0 {
             // No symbol (ppc64 R_PPC64_ENTRY): the relocation stays as it is.
             return (OutTarget::NoSymbol, r.addend);
         }
-        let Some(sec) = sym.section else {
+        let Some(sec) = sym.sec() else {
             return (self.external_undefined(sym.name), r.addend);
         };
-        if is_entity(p, r.symbol) || is_special(p, r.symbol) {
-            return match self.entity(r.symbol) {
+        if is_entity(p, r.sym()) || is_special(p, r.sym()) {
+            return match self.entity(r.sym()) {
                 Resolved::Internal(t) | Resolved::External(t) => (t, r.addend),
             };
         }
@@ -348,7 +351,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             };
         }
         if is_ignored_section(section.name) || !section.is_alloc() || !section.is_content() {
-            return (OutTarget::Dropped(section.name.to_string()), in_section);
+            return (OutTarget::Dropped(sec), in_section);
         }
         if p.backend().private_sections().contains(&section.name) {
             // A table of pointer-sized entries (ppc64 `.toc`): take only the entry referenced.
@@ -358,7 +361,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                     section.name,
                     format!("a reference to offset {off:#x} lies outside the section"),
                 );
-                return (OutTarget::Dropped(section.name.to_string()), in_section);
+                return (OutTarget::Dropped(sec), in_section);
             }
             self.include_range(sec, (entry, (entry + 8).min(section.size)));
             return (OutTarget::Location(sec), in_section);
@@ -411,7 +414,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             return Resolved::Internal(OutTarget::Symbol(sym));
         }
         let o = &self.orig.symbols[twin];
-        let osec = o.section.map(|s| self.orig.sections[s].name).unwrap_or("");
+        let osec = o.sec().map(|s| self.orig.sections[s].name).unwrap_or("");
         if is_init_section(osec) {
             self.refuse(
                 o.name,
@@ -429,16 +432,20 @@ impl<'a, 'd> Selector<'a, 'd> {
         })
     }
 
-    fn klp(&self, name: &str) -> OutTarget {
-        OutTarget::Klp(KlpTarget {
-            object: self.object_name.to_string(),
-            symbol: name.to_string(),
-            source: self.orig.source_name.map(str::to_string),
-        })
+    fn klp(&mut self, name: &'d str) -> OutTarget {
+        let (object, source) = (self.object_name, self.orig.source_name);
+        let target = self.klp_targets.entry(name).or_insert_with(|| {
+            Arc::new(KlpTarget {
+                object: object.to_string(),
+                symbol: name.to_string(),
+                source: source.map(str::to_string),
+            })
+        });
+        OutTarget::Klp(Arc::clone(target))
     }
 
     /// A symbol the patched object does not define.
-    fn external_undefined(&self, name: &str) -> OutTarget {
+    fn external_undefined(&mut self, name: &'d str) -> OutTarget {
         if self.patched.backend().is_module_provided(name) || self.exports.exported(name, false) {
             OutTarget::Undefined(name.to_string())
         } else {
@@ -460,15 +467,9 @@ impl<'a, 'd> Selector<'a, 'd> {
         let Some(code) = section.data.get(start as usize..end as usize) else {
             return;
         };
-        let inputs: Vec<Reloc> = section.relocs_in(start, end).to_vec();
-        let views = p.code_relocs(sec, start, end);
-        let f = FunctionCode {
-            name: section.name,
-            bytes: code,
-            relocs: &views,
-            st_other: 0,
-            entry_sites: &[],
-        };
+        let inputs = p.relocs_in(sec, start, end);
+        // The backend's view of the code, made when a call first needs checking.
+        let mut views = None;
         for (i, r) in inputs.iter().enumerate() {
             if backend.reloc_class(r.r_type) != RelocClass::Call {
                 continue;
@@ -479,6 +480,14 @@ impl<'a, 'd> Selector<'a, 'd> {
             ) {
                 continue;
             }
+            let views = views.get_or_insert_with(|| p.code_relocs(sec, start, end));
+            let f = FunctionCode {
+                name: section.name,
+                bytes: code,
+                relocs: views,
+                st_other: 0,
+                entry_sites: &[],
+            };
             let Err(why) = backend.check_external_call(&f, i) else {
                 continue;
             };
@@ -492,7 +501,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 self.refuse(owner, why);
                 continue;
             };
-            let callee_sec = p.symbols[callee].section.expect("entities are defined");
+            let callee_sec = p.symbols[callee].sec().expect("entities are defined");
             if is_init_section(p.sections[callee_sec].name) {
                 // Never copied: resolving the reference already refused it as __init.
                 continue;
@@ -501,10 +510,10 @@ impl<'a, 'd> Selector<'a, 'd> {
                 self.include_symbol(callee);
                 self.out.copied_functions.push(callee);
             }
-            relocs[i].target = if r.symbol == callee {
+            relocs[i].target = if r.sym() == callee {
                 OutTarget::Symbol(callee)
             } else {
-                relocs[i].addend = r.addend + p.symbols[r.symbol].value as i64;
+                relocs[i].addend = r.addend + p.symbols[r.sym()].value as i64;
                 OutTarget::Location(callee_sec)
             };
         }
@@ -533,9 +542,9 @@ impl<'a, 'd> Selector<'a, 'd> {
             let mut kept = Vec::new();
             let mut kept_index = Vec::new();
             for (n, &(s, e)) in entries.iter().enumerate() {
-                let owner = section.relocs_in(s, e).iter().find_map(|r| {
-                    let t = &p.symbols[r.symbol];
-                    let tsec = t.section?;
+                let owner = p.relocs_in(sec, s, e).iter().find_map(|r| {
+                    let t = &p.symbols[r.sym()];
+                    let tsec = t.sec()?;
                     let off =
                         backend.target_offset(r.r_type, r.addend, Site::Data) + t.value as i64;
                     p.sections[tsec].is_exec().then_some((tsec, off))
@@ -554,7 +563,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             self.out
                 .special_entries
                 .push((section.name.to_string(), kept.len()));
-            let link = section.is_link_order().then_some(section.link);
+            let link = section.is_link_order().then_some(section.link as usize);
             self.add_piece(sec, kept.clone(), link);
             self.check_keys(section.name, &kept);
             if let Some((parallel, size)) = spec.parallel
@@ -584,9 +593,9 @@ impl<'a, 'd> Selector<'a, 'd> {
 
     fn emitted_any(&self, sec: usize) -> bool {
         let p = self.patched;
-        p.sections[sec].relocs.iter().any(|r| {
-            let t = &p.symbols[r.symbol];
-            t.section
+        p.relocs(sec).iter().any(|r| {
+            let t = &p.symbols[r.sym()];
+            t.sec()
                 .is_some_and(|s| p.sections[s].is_exec() && self.is_emitted(s, t.value))
         })
     }
@@ -607,14 +616,14 @@ impl<'a, 'd> Selector<'a, 'd> {
             .position(|s| s.name == name)
             .expect("section exists");
         for &(s, e) in kept {
-            for r in p.sections[sec].relocs_in(s, e) {
-                let t = &p.symbols[r.symbol];
-                if t.section.is_some_and(|ts| p.sections[ts].is_exec()) {
+            for r in p.relocs_in(sec, s, e) {
+                let t = &p.symbols[r.sym()];
+                if t.sec().is_some_and(|ts| p.sections[ts].is_exec()) {
                     continue;
                 }
                 let key = if t.kind == SymKind::Section {
                     let off = r.addend.max(0) as u64;
-                    t.section
+                    t.sec()
                         .and_then(|ts| p.symbol_covering(ts, off))
                         .map(|c| canonical(p.symbols[c].name).into_owned())
                         .unwrap_or_else(|| t.name.to_string())
@@ -623,8 +632,8 @@ impl<'a, 'd> Selector<'a, 'd> {
                 };
                 let exported = t.global && self.exports.exported(t.name, t.section.is_some());
                 let new_in_patch = t.section.is_some()
-                    && is_entity(p, r.symbol)
-                    && self.corr.twin(r.symbol).is_none();
+                    && is_entity(p, r.sym())
+                    && self.corr.twin(r.sym()).is_none();
                 if exported || new_in_patch {
                     continue;
                 }

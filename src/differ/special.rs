@@ -39,7 +39,7 @@ pub fn split_entries(
 fn consistent(obj: &ObjectFile, sec: usize, n: u64) -> bool {
     let section = &obj.sections[sec];
     let mut pattern: Option<Vec<u64>> = None;
-    let mut relocs = section.relocs.iter().peekable();
+    let mut relocs = obj.relocs(sec).iter().peekable();
     for i in 0..section.size / n {
         let (start, end) = (i * n, (i + 1) * n);
         let mut here = Vec::new();

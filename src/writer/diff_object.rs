@@ -19,15 +19,14 @@
 //! After the module link, the module writer turns each `.klpx.relocs` entry into a `.klp.rela` entry
 //! against a `.klp.sym` symbol, and each `.klpx.funcs` entry into a `klp_func`.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use klpx_arch::{Endian, Site};
 use object::elf;
-use object::write::StringId;
-use object::write::elf::{FileHeader, Rel, SectionHeader, SectionIndex, Sym, SymbolIndex, Writer};
 
-use crate::differ::{Diff, KlpTarget, OutTarget};
+use crate::differ::{Diff, KlpTarget, OutReloc, OutTarget};
 use crate::objfile::{ObjectFile, SymKind};
 
 /// Size of one `.klpx.relocs` entry.
@@ -48,30 +47,145 @@ pub struct KlpRecord {
 
 /// Lists the livepatch relocations of a diff, in output order.
 pub fn klp_records(patched: &ObjectFile, diff: &Diff) -> Vec<KlpRecord> {
-    let mut out = Vec::new();
-    for (pi, piece) in diff.selection.pieces.iter().enumerate() {
-        for r in &piece.relocs {
-            if let OutTarget::Klp(t) = &r.target {
-                out.push(KlpRecord {
-                    piece: pi,
-                    section: patched.sections[piece.section].name.to_string(),
-                    offset: r.offset,
-                    r_type: r.r_type,
-                    addend: r.addend,
-                    target: t.clone(),
-                });
-            }
-        }
-    }
-    out
+    klp_relocs(diff)
+        .map(|(pi, r, t)| KlpRecord {
+            piece: pi,
+            section: patched.sections[diff.selection.pieces[pi].section]
+                .name
+                .to_string(),
+            offset: r.offset,
+            r_type: r.r_type,
+            addend: r.addend,
+            target: t.clone(),
+        })
+        .collect()
 }
 
-/// A relocation ready to write: output symbol index, offset, type, addend.
-struct PlainRel {
-    offset: u64,
-    sym: SymbolIndex,
-    r_type: u32,
-    addend: i64,
+/// The livepatch relocations of a diff in output order, borrowed: piece index, relocation, target.
+fn klp_relocs(diff: &Diff) -> impl Iterator<Item = (usize, &OutReloc, &KlpTarget)> {
+    diff.selection
+        .pieces
+        .iter()
+        .enumerate()
+        .flat_map(|(pi, piece)| {
+            piece.relocs.iter().filter_map(move |r| match &r.target {
+                OutTarget::Klp(t) => Some((pi, r, &**t)),
+                _ => None,
+            })
+        })
+}
+
+/// An emitted patched symbol: the piece it lands in, its value there, its name and index in the output.
+#[derive(Clone, Copy)]
+struct Placed {
+    sym: usize,
+    piece: usize,
+    value: u64,
+    name: u32,
+    index: u32,
+}
+
+/// The position of patched symbol `s` in `placed`.
+fn slot(placed: &[Placed], s: usize) -> usize {
+    placed
+        .binary_search_by_key(&s, |p| p.sym)
+        .expect("emitted symbols are placed")
+}
+
+/// Size of an ELF64 file header, section header, symbol and `Rela` entry.
+const EHDR: u64 = 64;
+const SHDR: u64 = 64;
+const SYM: u64 = 24;
+const RELA: u64 = 24;
+
+/// Appends `name` and a NUL to a string table and returns its offset.
+fn add_str(table: &mut Vec<u8>, name: &[u8]) -> u32 {
+    let at = table.len() as u32;
+    table.extend_from_slice(name);
+    table.push(0);
+    at
+}
+
+/// Appends integers in the output's byte order.
+struct Out {
+    buf: Vec<u8>,
+    big: bool,
+}
+
+impl Out {
+    fn u16(&mut self, v: u16) {
+        self.buf.extend_from_slice(&if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+    fn u32(&mut self, v: u32) {
+        self.buf.extend_from_slice(&if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+    fn u64(&mut self, v: u64) {
+        self.buf.extend_from_slice(&if self.big {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
+    }
+    /// Pads with zeros up to file offset `at`.
+    fn pad_to(&mut self, at: u64) {
+        debug_assert!(self.buf.len() as u64 <= at);
+        self.buf.resize(at as usize, 0);
+    }
+    fn rela(&mut self, offset: u64, sym: u32, r_type: u32, addend: i64) {
+        self.u64(offset);
+        self.u64(u64::from(sym) << 32 | u64::from(r_type));
+        self.u64(addend as u64);
+    }
+    fn sym(&mut self, name: u32, info: u8, other: u8, shndx: u16, value: u64, size: u64) {
+        self.u32(name);
+        self.buf.extend_from_slice(&[info, other]);
+        self.u16(shndx);
+        self.u64(value);
+        self.u64(size);
+    }
+    #[allow(clippy::too_many_arguments)]
+    fn shdr(
+        &mut self,
+        name: u32,
+        sh_type: u32,
+        flags: u64,
+        offset: u64,
+        size: u64,
+        link: u32,
+        info: u32,
+        align: u64,
+        entsize: u64,
+    ) {
+        self.u32(name);
+        self.u32(sh_type);
+        self.u64(flags);
+        self.u64(0);
+        self.u64(offset);
+        self.u64(size);
+        self.u32(link);
+        self.u32(info);
+        self.u64(align);
+        self.u64(entsize);
+    }
+}
+
+/// Where each part of the output goes: file offset bumps, aligned.
+struct Layout(u64);
+
+impl Layout {
+    fn take(&mut self, size: u64, align: u64) -> u64 {
+        let at = self.0.next_multiple_of(align.max(1));
+        self.0 = at + size;
+        at
+    }
 }
 
 /// Serialises the selection of `diff` (taken from `patched`) into an ELF relocatable object.
@@ -82,6 +196,9 @@ pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
 /// Like [`write_object`], and with `alias_prefix` also gives the n-th patched function (in the order of
 /// `.klpx.funcs`) the global alias `<prefix><n>`, so that generated module code can name a new version
 /// of a static function; the prefix must make the names unique within the module.
+///
+/// The ELF file is written directly: the pieces' bytes are borrowed from the input and the tables are
+/// laid out once, so the output buffer is the only large allocation.
 pub fn write_object_aliased(
     patched: &ObjectFile,
     diff: &Diff,
@@ -89,201 +206,329 @@ pub fn write_object_aliased(
 ) -> Result<Vec<u8>> {
     let sel = &diff.selection;
     let backend = patched.backend();
-    let big = backend.endian() == Endian::Big;
-    let endian = if big {
-        object::Endianness::Big
-    } else {
-        object::Endianness::Little
-    };
-    let put64 = |v: u64| {
-        if big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
-    let put32 = |v: u32| {
-        if big {
-            v.to_be_bytes()
-        } else {
-            v.to_le_bytes()
-        }
-    };
 
-    // Contents of each piece.
-    let mut contents: Vec<Vec<u8>> = Vec::with_capacity(sel.pieces.len());
+    // Contents of each piece: borrowed from the input unless cut from several ranges.
+    let mut contents: Vec<Cow<[u8]>> = Vec::with_capacity(sel.pieces.len());
     for p in &sel.pieces {
         let section = &patched.sections[p.section];
-        let mut bytes = Vec::new();
-        if !section.is_nobits() {
-            for &(s, e) in &p.ranges {
-                let part = section.data.get(s as usize..e as usize).ok_or_else(|| {
-                    anyhow!(
-                        "{}: range {s:#x}..{e:#x} lies outside its {} bytes",
-                        section.name,
-                        section.data.len()
-                    )
-                })?;
-                bytes.extend_from_slice(part);
-            }
+        if section.is_nobits() {
+            contents.push(Cow::Borrowed(&[]));
+            continue;
         }
-        contents.push(bytes);
+        let part = |&(s, e): &(u64, u64)| {
+            section.data.get(s as usize..e as usize).ok_or_else(|| {
+                anyhow!(
+                    "{}: range {s:#x}..{e:#x} lies outside its {} bytes",
+                    section.name,
+                    section.data.len()
+                )
+            })
+        };
+        contents.push(match p.ranges.as_slice() {
+            [one] => Cow::Borrowed(part(one)?),
+            ranges => {
+                let mut bytes = Vec::with_capacity(p.size() as usize);
+                for range in ranges {
+                    bytes.extend_from_slice(part(range)?);
+                }
+                Cow::Owned(bytes)
+            }
+        });
     }
 
-    // The pieces cut from each input section, and where each emitted patched symbol lands.
-    let mut pieces_of: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, p) in sel.pieces.iter().enumerate() {
-        pieces_of.entry(p.section).or_default().push(i);
-    }
-    let locate = |sec: usize, off: u64| -> Option<(usize, u64)> {
-        pieces_of
-            .get(&sec)?
-            .iter()
-            .find_map(|&i| sel.pieces[i].map(off).map(|o| (i, o)))
+    // The pieces cut from each input section: (section, piece), sorted.
+    let mut by_section: Vec<(usize, usize)> = sel
+        .pieces
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.section, i))
+        .collect();
+    by_section.sort_unstable();
+    let pieces_of = |sec: usize| {
+        let lo = by_section.partition_point(|&(s, _)| s < sec);
+        let hi = lo + by_section[lo..].partition_point(|&(s, _)| s == sec);
+        by_section[lo..hi].iter().map(|&(_, i)| i)
     };
-    let mut sym_place: HashMap<usize, (usize, u64)> = HashMap::new();
+    let locate = |sec: usize, off: u64| -> Option<(usize, u64)> {
+        pieces_of(sec).find_map(|i| sel.pieces[i].map(off).map(|o| (i, o)))
+    };
+    // Where each emitted patched symbol lands, sorted by symbol; names and indexes come later.
+    let mut placed: Vec<Placed> = Vec::with_capacity(sel.symbols.len());
     for &s in &sel.symbols {
         let sym = &patched.symbols[s];
-        let sec = sym.section.expect("emitted symbols are defined");
+        let sec = sym.sec().expect("emitted symbols are defined");
         // The piece that holds the whole symbol (several carved pieces may hold its start).
         let end = sym.value + sym.size;
         let holds = |i: &usize| {
             let p = &sel.pieces[*i];
             p.ranges.len() == 1 && p.ranges[0].0 <= sym.value && end <= p.ranges[0].1
         };
-        let whole = pieces_of
-            .get(&sec)
-            .and_then(|v| v.iter().copied().find(holds));
-        let place = whole
-            .map(|i| (i, sym.value - sel.pieces[i].ranges[0].0))
-            .ok_or_else(|| {
-                anyhow!(
-                    "internal: symbol {} is not inside an emitted piece",
-                    sym.name
-                )
-            })?;
-        sym_place.insert(s, place);
+        let piece = pieces_of(sec).find(holds).ok_or_else(|| {
+            anyhow!(
+                "internal: symbol {} is not inside an emitted piece",
+                sym.name
+            )
+        })?;
+        placed.push(Placed {
+            sym: s,
+            piece,
+            value: sym.value - sel.pieces[piece].ranges[0].0,
+            name: 0,
+            index: 0,
+        });
     }
+    placed.sort_unstable_by_key(|p| p.sym);
 
     // Side-table strings and entries.
-    let mut strtab = Vec::new();
-    let mut add_string = |t: &KlpTarget| {
-        let at = strtab.len() as u64;
-        for part in [
-            t.object.as_str(),
-            t.symbol.as_str(),
-            t.source.as_deref().unwrap_or(""),
-        ] {
-            strtab.extend_from_slice(part.as_bytes());
-            strtab.push(0);
+    let mut side_strings = Vec::new();
+    let mut add_target = |object: &str, symbol: &str, source: Option<&str>| {
+        let at = side_strings.len() as u64;
+        for part in [object, symbol, source.unwrap_or("")] {
+            add_str(&mut side_strings, part.as_bytes());
         }
         at
     };
-    let klp = klp_records(patched, diff);
-    let klp_strings: Vec<u64> = klp.iter().map(|k| add_string(&k.target)).collect();
+    let klp: Vec<(usize, &OutReloc, &KlpTarget)> = klp_relocs(diff).collect();
+    // Relocations to one symbol share their target and its strings.
+    let mut shared: HashMap<*const KlpTarget, u64> = HashMap::new();
+    let klp_strings: Vec<u64> = klp
+        .iter()
+        .map(|&(_, _, t)| {
+            *shared
+                .entry(t)
+                .or_insert_with(|| add_target(&t.object, &t.symbol, t.source.as_deref()))
+        })
+        .collect();
     let funcs: Vec<(usize, u64)> = sel
         .patched_functions
         .iter()
         .map(|(new, old_name)| {
-            let t = KlpTarget {
-                object: diff.object_name.clone(),
-                symbol: old_name.clone(),
-                source: patched.source_name.map(str::to_string),
-            };
-            (*new, add_string(&t))
+            let at = add_target(&diff.object_name, old_name, patched.source_name);
+            (*new, at)
         })
         .collect();
-
-    // Section names and symbol names must outlive the writer.
-    let piece_names: Vec<&str> = sel
-        .pieces
-        .iter()
-        .map(|p| patched.sections[p.section].name)
-        .collect();
-    let rela_names: Vec<String> = piece_names.iter().map(|n| format!(".rela{n}")).collect();
-    let mut undefined: Vec<String> = Vec::new();
-    let mut undefined_index: HashMap<String, usize> = HashMap::new();
-    for p in &sel.pieces {
-        for r in &p.relocs {
-            if let OutTarget::Undefined(n) = &r.target
-                && !undefined_index.contains_key(n)
-            {
-                undefined_index.insert(n.clone(), undefined.len());
-                undefined.push(n.clone());
-            }
-        }
-    }
     let has_side = !klp.is_empty() || !funcs.is_empty();
 
-    let mut buffer = Vec::new();
-    let mut w = Writer::new(endian, true, &mut buffer);
-    w.reserve_file_header();
-    w.reserve_null_section_index();
-    let piece_index: Vec<SectionIndex> = sel
+    // Symbols the module loader resolves, sorted and once each.
+    let mut undefined: Vec<&str> = sel
         .pieces
         .iter()
-        .map(|_| w.reserve_section_index())
-        .collect();
-    let piece_name_ids: Vec<StringId> = piece_names
-        .iter()
-        .map(|n| w.add_section_name(n.as_bytes()))
-        .collect();
-
-    // Plain relocations per piece (everything but livepatch ones).
-    let mut plain: Vec<Vec<PlainRel>> = Vec::with_capacity(sel.pieces.len());
-    // Symbol indexes are assigned below; first count and name them.
-    w.reserve_null_symbol_index();
-    let file_name = patched.source_name.map(|n| w.add_string(n.as_bytes()));
-    let file_sym = file_name.map(|_| w.reserve_symbol_index(None));
-    let section_syms: Vec<SymbolIndex> = piece_index
-        .iter()
-        .map(|&si| w.reserve_symbol_index(Some(si)))
-        .collect();
-    let strtab_sec = has_side.then(|| w.reserve_section_index());
-    let strtab_sym = strtab_sec.map(|si| w.reserve_symbol_index(Some(si)));
-    let mut out_sym: HashMap<usize, SymbolIndex> = HashMap::new();
-    let mut sym_names: Vec<(usize, StringId)> = Vec::new();
-    let (locals, globals): (Vec<usize>, Vec<usize>) = sel
-        .symbols
-        .iter()
-        .copied()
-        .partition(|&s| !patched.symbols[s].global);
-    for &s in &locals {
-        let id = w.add_string(patched.symbols[s].name.as_bytes());
-        let (piece, _) = sym_place[&s];
-        out_sym.insert(s, w.reserve_symbol_index(Some(piece_index[piece])));
-        sym_names.push((s, id));
-    }
-    let num_local = w.symbol_count();
-    for &s in &globals {
-        let id = w.add_string(patched.symbols[s].name.as_bytes());
-        let (piece, _) = sym_place[&s];
-        out_sym.insert(s, w.reserve_symbol_index(Some(piece_index[piece])));
-        sym_names.push((s, id));
-    }
-    let alias_names: Vec<String> = alias_prefix
-        .map(|p| {
-            (0..sel.patched_functions.len())
-                .map(|n| format!("{p}{n}"))
-                .collect()
-        })
-        .unwrap_or_default();
-    let alias_ids: Vec<(usize, StringId)> = alias_names
-        .iter()
-        .zip(&sel.patched_functions)
-        .map(|(name, (s, _))| {
-            let id = w.add_string(name.as_bytes());
-            let (piece, _) = sym_place[s];
-            w.reserve_symbol_index(Some(piece_index[piece]));
-            (*s, id)
+        .flat_map(|p| &p.relocs)
+        .filter_map(|r| match &r.target {
+            OutTarget::Undefined(n) => Some(n.as_str()),
+            _ => None,
         })
         .collect();
-    let undefined_ids: Vec<(StringId, SymbolIndex)> = undefined
-        .iter()
-        .map(|n| (w.add_string(n.as_bytes()), w.reserve_symbol_index(None)))
-        .collect();
+    undefined.sort_unstable();
+    undefined.dedup();
 
+    // Section indexes: the pieces, the side strings, the pieces' relocations, the side tables with
+    // theirs, then the symbol and string tables.
+    let emitted = |r: &&OutReloc| !matches!(r.target, OutTarget::Klp(_) | OutTarget::Dropped(_));
+    let plain_count: Vec<usize> = sel
+        .pieces
+        .iter()
+        .map(|p| p.relocs.iter().filter(emitted).count())
+        .collect();
+    let piece_index = |i: usize| (1 + i) as u32;
+    let mut next = 1 + sel.pieces.len() as u32;
+    let mut take = |n: u32| {
+        let at = next;
+        next += n;
+        at
+    };
+    let side_index = has_side.then(|| take(1));
+    let rela_index: Vec<Option<u32>> = plain_count
+        .iter()
+        .map(|&n| (n > 0).then(|| take(1)))
+        .collect();
+    let relocs_index = (!klp.is_empty()).then(|| take(2));
+    let funcs_index = (!funcs.is_empty()).then(|| take(2));
+    let symtab_index = take(3);
+    let (strtab_index, shstrtab_index) = (symtab_index + 1, symtab_index + 2);
+    let section_count = next;
+    if section_count >= u32::from(elf::SHN_LORESERVE) {
+        bail!(
+            "{}: the output would have {section_count} sections, more than ELF's 16-bit section indexes hold",
+            patched.path
+        );
+    }
+
+    // Symbol indexes and names: null, file, section symbols, local symbols, then globals, aliases and
+    // undefined symbols.
+    let mut strtab = vec![0u8];
+    let file_name = patched
+        .source_name
+        .map(|n| add_str(&mut strtab, n.as_bytes()));
+    let mut symbol_count = 1 + u32::from(file_name.is_some());
+    let section_sym = |i: usize| 1 + u32::from(file_name.is_some()) + i as u32;
+    symbol_count += sel.pieces.len() as u32;
+    let side_sym = side_index.map(|_| {
+        symbol_count += 1;
+        symbol_count - 1
+    });
+    let mut num_local = 0;
+    for global in [false, true] {
+        if global {
+            num_local = symbol_count;
+        }
+        for &s in &sel.symbols {
+            let sym = &patched.symbols[s];
+            if sym.global != global {
+                continue;
+            }
+            let at = slot(&placed, s);
+            placed[at].name = add_str(&mut strtab, sym.name.as_bytes());
+            placed[at].index = symbol_count;
+            symbol_count += 1;
+        }
+    }
+    let aliases: Vec<(usize, u32)> = match alias_prefix {
+        Some(prefix) => sel
+            .patched_functions
+            .iter()
+            .enumerate()
+            .map(|(n, (s, _))| {
+                let name = add_str(&mut strtab, format!("{prefix}{n}").as_bytes());
+                (*s, name)
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    symbol_count += aliases.len() as u32;
+    let first_undefined = symbol_count;
+    let undefined_names: Vec<u32> = undefined
+        .iter()
+        .map(|n| add_str(&mut strtab, n.as_bytes()))
+        .collect();
+    symbol_count += undefined.len() as u32;
+
+    // Section names. A piece with relocations shares its name with theirs: ".rela<name>" + 5.
+    let mut shstrtab = vec![0u8];
+    let piece_names: Vec<(u32, Option<u32>)> = sel
+        .pieces
+        .iter()
+        .zip(&rela_index)
+        .map(|(p, rela)| {
+            let name = patched.sections[p.section].name.as_bytes();
+            match rela {
+                Some(_) => {
+                    let at = shstrtab.len() as u32;
+                    shstrtab.extend_from_slice(b".rela");
+                    add_str(&mut shstrtab, name);
+                    (at + 5, Some(at))
+                }
+                None => (add_str(&mut shstrtab, name), None),
+            }
+        })
+        .collect();
+    let side_name = side_index.map(|_| add_str(&mut shstrtab, b".klpx.strtab"));
+    let relocs_names = relocs_index.map(|_| {
+        let at = add_str(&mut shstrtab, b".rela.klpx.relocs");
+        (at + 5, at)
+    });
+    let funcs_names = funcs_index.map(|_| {
+        let at = add_str(&mut shstrtab, b".rela.klpx.funcs");
+        (at + 5, at)
+    });
+    let symtab_name = add_str(&mut shstrtab, b".symtab");
+    let strtab_name = add_str(&mut shstrtab, b".strtab");
+    let shstrtab_name = add_str(&mut shstrtab, b".shstrtab");
+
+    // File layout.
+    let mut layout = Layout(EHDR);
+    let piece_offset: Vec<u64> = sel
+        .pieces
+        .iter()
+        .zip(&contents)
+        .map(|(p, c)| {
+            let s = &patched.sections[p.section];
+            if s.is_nobits() {
+                0
+            } else {
+                layout.take(c.len() as u64, u64::from(s.align))
+            }
+        })
+        .collect();
+    let rela_offset: Vec<u64> = plain_count
+        .iter()
+        .map(|&n| {
+            if n == 0 {
+                0
+            } else {
+                layout.take(n as u64 * RELA, 8)
+            }
+        })
+        .collect();
+    let side_offset = side_index.map(|_| layout.take(side_strings.len() as u64, 1));
+    let relocs_offset = relocs_index.map(|_| {
+        let n = klp.len() as u64;
+        (
+            layout.take(n * KLPX_RELOC_SIZE as u64, 8),
+            layout.take(2 * n * RELA, 8),
+        )
+    });
+    let funcs_offset = funcs_index.map(|_| {
+        let n = funcs.len() as u64;
+        (
+            layout.take(n * KLPX_FUNC_SIZE as u64, 8),
+            layout.take(2 * n * RELA, 8),
+        )
+    });
+    let symtab_offset = layout.take(u64::from(symbol_count) * SYM, 8);
+    let strtab_offset = layout.take(strtab.len() as u64, 1);
+    let shstrtab_offset = layout.take(shstrtab.len() as u64, 1);
+    let shoff = layout.take(u64::from(section_count) * SHDR, 8);
+
+    let mut out = Out {
+        buf: Vec::with_capacity(layout.0 as usize),
+        big: backend.endian() == Endian::Big,
+    };
+
+    // File header.
+    out.buf.extend_from_slice(&[
+        0x7f,
+        b'E',
+        b'L',
+        b'F',
+        elf::ELFCLASS64.0,
+        if out.big {
+            elf::ELFDATA2MSB.0
+        } else {
+            elf::ELFDATA2LSB.0
+        },
+        elf::EV_CURRENT.0,
+        patched.os_abi,
+    ]);
+    out.buf.extend_from_slice(&[0; 8]);
+    out.u16(elf::ET_REL.0);
+    out.u16(backend.elf_machine());
+    out.u32(u32::from(elf::EV_CURRENT.0));
+    out.u64(0); // e_entry
+    out.u64(0); // e_phoff
+    out.u64(shoff);
+    out.u32(patched.e_flags);
+    out.u16(EHDR as u16);
+    out.u16(0); // e_phentsize
+    out.u16(0); // e_phnum
+    out.u16(SHDR as u16);
+    out.u16(section_count as u16);
+    out.u16(shstrtab_index as u16);
+
+    // Contents.
+    for (i, p) in sel.pieces.iter().enumerate() {
+        if !patched.sections[p.section].is_nobits() {
+            out.pad_to(piece_offset[i]);
+            out.buf.extend_from_slice(&contents[i]);
+        }
+    }
+
+    // Plain relocations (everything but livepatch ones).
     for (pi, p) in sel.pieces.iter().enumerate() {
+        if plain_count[pi] == 0 {
+            continue;
+        }
+        out.pad_to(rela_offset[pi]);
         let in_code = patched.sections[p.section].is_exec();
         let site = |offset: u64| {
             if in_code {
@@ -295,13 +540,13 @@ pub fn write_object_aliased(
                 Site::Data
             }
         };
-        let mut rels = Vec::new();
-        for r in &p.relocs {
+        for r in p.relocs.iter().filter(emitted) {
             let (sym, addend) = match &r.target {
                 OutTarget::Symbol(s) => (
-                    *out_sym
-                        .get(s)
-                        .ok_or_else(|| anyhow!("internal: relocation to unemitted symbol"))?,
+                    placed
+                        .binary_search_by_key(s, |p| p.sym)
+                        .map(|i| placed[i].index)
+                        .map_err(|_| anyhow!("internal: relocation to unemitted symbol"))?,
                     r.addend,
                 ),
                 OutTarget::Location(sec) => {
@@ -312,360 +557,241 @@ pub fn write_object_aliased(
                         .ok_or_else(|| {
                             anyhow!(
                                 "internal: relocation in {} at {:#x} points into {} at {off:#x}, which is not emitted",
-                                piece_names[pi],
+                                patched.sections[p.section].name,
                                 r.offset,
                                 patched.sections[*sec].name
                             )
                         })?;
-                    (section_syms[tp], r.addend + mapped as i64 - off)
+                    (section_sym(tp), r.addend + mapped as i64 - off)
                 }
-                OutTarget::Undefined(n) => (undefined_ids[undefined_index[n]].1, r.addend),
-                OutTarget::NoSymbol => (SymbolIndex(0), r.addend),
-                OutTarget::Klp(_) | OutTarget::Dropped(_) => continue,
+                OutTarget::Undefined(n) => {
+                    let at = undefined
+                        .binary_search(&n.as_str())
+                        .expect("undefined names are listed");
+                    (first_undefined + at as u32, r.addend)
+                }
+                OutTarget::NoSymbol => (0, r.addend),
+                OutTarget::Klp(_) | OutTarget::Dropped(_) => unreachable!("filtered out"),
             };
-            rels.push(PlainRel {
-                offset: r.offset,
-                sym,
-                r_type: r.r_type,
-                addend,
-            });
+            out.rela(r.offset, sym, r.r_type, addend);
         }
-        plain.push(rels);
     }
 
-    let rela_index: Vec<Option<(SectionIndex, StringId)>> = plain
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            (!r.is_empty()).then(|| {
-                (
-                    w.reserve_section_index(),
-                    w.add_section_name(rela_names[i].as_bytes()),
-                )
-            })
-        })
-        .collect();
-    let strtab_name = strtab_sec.map(|_| w.add_section_name(b".klpx.strtab"));
-    let side = |w: &mut Writer, n: usize, name: &'static [u8], rname: &'static [u8]| {
-        (n > 0).then(|| {
-            (
-                w.reserve_section_index(),
-                w.add_section_name(name),
-                w.reserve_section_index(),
-                w.add_section_name(rname),
-            )
-        })
-    };
-    let relocs_sec = side(&mut w, klp.len(), b".klpx.relocs", b".rela.klpx.relocs");
-    let funcs_sec = side(&mut w, funcs.len(), b".klpx.funcs", b".rela.klpx.funcs");
-    w.reserve_symtab_section_index();
-    w.reserve_strtab_section_index();
-    w.reserve_shstrtab_section_index();
-
-    // File layout.
-    let piece_offset: Vec<u64> = sel
-        .pieces
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let s = &patched.sections[p.section];
-            if s.is_nobits() {
-                0
-            } else {
-                w.reserve(contents[i].len() as u64, s.align.max(1))
-            }
-        })
-        .collect();
-    let rela_offset: Vec<u64> = plain
-        .iter()
-        .map(|r| {
-            if r.is_empty() {
-                0
-            } else {
-                w.reserve_relocations(r.len(), true)
-            }
-        })
-        .collect();
-    let strtab_offset = strtab_sec.map(|_| w.reserve(strtab.len() as u64, 1));
-    let relocs_offset = relocs_sec.map(|_| {
-        (
-            w.reserve((klp.len() * KLPX_RELOC_SIZE) as u64, 8),
-            w.reserve_relocations(klp.len() * 2, true),
-        )
-    });
-    let funcs_offset = funcs_sec.map(|_| {
-        (
-            w.reserve((funcs.len() * KLPX_FUNC_SIZE) as u64, 8),
-            w.reserve_relocations(funcs.len() * 2, true),
-        )
-    });
-    w.reserve_symtab();
-    w.reserve_strtab().context("laying out .strtab")?;
-    w.reserve_shstrtab().context("laying out .shstrtab")?;
-    w.reserve_section_headers();
-
-    // Contents.
-    w.write_file_header(&FileHeader {
-        os_abi: elf::OsAbi(patched.os_abi),
-        abi_version: 0,
-        e_type: elf::ET_REL,
-        e_machine: elf::Machine(backend.elf_machine()),
-        e_entry: 0,
-        e_flags: elf::FileFlags(patched.e_flags),
-    })
-    .context("writing the ELF header")?;
-    for (i, p) in sel.pieces.iter().enumerate() {
-        let s = &patched.sections[p.section];
-        if !s.is_nobits() {
-            w.write_align(s.align.max(1));
-            w.write(&contents[i]);
-        }
+    // Side tables.
+    let abs64 = backend.abs64();
+    if let Some(at) = side_offset {
+        out.pad_to(at);
+        out.buf.extend_from_slice(&side_strings);
     }
-    for rels in &plain {
-        if rels.is_empty() {
-            continue;
+    let side_sym = side_sym.unwrap_or(0);
+    if let Some((data, rel)) = relocs_offset {
+        out.pad_to(data);
+        for &(_, k, _) in &klp {
+            out.u64(0);
+            out.u64(0);
+            out.u64(k.addend as u64);
+            out.u32(k.r_type);
+            out.u32(0);
         }
-        w.write_align_relocation();
-        for r in rels {
-            w.write_relocation(
-                true,
-                &Rel {
-                    r_offset: r.offset,
-                    r_sym: r.sym.0,
-                    r_type: elf::RelocationType(r.r_type),
-                    r_addend: r.addend,
-                },
-            );
-        }
-    }
-    if strtab_sec.is_some() {
-        w.write_align(1);
-        w.write(&strtab);
-    }
-    let abs64 = elf::RelocationType(backend.abs64());
-    if relocs_sec.is_some() {
-        w.write_align(8);
-        for k in &klp {
-            let mut entry = Vec::with_capacity(KLPX_RELOC_SIZE);
-            entry.extend_from_slice(&put64(0));
-            entry.extend_from_slice(&put64(0));
-            entry.extend_from_slice(&put64(k.addend as u64));
-            entry.extend_from_slice(&put32(k.r_type));
-            entry.extend_from_slice(&put32(0));
-            w.write(&entry);
-        }
-        w.write_align_relocation();
-        for (n, k) in klp.iter().enumerate() {
+        out.pad_to(rel);
+        for (n, &(piece, k, _)) in klp.iter().enumerate() {
             let base = (n * KLPX_RELOC_SIZE) as u64;
-            w.write_relocation(
-                true,
-                &Rel {
-                    r_offset: base,
-                    r_sym: section_syms[k.piece].0,
-                    r_type: abs64,
-                    r_addend: k.offset as i64,
-                },
-            );
-            w.write_relocation(
-                true,
-                &Rel {
-                    r_offset: base + 8,
-                    r_sym: strtab_sym.expect("side strings").0,
-                    r_type: abs64,
-                    r_addend: klp_strings[n] as i64,
-                },
-            );
+            out.rela(base, section_sym(piece), abs64, k.offset as i64);
+            out.rela(base + 8, side_sym, abs64, klp_strings[n] as i64);
         }
     }
-    if funcs_sec.is_some() {
-        w.write_align(8);
-        for _ in &funcs {
-            w.write(&[0u8; KLPX_FUNC_SIZE]);
-        }
-        w.write_align_relocation();
-        for (n, (sym, name)) in funcs.iter().enumerate() {
+    if let Some((data, rel)) = funcs_offset {
+        out.pad_to(data);
+        out.buf
+            .resize(out.buf.len() + funcs.len() * KLPX_FUNC_SIZE, 0);
+        out.pad_to(rel);
+        for (n, &(sym, name)) in funcs.iter().enumerate() {
             let base = (n * KLPX_FUNC_SIZE) as u64;
-            w.write_relocation(
-                true,
-                &Rel {
-                    r_offset: base,
-                    r_sym: out_sym[sym].0,
-                    r_type: abs64,
-                    r_addend: 0,
-                },
-            );
-            w.write_relocation(
-                true,
-                &Rel {
-                    r_offset: base + 8,
-                    r_sym: strtab_sym.expect("side strings").0,
-                    r_type: abs64,
-                    r_addend: *name as i64,
-                },
-            );
+            out.rela(base, placed[slot(&placed, sym)].index, abs64, 0);
+            out.rela(base + 8, side_sym, abs64, name as i64);
         }
     }
 
-    w.write_null_symbol();
-    if let (Some(name), Some(_)) = (file_name, file_sym) {
-        w.write_symbol(&Sym {
-            st_name: w.string_offset(Some(name)),
-            section: None,
-            st_info: elf::SymbolInfo::new(elf::STB_LOCAL, elf::STT_FILE),
-            st_other: elf::SymbolOther(0),
-            st_shndx: elf::SHN_ABS,
-            st_value: 0,
-            st_size: 0,
-        });
+    // Symbols.
+    out.pad_to(symtab_offset);
+    out.sym(0, 0, 0, 0, 0, 0);
+    let info = |bind, kind| elf::SymbolInfo::new(bind, kind).0;
+    if let Some(name) = file_name {
+        out.sym(
+            name,
+            info(elf::STB_LOCAL, elf::STT_FILE),
+            0,
+            elf::SHN_ABS.0,
+            0,
+            0,
+        );
     }
-    let section_sym = |si: SectionIndex| Sym {
-        st_name: 0,
-        section: Some(si.0),
-        st_info: elf::SymbolInfo::new(elf::STB_LOCAL, elf::STT_SECTION),
-        st_other: elf::SymbolOther(0),
-        st_shndx: elf::SHN_UNDEF,
-        st_value: 0,
-        st_size: 0,
-    };
-    for &si in &piece_index {
-        w.write_symbol(&section_sym(si));
+    for i in 0..sel.pieces.len() {
+        let index = piece_index(i) as u16;
+        out.sym(0, info(elf::STB_LOCAL, elf::STT_SECTION), 0, index, 0, 0);
     }
-    if let Some(si) = strtab_sec {
-        w.write_symbol(&section_sym(si));
+    if let Some(index) = side_index {
+        let index = index as u16;
+        out.sym(0, info(elf::STB_LOCAL, elf::STT_SECTION), 0, index, 0, 0);
     }
-    for &(s, id) in &sym_names {
+    for global in [false, true] {
+        for &s in &sel.symbols {
+            let sym = &patched.symbols[s];
+            if sym.global != global {
+                continue;
+            }
+            let p = placed[slot(&placed, s)];
+            let bind = if !sym.global {
+                elf::STB_LOCAL
+            } else if sym.weak {
+                elf::STB_WEAK
+            } else {
+                elf::STB_GLOBAL
+            };
+            let kind = match sym.kind {
+                SymKind::Func => elf::STT_FUNC,
+                SymKind::Object => elf::STT_OBJECT,
+                _ => elf::STT_NOTYPE,
+            };
+            let index = piece_index(p.piece) as u16;
+            out.sym(
+                p.name,
+                info(bind, kind),
+                sym.st_other,
+                index,
+                p.value,
+                sym.size,
+            );
+        }
+    }
+    for &(s, name) in &aliases {
         let sym = &patched.symbols[s];
-        let (piece, value) = sym_place[&s];
-        let bind = if !sym.global {
-            elf::STB_LOCAL
-        } else if sym.weak {
-            elf::STB_WEAK
-        } else {
-            elf::STB_GLOBAL
-        };
-        let kind = match sym.kind {
-            SymKind::Func => elf::STT_FUNC,
-            SymKind::Object => elf::STT_OBJECT,
-            _ => elf::STT_NOTYPE,
-        };
-        w.write_symbol(&Sym {
-            st_name: w.string_offset(Some(id)),
-            section: Some(piece_index[piece].0),
-            st_info: elf::SymbolInfo::new(bind, kind),
-            st_other: elf::SymbolOther(sym.st_other),
-            st_shndx: elf::SHN_UNDEF,
-            st_value: value,
-            st_size: sym.size,
-        });
+        let p = placed[slot(&placed, s)];
+        let index = piece_index(p.piece) as u16;
+        let kind = info(elf::STB_GLOBAL, elf::STT_FUNC);
+        out.sym(name, kind, sym.st_other, index, p.value, sym.size);
     }
-    for &(s, id) in &alias_ids {
-        let sym = &patched.symbols[s];
-        let (piece, value) = sym_place[&s];
-        w.write_symbol(&Sym {
-            st_name: w.string_offset(Some(id)),
-            section: Some(piece_index[piece].0),
-            st_info: elf::SymbolInfo::new(elf::STB_GLOBAL, elf::STT_FUNC),
-            st_other: elf::SymbolOther(sym.st_other),
-            st_shndx: elf::SHN_UNDEF,
-            st_value: value,
-            st_size: sym.size,
-        });
+    for &name in &undefined_names {
+        let kind = info(elf::STB_GLOBAL, elf::STT_NOTYPE);
+        out.sym(name, kind, 0, elf::SHN_UNDEF.0, 0, 0);
     }
-    for &(id, _) in &undefined_ids {
-        w.write_symbol(&Sym {
-            st_name: w.string_offset(Some(id)),
-            section: None,
-            st_info: elf::SymbolInfo::new(elf::STB_GLOBAL, elf::STT_NOTYPE),
-            st_other: elf::SymbolOther(0),
-            st_shndx: elf::SHN_UNDEF,
-            st_value: 0,
-            st_size: 0,
-        });
-    }
-    w.write_strtab();
-    w.write_shstrtab();
+    out.pad_to(strtab_offset);
+    out.buf.extend_from_slice(&strtab);
+    out.pad_to(shstrtab_offset);
+    out.buf.extend_from_slice(&shstrtab);
 
-    // Section headers, in the order their indexes were reserved.
-    w.write_null_section_header();
-    let link_of = |input: usize| -> Option<SectionIndex> {
-        sel.pieces
-            .iter()
-            .position(|q| q.section == input)
-            .map(|i| piece_index[i])
-    };
+    // Section headers, in index order.
+    out.pad_to(shoff);
+    out.shdr(0, 0, 0, 0, 0, 0, 0, 0, 0);
     for (i, p) in sel.pieces.iter().enumerate() {
         let s = &patched.sections[p.section];
-        let link = p.link.and_then(link_of);
+        let link = p
+            .link
+            .and_then(|input| pieces_of(input).next())
+            .map(piece_index);
         let mut flags = s.flags & !elf::SHF_GROUP.0;
         if link.is_none() {
             flags &= !elf::SHF_LINK_ORDER.0;
         }
-        w.write_section_header(&SectionHeader {
-            sh_name: w.section_name_offset(Some(piece_name_ids[i])),
-            sh_type: elf::SectionType(s.sh_type),
-            sh_flags: elf::SectionFlags(flags),
-            sh_addr: 0,
-            sh_offset: piece_offset[i],
-            sh_size: p.size(),
-            sh_link: link.map_or(0, |l| l.0),
-            sh_info: 0,
-            sh_addralign: s.align.max(1),
-            sh_entsize: s.entsize,
-        });
+        out.shdr(
+            piece_names[i].0,
+            s.sh_type,
+            flags,
+            piece_offset[i],
+            p.size(),
+            link.unwrap_or(0),
+            0,
+            u64::from(s.align.max(1)),
+            s.entsize,
+        );
     }
-    if let (Some(name), Some(off)) = (strtab_name, strtab_offset) {
-        let sh_name = w.section_name_offset(Some(name));
-        w.write_section_header(&SectionHeader {
-            sh_name,
-            sh_type: elf::SHT_PROGBITS,
-            sh_flags: elf::SectionFlags(0),
-            sh_addr: 0,
-            sh_offset: off,
-            sh_size: strtab.len() as u64,
-            sh_link: 0,
-            sh_info: 0,
-            sh_addralign: 1,
-            sh_entsize: 0,
-        });
+    if let (Some(name), Some(at)) = (side_name, side_offset) {
+        let size = side_strings.len() as u64;
+        out.shdr(name, elf::SHT_PROGBITS.0, 0, at, size, 0, 0, 1, 0);
     }
-    let symtab = w.symtab_index();
-    for (i, r) in rela_index.iter().enumerate() {
-        if let Some((_, name)) = r {
-            w.write_relocation_section_header(
-                *name,
-                piece_index[i],
-                symtab,
-                rela_offset[i],
-                plain[i].len(),
-                true,
+    let info_link = elf::SHF_INFO_LINK.0;
+    for (i, index) in rela_index.iter().enumerate() {
+        if index.is_some() {
+            let size = plain_count[i] as u64 * RELA;
+            let name = piece_names[i].1.expect("relocation sections are named");
+            let target = piece_index(i);
+            let (rela, off) = (elf::SHT_RELA.0, rela_offset[i]);
+            out.shdr(
+                name,
+                rela,
+                info_link,
+                off,
+                size,
+                symtab_index,
+                target,
+                8,
+                RELA,
             );
         }
     }
-    for (sec, offs, count, size) in [
-        (relocs_sec, relocs_offset, klp.len(), KLPX_RELOC_SIZE),
-        (funcs_sec, funcs_offset, funcs.len(), KLPX_FUNC_SIZE),
+    for (index, names, offsets, count, size) in [
+        (
+            relocs_index,
+            relocs_names,
+            relocs_offset,
+            klp.len(),
+            KLPX_RELOC_SIZE,
+        ),
+        (
+            funcs_index,
+            funcs_names,
+            funcs_offset,
+            funcs.len(),
+            KLPX_FUNC_SIZE,
+        ),
     ] {
-        let (Some((data_index, name, _, rname)), Some((data_off, rel_off))) = (sec, offs) else {
+        let (Some(index), Some((name, rname)), Some((data, rel))) = (index, names, offsets) else {
             continue;
         };
-        let sh_name = w.section_name_offset(Some(name));
-        w.write_section_header(&SectionHeader {
-            sh_name,
-            sh_type: elf::SHT_PROGBITS,
-            sh_flags: elf::SectionFlags(0),
-            sh_addr: 0,
-            sh_offset: data_off,
-            sh_size: (count * size) as u64,
-            sh_link: 0,
-            sh_info: 0,
-            sh_addralign: 8,
-            sh_entsize: size as u64,
-        });
-        w.write_relocation_section_header(rname, data_index, symtab, rel_off, count * 2, true);
+        let (count, size) = (count as u64, size as u64);
+        let progbits = elf::SHT_PROGBITS.0;
+        out.shdr(name, progbits, 0, data, count * size, 0, 0, 8, size);
+        let rela = elf::SHT_RELA.0;
+        let rsize = 2 * count * RELA;
+        out.shdr(
+            rname,
+            rela,
+            info_link,
+            rel,
+            rsize,
+            symtab_index,
+            index,
+            8,
+            RELA,
+        );
     }
-    w.write_symtab_section_header(num_local);
-    w.write_strtab_section_header();
-    w.write_shstrtab_section_header();
-    drop(w);
-    Ok(buffer)
+    let size = u64::from(symbol_count) * SYM;
+    let (symtab, strtab_type) = (elf::SHT_SYMTAB.0, elf::SHT_STRTAB.0);
+    out.shdr(
+        symtab_name,
+        symtab,
+        0,
+        symtab_offset,
+        size,
+        strtab_index,
+        num_local,
+        8,
+        SYM,
+    );
+    let size = strtab.len() as u64;
+    out.shdr(strtab_name, strtab_type, 0, strtab_offset, size, 0, 0, 1, 0);
+    let size = shstrtab.len() as u64;
+    out.shdr(
+        shstrtab_name,
+        strtab_type,
+        0,
+        shstrtab_offset,
+        size,
+        0,
+        0,
+        1,
+        0,
+    );
+    debug_assert_eq!(out.buf.len() as u64, layout.0);
+    Ok(out.buf)
 }
