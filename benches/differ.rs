@@ -1,7 +1,8 @@
 //! Differ throughput over the real-object corpus: read both objects, diff them, write the output.
 //!
-//! Uses the object pairs the kernel corpus test compiles (tests/kernel-corpus), building any that are
-//! missing. Throughput is the size of both inputs per second.
+//! Uses the object pairs the kernel corpus test compiles (tests/kernel-corpus) into
+//! `$KLPX_CACHE/corpus/<arch>/<case>`; when any is missing, prepares the trees and builds the missing
+//! ones as the test does. Throughput is the size of both inputs per second.
 
 #[path = "../tests/common/kernel.rs"]
 mod kernel;
@@ -10,24 +11,41 @@ use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use klpx::differ::{DiffOptions, Exports, Verdict, diff};
+use klpx::kernel::cache;
 use klpx::objfile::ObjectFile;
 use klpx::writer::diff_object::write_object;
 use klpx_arch::Arch;
 
-/// Every (orig, patched) pair of the corpus, for every architecture, as bytes.
+/// Every (orig, patched) pair of the corpus, for every architecture, as bytes, named `<arch>/<case>`.
 pub fn corpus_pairs() -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    corpus_pairs_matching("")
+}
+
+/// The pairs whose name contains `filter`.
+pub fn corpus_pairs_matching(filter: &str) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     let cases = kernel::cases().expect("reading tests/kernel-corpus/cases.yaml");
     let mut pairs = Vec::new();
     for arch in Arch::ALL {
-        let tree = kernel::tree(arch).expect("preparing a kernel tree");
-        let mine: Vec<&kernel::Case> = cases.iter().filter(|c| c.applies_to(arch)).collect();
-        kernel::build_originals(&tree, &mine).expect("building original objects");
+        let mine: Vec<&kernel::Case> = cases
+            .iter()
+            .filter(|c| c.applies_to(arch) && format!("{arch}/{}", c.name).contains(filter))
+            .collect();
+        let dir = |c: &kernel::Case| cache::root().join("corpus").join(arch.name()).join(&c.name);
+        let cached = mine
+            .iter()
+            .all(|c| dir(c).join("orig.o").is_file() && dir(c).join("patched.o").is_file());
+        if !cached {
+            let tree = kernel::tree(arch).expect("preparing a kernel tree");
+            kernel::build_originals(&tree, &mine).expect("building original objects");
+            for case in &mine {
+                kernel::pair(&tree, case).expect("building an object pair");
+            }
+        }
         for case in mine {
-            let p = kernel::pair(&tree, case).expect("building an object pair");
             pairs.push((
                 format!("{arch}/{}", case.name),
-                read(&p.orig),
-                read(&p.patched),
+                read(&dir(case).join("orig.o")),
+                read(&dir(case).join("patched.o")),
             ));
         }
     }

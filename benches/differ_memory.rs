@@ -1,6 +1,7 @@
 //! Peak heap of one differ run (read both objects, diff, write the output) against the size of its two
 //! inputs, over the real-object corpus. Prints one line per pair and the worst ratio; the goal is at
 //! most 3x. The input buffers themselves are counted, as they are in `klpx diff`.
+//! `cargo bench --bench differ_memory -- FILTER` measures only the pairs whose name contains FILTER.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +31,11 @@ unsafe impl GlobalAlloc for Counting {
 static ALLOC: Counting = Counting;
 
 fn main() {
-    let pairs = differ::corpus_pairs();
+    let filter = std::env::args()
+        .skip(1)
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_default();
+    let pairs = differ::corpus_pairs_matching(&filter);
     let mut worst: (f64, String) = (0.0, String::new());
     let mut total_in = 0usize;
     let mut total_peak = 0usize;
