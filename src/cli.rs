@@ -58,6 +58,15 @@ pub struct KernelArgs {
     /// Architecture (x86_64, arm64, ppc64le, s390).
     #[arg(long, default_value = "x86_64")]
     pub arch: String,
+    /// The config the fragments go on top of: tinyconfig, defconfig, or a .config file.
+    #[arg(long, default_value = "tinyconfig", value_name = "BASE")]
+    pub base: String,
+    /// The output tree (default: the cache's trees/<arch>, or trees/<arch>-<base> for other bases).
+    #[arg(short = 'O', long = "objdir", value_name = "DIR")]
+    pub objdir: Option<std::path::PathBuf>,
+    /// CROSS_COMPILE prefix (default: the architecture's Debian prefix).
+    #[arg(long)]
+    pub cross: Option<String>,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,

@@ -102,3 +102,31 @@ fn default_matrix_lists_four_arches_with_installed_compilers() {
         );
     }
 }
+
+#[test]
+fn bad_options_end_in_one_line_and_exit_2() {
+    for (args, needle) in [
+        (
+            &["kernel", "config", "--base", "/nonexistent/.config"][..],
+            "--base /nonexistent/.config",
+        ),
+        (
+            &["kernel", "build", "--arch", "sparc"][..],
+            "unknown architecture 'sparc'",
+        ),
+        (
+            &["build", "/nonexistent.patch", "-s", "/"][..],
+            "not a kernel source tree",
+        ),
+        (
+            &["build", "--arch", "mips", "x.patch"][..],
+            "unknown architecture 'mips'",
+        ),
+    ] {
+        let out = klpx(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}

@@ -7,8 +7,40 @@ use klpx_arch::Arch;
 use crate::cli::{KernelArgs, KernelCommand};
 use crate::error::{UserError, exit};
 use crate::kernel::cache;
-use crate::kernel::tree::KernelTree;
+use crate::kernel::tree::{BaseConfig, KernelTree};
 use crate::setup;
+
+/// The base config a `--base` value names.
+fn base_of(a: &KernelArgs) -> Result<BaseConfig> {
+    Ok(match a.base.as_str() {
+        "tinyconfig" => BaseConfig::Tinyconfig,
+        "defconfig" => BaseConfig::Defconfig,
+        path => {
+            let p = std::path::PathBuf::from(path);
+            if !p.is_file() {
+                return Err(UserError::new(format!(
+                    "--base {path}: not tinyconfig, defconfig or a readable .config file"
+                ))
+                .into());
+            }
+            BaseConfig::File(std::path::absolute(&p).unwrap_or(p))
+        }
+    })
+}
+
+/// The tree's directory: `--objdir`, else the cache's `trees/<arch>` (`trees/<arch>-<base>` for
+/// other bases, so they never overwrite the tiny tree the tests use).
+fn tree_dir(a: &KernelArgs, arch: Arch) -> std::path::PathBuf {
+    if let Some(d) = &a.objdir {
+        return std::path::absolute(d).unwrap_or_else(|_| d.clone());
+    }
+    let name = match a.base.as_str() {
+        "tinyconfig" => arch.name().to_string(),
+        "defconfig" => format!("{}-defconfig", arch.name()),
+        _ => format!("{}-custom", arch.name()),
+    };
+    cache::root().join("trees").join(name)
+}
 
 fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     let arch: Arch = a
@@ -24,12 +56,11 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     packages.push(arch.backend().compiler_package());
     setup::ensure_packages(&packages)?;
     let src = cache::debian_source()?;
-    Ok(KernelTree::new(
-        arch,
-        &src,
-        &cache::root().join("trees").join(arch.name()),
-        jobs,
-    ))
+    let mut tree = KernelTree::new(arch, &src, &tree_dir(a, arch), jobs);
+    if let Some(c) = &a.cross {
+        tree.cross = c.clone();
+    }
+    Ok(tree)
 }
 
 /// Runs a `klpx kernel` subcommand; returns the exit status.
@@ -42,14 +73,14 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 tree.arch,
                 tree.out.display()
             );
-            for d in tree.ensure_built()? {
+            for d in tree.ensure_built_from(&base_of(&a)?)? {
                 eprintln!("klpx: note: Kconfig did not keep {d}");
             }
             println!("{}", tree.out.display());
         }
         KernelCommand::Config(a) => {
             let tree = tree_for(&a)?;
-            for d in tree.ensure_prepared()? {
+            for d in tree.ensure_prepared_from(&base_of(&a)?)? {
                 eprintln!("klpx: note: Kconfig did not keep {d}");
             }
             println!("{}", tree.out.display());
@@ -59,7 +90,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 .arch
                 .parse()
                 .map_err(|e| UserError::new(format!("--arch: {e}")))?;
-            let dir = cache::root().join("trees").join(arch.name());
+            let dir = tree_dir(&a, arch);
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing {}", dir.display()))?;

@@ -121,8 +121,19 @@ impl KernelTree {
     /// Configures (from tinyconfig and klpx's fragments) and prepares the tree unless it already was
     /// with the same fragments. Returns the options Kconfig did not keep, when it configured.
     pub fn ensure_prepared(&self) -> Result<Vec<String>> {
+        self.ensure_prepared_from(&BaseConfig::Tinyconfig)
+    }
+
+    /// [`KernelTree::ensure_prepared`] from another base config.
+    pub fn ensure_prepared_from(&self, base: &BaseConfig) -> Result<Vec<String>> {
         let fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
-        let mut key = String::new();
+        let mut key = match base {
+            BaseConfig::Tinyconfig => String::new(),
+            BaseConfig::Defconfig => "defconfig\n".to_string(),
+            BaseConfig::File(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+            }
+        };
         for f in &fragments {
             key.push_str(&std::fs::read_to_string(f)?);
         }
@@ -131,7 +142,7 @@ impl KernelTree {
         if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
             return Ok(Vec::new());
         }
-        let dropped = self.configure(&BaseConfig::Tinyconfig, &fragments)?;
+        let dropped = self.configure(base, &fragments)?;
         self.prepare()?;
         std::fs::write(&stamp, key).context("writing the prepared stamp")?;
         Ok(dropped)
@@ -140,7 +151,12 @@ impl KernelTree {
     /// Configures and prepares the tree as [`KernelTree::ensure_prepared`] does, then builds the kernel
     /// and its modules once; later calls with the same fragments do nothing.
     pub fn ensure_built(&self) -> Result<Vec<String>> {
-        let dropped = self.ensure_prepared()?;
+        self.ensure_built_from(&BaseConfig::Tinyconfig)
+    }
+
+    /// [`KernelTree::ensure_built`] from another base config.
+    pub fn ensure_built_from(&self, base: &BaseConfig) -> Result<Vec<String>> {
+        let dropped = self.ensure_prepared_from(base)?;
         let key = std::fs::read_to_string(self.out.join(".klpx-prepared")).unwrap_or_default();
         let stamp = self.out.join(".klpx-built");
         if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str())
