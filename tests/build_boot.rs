@@ -159,6 +159,13 @@ fn run_case_on(arch: Arch, name: &str) {
         );
     }
     assert!(ko.is_file(), "{name}: no module at {}", ko.display());
+    if !arch.backend().livepatch_loadable() {
+        // Linux 6.12 arm64: built and checked (links, livepatch relocations resolve against vmlinux,
+        // patchable entries present), and said so; there is nothing that could load it.
+        assert_eq!(report["loadable"], false, "{name}: {stdout}");
+        let _ = std::fs::remove_dir_all(&out_dir);
+        return;
+    }
 
     // Boot it.
     let mut args: Vec<String> = vec!["verify".into()];
@@ -307,6 +314,56 @@ macro_rules! cross_cases {
 
 cross_cases!(ppc64le, Arch::Ppc64le);
 cross_cases!(s390, Arch::S390x);
+
+/// arm64 (Linux 6.12 cannot load livepatches there): the patches that do not use the livepatch API
+/// (callbacks, shadow variables) are built and the module checked without loading.
+mod arm64 {
+    use super::*;
+    #[test]
+    fn string_change() {
+        run_case_on(Arch::Arm64, "string-change");
+    }
+    #[test]
+    fn new_function() {
+        run_case_on(Arch::Arm64, "new-function");
+    }
+    #[test]
+    fn new_global_function_called_from_another_file() {
+        run_case_on(Arch::Arm64, "new-global-function");
+    }
+    #[test]
+    fn new_static_data() {
+        run_case_on(Arch::Arm64, "new-static-data");
+    }
+    #[test]
+    fn static_local_variable() {
+        run_case_on(Arch::Arm64, "static-local");
+    }
+    #[test]
+    fn header_edit_included_by_several_files() {
+        run_case_on(Arch::Arm64, "header-edit");
+    }
+    #[test]
+    fn syscall() {
+        run_case_on(Arch::Arm64, "syscall");
+    }
+    #[test]
+    fn loadable_module_function() {
+        run_case_on(Arch::Arm64, "module-function");
+    }
+    #[test]
+    fn refuses_changed_global_data() {
+        run_case_on(Arch::Arm64, "refuse-global-data");
+    }
+    #[test]
+    fn refuses_init_change() {
+        run_case_on(Arch::Arm64, "refuse-init");
+    }
+    #[test]
+    fn line_shift_only_is_no_change() {
+        run_case_on(Arch::Arm64, "line-shift-only");
+    }
+}
 
 /// Every case in the YAML has a test above.
 #[test]

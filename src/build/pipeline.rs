@@ -96,6 +96,9 @@ pub struct BuildReport {
     pub stages: Vec<(String, f64)>,
     /// klpx's own peak resident memory (VmHWM), in KiB; compilers and make are separate processes.
     pub peak_rss_kib: u64,
+    /// Whether the target kernel can load livepatches at all (`CONFIG_LIVEPATCH`); when not (Linux
+    /// 6.12 on arm64), the module is built and checked but cannot be loaded.
+    pub loadable: bool,
     pub notes: Vec<String>,
 }
 
@@ -140,6 +143,19 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     )?;
     for n in &notes {
         stages.note(n);
+    }
+    let loadable = std::fs::read_to_string(req.objdir.join(".config"))
+        .map(|c| c.lines().any(|l| l == "CONFIG_LIVEPATCH=y"))
+        .unwrap_or(false);
+    if !loadable {
+        let n = format!(
+            "{} has no CONFIG_LIVEPATCH (Linux 6.12 has none on {}): the module is built and checked, \
+             but this kernel cannot load it",
+            req.objdir.display(),
+            req.toolchain.arch
+        );
+        stages.note(&n);
+        notes.push(n);
     }
     if objects.is_empty() {
         return Err(UserError::new(format!(
@@ -318,11 +334,27 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     }
     if refused {
         stages.finish();
-        return Ok(report(Outcome::Refused, reports, None, 0, &stages, notes));
+        return Ok(report(
+            loadable,
+            Outcome::Refused,
+            reports,
+            None,
+            0,
+            &stages,
+            notes,
+        ));
     }
     if parts.is_empty() {
         stages.finish();
-        return Ok(report(Outcome::NoChange, reports, None, 0, &stages, notes));
+        return Ok(report(
+            loadable,
+            Outcome::NoChange,
+            reports,
+            None,
+            0,
+            &stages,
+            notes,
+        ));
     }
 
     // Module.
@@ -417,6 +449,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
         std::fs::remove_dir_all(work).ok();
     }
     Ok(report(
+        loadable,
         Outcome::Module,
         reports,
         Some(out),
@@ -427,6 +460,7 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
 }
 
 fn report(
+    loadable: bool,
     outcome: Outcome,
     objects: Vec<ObjectReport>,
     module: Option<PathBuf>,
@@ -445,6 +479,7 @@ fn report(
             .map(|(n, d)| (n.clone(), d.as_secs_f64()))
             .collect(),
         peak_rss_kib: peak_rss_kib(),
+        loadable,
         notes,
     }
 }

@@ -262,6 +262,13 @@ fn print_summary(r: &BuildReport, workdir: Option<&Path>) {
                     r.klp_relocations
                 );
             }
+            if !r.loadable {
+                println!(
+                    "note: the target kernel has no livepatch support (CONFIG_LIVEPATCH): the module \
+                     links, its livepatch relocations resolve against vmlinux and its functions have \
+                     their patchable entries, but it cannot be loaded"
+                );
+            }
         }
         Outcome::NoChange => println!("no functional change: no module built"),
         Outcome::Refused => eprintln!("klpx: the patch cannot be live-patched; no module built"),
