@@ -102,21 +102,52 @@ pub struct BuildReport {
     pub notes: Vec<String>,
 }
 
-/// Runs the pipeline.
+/// Runs the pipeline: restores a journal left by a killed run, locks the tree the patches apply to,
+/// plans, compiles the original build, patches the tree under a journal for the patched build, and
+/// finishes with the diff and the module.
 pub fn build(req: &BuildRequest) -> Result<BuildReport> {
+    let root = patch_root(req);
+    let restored = journal::recover(root)?;
+    if restored > 0 && !req.quiet {
+        eprintln!(
+            "klpx: restored {restored} file(s) of {} left patched by an interrupted run",
+            root.display()
+        );
+    }
+    let _lock = SourceLock::try_take(root)?;
+    let mut planned = plan(req)?;
+    planned.compile("orig", "original build")?;
+    planned.compile_patched()?;
+    planned.finish()
+}
+
+/// The tree the patches apply to: the kernel source, or an out-of-tree module's directory.
+pub fn patch_root(req: &BuildRequest) -> &Path {
+    req.oot.as_ref().map_or(&req.srcdir, |o| &o.src)
+}
+
+/// A build planned and ready to compile: what [`plan`] found, carried through the later phases.
+pub struct Planned {
+    req: BuildRequest,
+    stages: Stages,
+    notes: Vec<String>,
+    /// The patched files' contents, with `#line` fixes, as the patched build sees them.
+    edits: Vec<FileEdit>,
+    links: LinkMap,
+    objects: Vec<AffectedObject>,
+    dirs: Vec<PathBuf>,
+    flags: Vec<String>,
+    loadable: bool,
+}
+
+/// Plans a build without taking the tree's lock (the caller holds it): reads the patches, refuses
+/// what cannot be patched, finds the affected objects, checks the compiler, prepares the work
+/// directory.
+pub fn plan(req: &BuildRequest) -> Result<Planned> {
     let mut stages = Stages::new(req.quiet);
     let mut notes = Vec::new();
     stages.start("plan", "reading the patches and the tree");
-    // The tree the patches apply to: the kernel source, or an out-of-tree module's directory.
-    let patch_root = req.oot.as_ref().map_or(&req.srcdir, |o| &o.src);
-    let restored = journal::recover(patch_root)?;
-    if restored > 0 {
-        stages.note(&format!(
-            "restored {restored} file(s) of {} left patched by an interrupted run",
-            patch_root.display()
-        ));
-    }
-    let _lock = SourceLock::try_take(patch_root)?;
+    let patch_root = patch_root(req);
     let patches: Vec<SourcePatch> = req
         .patches
         .iter()
@@ -177,24 +208,61 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     }
     let include = work.join("include");
     write_headers(&include)?;
-    let include_flag = format!("-I{}", include.display());
-    let mut flags = livepatch_cflags(req.toolchain.arch.backend());
-    flags.push(&include_flag);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(req.jobs.max(1))
-        .build()
-        .context("starting the compile pool")?;
+    let mut flags: Vec<String> = livepatch_cflags(req.toolchain.arch.backend())
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    flags.push(format!("-I{}", include.display()));
     let dirs: Vec<PathBuf> = (0..objects.len())
         .map(|i| work.join("objects").join(i.to_string()))
         .collect();
     for d in &dirs {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
-    let compile_all = |which: &str| -> Result<()> {
+    Ok(Planned {
+        req: req.clone(),
+        stages,
+        notes,
+        edits: with_line_fixes(&edits),
+        links,
+        objects,
+        dirs,
+        flags,
+        loadable,
+    })
+}
+
+impl Planned {
+    /// The files as the patched build must see them.
+    pub fn edits(&self) -> &[FileEdit] {
+        &self.edits
+    }
+
+    /// How many objects each build compiles.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Compiles every affected object into `<which>.o`, in parallel up to the request's jobs.
+    pub fn compile(&mut self, which: &str, what: &str) -> Result<()> {
+        let req = &self.req;
+        self.stages.start(
+            if which == "orig" {
+                "compile"
+            } else {
+                "compile-patched"
+            },
+            &format!("{} object(s), {what}, -j{}", self.objects.len(), req.jobs),
+        );
+        let flags: Vec<&str> = self.flags.iter().map(String::as_str).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(req.jobs.max(1))
+            .build()
+            .context("starting the compile pool")?;
         pool.install(|| {
-            objects
+            self.objects
                 .par_iter()
-                .zip(&dirs)
+                .zip(&self.dirs)
                 .map(|(o, d)| {
                     recompile_with(
                         &req.objdir,
@@ -213,250 +281,261 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
                 .collect::<Result<Vec<()>>>()
         })?;
         Ok(())
-    };
-    stages.start(
-        "compile",
-        &format!(
-            "{} object(s), original build, -j{}",
-            objects.len(),
-            req.jobs
-        ),
-    );
-    compile_all("orig")?;
-    stages.start("compile-patched", "patched build (tree patched, journaled)");
-    let fixed = with_line_fixes(&edits);
-    let patched = journal::apply(patch_root, &fixed)?;
-    let built = compile_all("patched");
-    patched.undo()?;
-    built?;
-
-    // Diff.
-    stages.start("diff", "comparing each object's two builds");
-    let symvers = std::fs::read_to_string(req.objdir.join("Module.symvers")).unwrap_or_default();
-    let exports = Exports::from_symvers(&symvers);
-    let exported: HashSet<String> = exports.symbols.clone().unwrap_or_default();
-    let bytes: Vec<(Vec<u8>, Vec<u8>)> = dirs
-        .iter()
-        .map(|d| -> Result<_> {
-            Ok((
-                std::fs::read(d.join("orig.o"))?,
-                std::fs::read(d.join("patched.o"))?,
-            ))
-        })
-        .collect::<Result<_>>()?;
-    let mut reports = Vec::new();
-    let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
-    let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
-    let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
-    let mut refused = false;
-    let mut diffs = Vec::with_capacity(objects.len());
-    for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
-        let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
-        let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
-        let d = differ::diff(
-            &orig,
-            &pat,
-            &DiffOptions {
-                object_name: o.target.clone(),
-                exports: exports.clone(),
-            },
-        )?;
-        reports.push(ObjectReport {
-            object: o.object.clone(),
-            target: o.target.clone(),
-            verdict: d.verdict,
-            changed_functions: d.changed_functions.iter().map(|f| f.name.clone()).collect(),
-            new_functions: d.new_functions.clone(),
-            refusals: d
-                .refusals
-                .iter()
-                .map(|r| format!("{}: {}", r.symbol, r.reason))
-                .collect(),
-        });
-        refused |= d.verdict == Verdict::Unpatchable;
-        diffs.push((pat, d));
     }
-    // New global symbols one object defines and another uses are linked inside the module.
-    let new_globals: HashSet<String> = diffs
-        .iter()
-        .filter(|(_, d)| d.verdict == Verdict::Patchable)
-        .flat_map(|(pat, d)| {
-            d.new_functions
-                .iter()
-                .chain(&d.new_data)
-                .filter(|n| {
-                    pat.symbols
-                        .iter()
-                        .any(|s| s.global && s.section.is_some() && s.name == n.as_str())
-                })
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for (i, ((pat, d), o)) in diffs.iter_mut().zip(&objects).enumerate() {
-        if d.verdict != Verdict::Patchable {
-            continue;
+
+    /// The patched build: patches the tree under a journal, compiles, and restores the tree.
+    pub fn compile_patched(&mut self) -> Result<()> {
+        let root = patch_root(&self.req).to_path_buf();
+        let patched = journal::apply(&root, &self.edits)?;
+        let built = self.compile("patched", "patched build (tree patched, journaled)");
+        patched.undo()?;
+        built
+    }
+
+    /// Diffs each object's two builds and, when the change is patchable, builds and checks the
+    /// module.
+    pub fn finish(self) -> Result<BuildReport> {
+        let Planned {
+            req,
+            mut stages,
+            notes,
+            links,
+            objects,
+            dirs,
+            loadable,
+            ..
+        } = self;
+        let req = &req;
+        let work = &req.workdir;
+        // Diff.
+        stages.start("diff", "comparing each object's two builds");
+        let symvers =
+            std::fs::read_to_string(req.objdir.join("Module.symvers")).unwrap_or_default();
+        let exports = Exports::from_symvers(&symvers);
+        let exported: HashSet<String> = exports.symbols.clone().unwrap_or_default();
+        let bytes: Vec<(Vec<u8>, Vec<u8>)> = dirs
+            .iter()
+            .map(|d| -> Result<_> {
+                Ok((
+                    std::fs::read(d.join("orig.o"))?,
+                    std::fs::read(d.join("patched.o"))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let mut reports = Vec::new();
+        let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
+        let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
+        let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
+        let mut refused = false;
+        let mut diffs = Vec::with_capacity(objects.len());
+        for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
+            let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
+            let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
+            let d = differ::diff(
+                &orig,
+                &pat,
+                &DiffOptions {
+                    object_name: o.target.clone(),
+                    exports: exports.clone(),
+                },
+            )?;
+            reports.push(ObjectReport {
+                object: o.object.clone(),
+                target: o.target.clone(),
+                verdict: d.verdict,
+                changed_functions: d.changed_functions.iter().map(|f| f.name.clone()).collect(),
+                new_functions: d.new_functions.clone(),
+                refusals: d
+                    .refusals
+                    .iter()
+                    .map(|r| format!("{}: {}", r.symbol, r.reason))
+                    .collect(),
+            });
+            refused |= d.verdict == Verdict::Unpatchable;
+            diffs.push((pat, d));
         }
-        for piece in &mut d.selection.pieces {
-            for r in &mut piece.relocs {
-                if let OutTarget::Klp(t) = &r.target
-                    && new_globals.contains(&t.symbol)
-                {
-                    r.target = OutTarget::Undefined(t.symbol.clone());
+        // New global symbols one object defines and another uses are linked inside the module.
+        let new_globals: HashSet<String> = diffs
+            .iter()
+            .filter(|(_, d)| d.verdict == Verdict::Patchable)
+            .flat_map(|(pat, d)| {
+                d.new_functions
+                    .iter()
+                    .chain(&d.new_data)
+                    .filter(|n| {
+                        pat.symbols
+                            .iter()
+                            .any(|s| s.global && s.section.is_some() && s.name == n.as_str())
+                    })
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (i, ((pat, d), o)) in diffs.iter_mut().zip(&objects).enumerate() {
+            if d.verdict != Verdict::Patchable {
+                continue;
+            }
+            for piece in &mut d.selection.pieces {
+                for r in &mut piece.relocs {
+                    if let OutTarget::Klp(t) = &r.target
+                        && new_globals.contains(&t.symbol)
+                    {
+                        r.target = OutTarget::Undefined(t.symbol.clone());
+                    }
                 }
             }
+            let prefix = format!("klpx_f{i}_");
+            parts.push((i, write_object_aliased(pat, d, Some(&prefix))?));
+            let spec = specs.entry(o.target.clone()).or_default();
+            for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
+                pending_funcs.push((
+                    o.target.clone(),
+                    old.clone(),
+                    format!("{prefix}{n}"),
+                    pat.source_name.map(str::to_string),
+                ));
+            }
+            for f in &d.new_functions {
+                for (p, field) in CALLBACK_PREFIXES {
+                    if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
+                        return Err(UserError::new(format!(
+                            "{}: more than one {field} callback for {}",
+                            o.object, o.target
+                        ))
+                        .into());
+                    }
+                }
+            }
+            for k in klp_records(pat, d) {
+                specs.entry(k.target.object.clone()).or_default();
+            }
         }
-        let prefix = format!("klpx_f{i}_");
-        parts.push((i, write_object_aliased(pat, d, Some(&prefix))?));
-        let spec = specs.entry(o.target.clone()).or_default();
-        for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
-            pending_funcs.push((
-                o.target.clone(),
-                old.clone(),
-                format!("{prefix}{n}"),
-                pat.source_name.map(str::to_string),
+        if refused {
+            stages.finish();
+            return Ok(report(
+                loadable,
+                Outcome::Refused,
+                reports,
+                None,
+                0,
+                &stages,
+                notes,
             ));
         }
-        for f in &d.new_functions {
-            for (p, field) in CALLBACK_PREFIXES {
-                if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
-                    return Err(UserError::new(format!(
-                        "{}: more than one {field} callback for {}",
-                        o.object, o.target
+        if parts.is_empty() {
+            stages.finish();
+            return Ok(report(
+                loadable,
+                Outcome::NoChange,
+                reports,
+                None,
+                0,
+                &stages,
+                notes,
+            ));
+        }
+
+        // Module.
+        stages.start("module", "generating and linking the livepatch module");
+        let mut tables: HashMap<String, SymbolTable> = HashMap::new();
+        let vmlinux = req
+            .vmlinux
+            .clone()
+            .unwrap_or_else(|| req.objdir.join("vmlinux"));
+        for name in specs.keys() {
+            let table = if name == "vmlinux" {
+                SymbolTable::load(&vmlinux, true)?
+            } else {
+                let ko = links.modules.get(name).ok_or_else(|| {
+                    UserError::new(format!(
+                        "module {name} is not built in {}",
+                        req.objdir.display()
                     ))
-                    .into());
-                }
-            }
+                })?;
+                SymbolTable::load(&req.objdir.join(ko), false)?
+            };
+            tables.insert(name.clone(), table);
         }
-        for k in klp_records(pat, d) {
-            specs.entry(k.target.object.clone()).or_default();
+        for (target, old, alias, source) in pending_funcs {
+            let pos = tables[&target]
+                .sympos(&old, source.as_deref())
+                .map_err(UserError::new)?;
+            specs.entry(target).or_default().funcs.push(FuncSpec {
+                old_name: old,
+                new_symbol: alias,
+                sympos: pos,
+            });
         }
-    }
-    if refused {
-        stages.finish();
-        return Ok(report(
-            loadable,
-            Outcome::Refused,
-            reports,
-            None,
-            0,
-            &stages,
-            notes,
-        ));
-    }
-    if parts.is_empty() {
-        stages.finish();
-        return Ok(report(
-            loadable,
-            Outcome::NoChange,
-            reports,
-            None,
-            0,
-            &stages,
-            notes,
-        ));
-    }
-
-    // Module.
-    stages.start("module", "generating and linking the livepatch module");
-    let mut tables: HashMap<String, SymbolTable> = HashMap::new();
-    let vmlinux = req
-        .vmlinux
-        .clone()
-        .unwrap_or_else(|| req.objdir.join("vmlinux"));
-    for name in specs.keys() {
-        let table = if name == "vmlinux" {
-            SymbolTable::load(&vmlinux, true)?
-        } else {
-            let ko = links.modules.get(name).ok_or_else(|| {
-                UserError::new(format!(
-                    "module {name} is not built in {}",
-                    req.objdir.display()
-                ))
-            })?;
-            SymbolTable::load(&req.objdir.join(ko), false)?
+        let spec = ModuleSpec {
+            name: req.name.clone(),
+            replace: req.replace,
+            objects: specs,
+            description: format!(
+                "livepatch built by klpx from {}",
+                req.patches
+                    .iter()
+                    .map(|p| p
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         };
-        tables.insert(name.clone(), table);
-    }
-    for (target, old, alias, source) in pending_funcs {
-        let pos = tables[&target]
-            .sympos(&old, source.as_deref())
-            .map_err(UserError::new)?;
-        specs.entry(target).or_default().funcs.push(FuncSpec {
-            old_name: old,
-            new_symbol: alias,
-            sympos: pos,
-        });
-    }
-    let spec = ModuleSpec {
-        name: req.name.clone(),
-        replace: req.replace,
-        objects: specs,
-        description: format!(
-            "livepatch built by klpx from {}",
-            req.patches
-                .iter()
-                .map(|p| p
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mdir = work.join("module");
-    std::fs::create_dir_all(&mdir)?;
-    std::fs::write(mdir.join("klpx-livepatch.c"), module_source(&spec))?;
-    std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
-    for (n, (_, bytes)) in parts.iter().enumerate() {
-        std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
-    }
-    make_module(&req.objdir, &mdir, &req.toolchain.make_vars(), req.jobs)?;
+        let mdir = work.join("module");
+        std::fs::create_dir_all(&mdir)?;
+        std::fs::write(mdir.join("klpx-livepatch.c"), module_source(&spec))?;
+        std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
+        for (n, (_, bytes)) in parts.iter().enumerate() {
+            std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
+        }
+        make_module(&req.objdir, &mdir, &req.toolchain.make_vars(), req.jobs)?;
 
-    stages.start("klp-sections", "writing .klp.rela sections into the module");
-    let linked_path = mdir.join(format!("{}.ko", req.name));
-    let linked = std::fs::read(&linked_path)
-        .with_context(|| format!("reading {}", linked_path.display()))?;
-    let side = read_side_tables(&linked).context("reading klpx's side tables in the module")?;
-    let finished = write_klp_sections(&linked, &side.relocs, &|r| {
-        let t = tables
-            .get(&r.object)
-            .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
-        t.sympos(&r.symbol, r.source.as_deref())
-            .map_err(|e| UserError::new(e).into())
-    })?;
-    let backend = req.toolchain.arch.backend();
-    let check = check_module(
-        &req.name,
-        &finished,
-        &exported,
-        &|n| backend.is_module_provided(n),
-        &tables,
-    )?;
-    if !check.problems.is_empty() {
-        return Err(anyhow!(
-            "the module failed its checks:\n{}",
-            check.problems.join("\n")
-        ));
+        stages.start("klp-sections", "writing .klp.rela sections into the module");
+        let linked_path = mdir.join(format!("{}.ko", req.name));
+        let linked = std::fs::read(&linked_path)
+            .with_context(|| format!("reading {}", linked_path.display()))?;
+        let side = read_side_tables(&linked).context("reading klpx's side tables in the module")?;
+        let finished = write_klp_sections(&linked, &side.relocs, &|r| {
+            let t = tables
+                .get(&r.object)
+                .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
+            t.sympos(&r.symbol, r.source.as_deref())
+                .map_err(|e| UserError::new(e).into())
+        })?;
+        let backend = req.toolchain.arch.backend();
+        let check = check_module(
+            &req.name,
+            &finished,
+            &exported,
+            &|n| backend.is_module_provided(n),
+            &tables,
+        )?;
+        if !check.problems.is_empty() {
+            return Err(anyhow!(
+                "the module failed its checks:\n{}",
+                check.problems.join("\n")
+            ));
+        }
+        std::fs::create_dir_all(&req.output)
+            .with_context(|| format!("creating {}", req.output.display()))?;
+        let out = req.output.join(format!("{}.ko", req.name));
+        std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
+        stages.finish();
+        if !req.keep_workdir {
+            std::fs::remove_dir_all(work).ok();
+        }
+        Ok(report(
+            loadable,
+            Outcome::Module,
+            reports,
+            Some(out),
+            side.relocs.len(),
+            &stages,
+            notes,
+        ))
     }
-    std::fs::create_dir_all(&req.output)
-        .with_context(|| format!("creating {}", req.output.display()))?;
-    let out = req.output.join(format!("{}.ko", req.name));
-    std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
-    stages.finish();
-    if !req.keep_workdir {
-        std::fs::remove_dir_all(work).ok();
-    }
-    Ok(report(
-        loadable,
-        Outcome::Module,
-        reports,
-        Some(out),
-        side.relocs.len(),
-        &stages,
-        notes,
-    ))
 }
 
 fn report(
