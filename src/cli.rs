@@ -38,6 +38,9 @@ pub enum Command {
     /// Builds a livepatch module from source patches against an already-built kernel tree.
     #[command(after_help = BUILD_HELP)]
     Build(BuildArgs),
+    /// Builds one livepatch for several architectures at once and reports what differs.
+    #[command(after_help = MATRIX_HELP)]
+    Matrix(MatrixArgs),
     /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
@@ -259,4 +262,44 @@ pub struct BuildArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+const MATRIX_HELP: &str = "\
+The matrix file (default: ./cross-dev.yaml, else klpx's built-in one) names the kernel source, the
+output-tree prefix, the jobs shared by all architectures, and per architecture its cross prefix,
+compiler (gcc or clang), launcher and extra config fragments. Each architecture builds in its own
+output tree (built once if needed); the source tree is patched once for all patched builds.
+
+Exit status:
+  0  every architecture built its module (or none had a functional change)
+  2  bad input (matrix file, patch)
+  3  the change cannot be live-patched on at least one architecture
+  4  at least one architecture failed";
+
+#[derive(Debug, Clone, Args)]
+pub struct MatrixArgs {
+    /// Source patches, applied in order.
+    #[arg(required = true, value_name = "PATCH")]
+    pub patches: Vec<PathBuf>,
+    /// The matrix file.
+    #[arg(short = 'f', long = "file", value_name = "YAML")]
+    pub file: Option<PathBuf>,
+    /// Module name; default livepatch-<patch name>.
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// Directory for the modules (`<dir>/<arch>/<name>.ko`; default: ./<name>).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<PathBuf>,
+    /// Do not replace earlier livepatches (no atomic replace).
+    #[arg(short = 'R', long = "non-replace")]
+    pub non_replace: bool,
+    /// Run the architectures one after another (for comparison; default: together).
+    #[arg(long)]
+    pub sequential: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the report as Markdown to this file.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
 }

@@ -10,6 +10,7 @@ pub mod differ;
 pub mod error;
 pub mod kbuild;
 pub mod kernel;
+pub mod matrix;
 pub mod module;
 pub mod objfile;
 pub mod patch;

@@ -36,6 +36,7 @@ fn main() {
             symvers: a.symvers,
         }),
         Command::Build(a) => cmd::build::run(a),
+        Command::Matrix(a) => cmd::matrix::run(a),
         Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&cmd::verify::VerifyArgs {
             modules: a.modules,

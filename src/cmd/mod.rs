@@ -6,4 +6,5 @@ pub mod demo;
 pub mod diff;
 pub mod doctor;
 pub mod kernel;
+pub mod matrix;
 pub mod verify;

@@ -27,6 +27,8 @@ pub struct KernelTree {
     /// `CROSS_COMPILE` prefix.
     pub cross: String,
     pub jobs: usize,
+    /// Config fragments merged after klpx's own (a matrix's per-architecture extras).
+    pub extra_fragments: Vec<PathBuf>,
 }
 
 impl KernelTree {
@@ -38,6 +40,7 @@ impl KernelTree {
             out: out.to_path_buf(),
             cross: arch.backend().default_cross_prefix().to_string(),
             jobs,
+            extra_fragments: Vec::new(),
         }
     }
 
@@ -126,7 +129,8 @@ impl KernelTree {
 
     /// [`KernelTree::ensure_prepared`] from another base config.
     pub fn ensure_prepared_from(&self, base: &BaseConfig) -> Result<Vec<String>> {
-        let fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
+        let mut fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
+        fragments.extend(self.extra_fragments.iter().cloned());
         let mut key = match base {
             BaseConfig::Tinyconfig => String::new(),
             BaseConfig::Defconfig => "defconfig\n".to_string(),

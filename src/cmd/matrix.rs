@@ -1,0 +1,86 @@
+//! `klpx matrix`: reads the matrix file, runs every architecture, prints the report.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::build::pipeline::Outcome;
+use crate::cli::MatrixArgs;
+use crate::error::{UserError, exit};
+use crate::matrix::config::Matrix;
+use crate::matrix::report::Report;
+use crate::matrix::run::{MatrixRequest, run as run_matrix};
+use crate::module::source::{default_name, sanitize_name};
+
+/// klpx's own default matrix, used when no file is given and there is no ./cross-dev.yaml.
+const DEFAULT_MATRIX: &str = include_str!("../../cross-dev.yaml");
+
+/// Runs `klpx matrix`; returns the exit status.
+pub fn run(a: MatrixArgs) -> Result<i32> {
+    let (matrix, dir) = match &a.file {
+        Some(f) => (Matrix::load(f)?, parent(f)),
+        None if Path::new("cross-dev.yaml").is_file() => (
+            Matrix::load(Path::new("cross-dev.yaml"))?,
+            PathBuf::from("."),
+        ),
+        None => (
+            Matrix::parse("(built-in cross-dev.yaml)", DEFAULT_MATRIX)?,
+            PathBuf::from("."),
+        ),
+    };
+    for p in &a.patches {
+        if !p.is_file() {
+            return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
+        }
+    }
+    let name = a
+        .name
+        .as_deref()
+        .map(sanitize_name)
+        .unwrap_or_else(|| default_name(&a.patches[0]));
+    let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let results = run_matrix(&MatrixRequest {
+        matrix,
+        matrix_dir: abs(&dir),
+        patches: a.patches.iter().map(|p| abs(p)).collect(),
+        name: name.clone(),
+        output: abs(&output),
+        replace: !a.non_replace,
+        sequential: a.sequential,
+        quiet: a.json,
+    })?;
+    let report = Report::new(&results);
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    if let Some(md) = &a.markdown {
+        let title = a
+            .patches
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        std::fs::write(md, report.markdown(&title))
+            .map_err(|e| UserError::new(format!("{}: cannot write: {e}", md.display())))?;
+    }
+    let failed = results.iter().any(|r| r.outcome.is_err());
+    let refused = results
+        .iter()
+        .any(|r| matches!(&r.outcome, Ok(b) if b.outcome == Outcome::Refused));
+    Ok(if failed {
+        exit::INTERNAL
+    } else if refused {
+        exit::UNPATCHABLE
+    } else {
+        exit::OK
+    })
+}
+
+fn parent(f: &Path) -> PathBuf {
+    f.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}

@@ -1,0 +1,258 @@
+//! Running one set of patches for every architecture of a matrix, each in its own output tree, in
+//! parallel. The source tree is shared, so it is patched once (under the journal) for all the
+//! patched builds together; everything else runs per architecture, and one architecture failing
+//! stops nothing else.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use klpx_arch::Arch;
+
+use super::config::{Compiler, Matrix};
+use super::progress::Board;
+use crate::build::journal;
+use crate::build::pipeline::{BuildReport, BuildRequest, Planned, default_workdir, plan};
+use crate::kbuild::objpair::SourceLock;
+use crate::kbuild::toolchain::Toolchain;
+use crate::kernel::cache;
+use crate::kernel::tree::KernelTree;
+
+/// What the matrix run needs besides the matrix file.
+#[derive(Debug, Clone)]
+pub struct MatrixRequest {
+    pub matrix: Matrix,
+    /// The directory of the matrix file (extra fragments are relative to it).
+    pub matrix_dir: PathBuf,
+    pub patches: Vec<PathBuf>,
+    /// Module file name without `.ko`.
+    pub name: String,
+    /// Modules go to `<output>/<arch>/`.
+    pub output: PathBuf,
+    pub replace: bool,
+    /// Run the architectures one after another instead of together (for comparison).
+    pub sequential: bool,
+    pub quiet: bool,
+}
+
+/// One architecture's result.
+#[derive(Debug)]
+pub struct ArchResult {
+    pub arch: Arch,
+    pub tree: PathBuf,
+    pub outcome: Result<BuildReport, String>,
+    /// This architecture's own time in the livepatch stages (plan to module).
+    pub time: Duration,
+}
+
+/// The kernel source a matrix names.
+fn source_dir(m: &Matrix) -> Result<PathBuf> {
+    match m.source.strip_prefix("debian:") {
+        Some("linux-source-6.12") => cache::debian_source(),
+        Some(other) => Err(crate::error::UserError::new(format!(
+            "source: debian:{other}: only debian:linux-source-6.12 is known; give a directory instead"
+        ))
+        .into()),
+        None => {
+            let p = PathBuf::from(&m.source);
+            if p.join("Makefile").is_file() {
+                Ok(p)
+            } else {
+                Err(crate::error::UserError::new(format!(
+                    "source: {}: not a kernel source tree",
+                    p.display()
+                ))
+                .into())
+            }
+        }
+    }
+}
+
+/// The output tree of one architecture.
+fn tree_dir(m: &Matrix, arch: Arch) -> PathBuf {
+    let base = if m.output.is_absolute() {
+        m.output.clone()
+    } else {
+        cache::root().join(&m.output)
+    };
+    base.join(arch.name())
+}
+
+/// Runs `f` for every item, together on threads or one after another, keeping the order.
+fn each<T: Sync, R: Send>(items: &[T], sequential: bool, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    if sequential {
+        return items.iter().map(&f).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.iter().map(|i| s.spawn(|| f(i))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a matrix thread panicked"))
+            .collect()
+    })
+}
+
+/// Runs the matrix.
+pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
+    let m = &req.matrix;
+    let src = source_dir(m)?;
+    let arches: Vec<Arch> = m.arches.iter().map(|a| a.arch.0).collect();
+    // Jobs shared across the architectures that run together.
+    let per_arch = if req.sequential {
+        m.jobs
+    } else {
+        (m.jobs / arches.len()).max(1)
+    };
+    let board = Board::new(&arches, req.quiet);
+
+    // Kernel trees: built once, each in its own output tree.
+    let trees: Vec<Result<KernelTree, String>> = each(&m.arches, req.sequential, |e| {
+        let arch = e.arch.0;
+        let mut tree = KernelTree::new(arch, &src, &tree_dir(m, arch), per_arch);
+        if let Some(c) = &e.cross {
+            tree.cross = c.clone();
+        }
+        tree.extra_fragments = e.fragments.iter().map(|f| req.matrix_dir.join(f)).collect();
+        board.set(arch, "kernel tree (built once)");
+        tree.ensure_built()
+            .map(|_| tree)
+            .map_err(|e| format!("kernel tree: {e:#}"))
+    });
+
+    let root = src.clone();
+    let restored = journal::recover(&root)?;
+    if restored > 0 {
+        board.note(&format!(
+            "restored {restored} file(s) of {} left patched by an interrupted run",
+            root.display()
+        ));
+    }
+    let _lock = SourceLock::try_take(&root)?;
+
+    // Plan every architecture.
+    let times: Vec<Mutex<Duration>> = arches.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
+    let timed = |i: usize, f: &mut dyn FnMut()| {
+        let t = Instant::now();
+        f();
+        *times[i].lock().unwrap_or_else(|p| p.into_inner()) += t.elapsed();
+    };
+    let planned: Vec<Mutex<Result<Planned, String>>> = m
+        .arches
+        .iter()
+        .zip(&trees)
+        .enumerate()
+        .map(|(i, (e, t))| {
+            let mut out = Err(String::new());
+            timed(i, &mut || {
+                out = match t {
+                    Err(why) => Err(why.clone()),
+                    Ok(tree) => {
+                        board.set(e.arch.0, "plan");
+                        plan(&request(req, e, tree, per_arch)).map_err(|e| format!("{e:#}"))
+                    }
+                };
+            });
+            Mutex::new(out)
+        })
+        .collect();
+
+    let idx: Vec<usize> = (0..arches.len()).collect();
+    let compile = |which: &'static str, what: &'static str| {
+        each(&idx, req.sequential, |&i| {
+            let mut slot = planned[i].lock().unwrap_or_else(|p| p.into_inner());
+            if let Ok(p) = slot.as_mut() {
+                board.set(arches[i], what);
+                let mut r = Ok(());
+                timed(i, &mut || r = p.compile(which, what));
+                if let Err(e) = r {
+                    *slot = Err(format!("{e:#}"));
+                }
+            }
+        });
+    };
+    compile("orig", "original build");
+
+    // The shared tree, patched once for every architecture's patched build.
+    let edits = planned.iter().find_map(|p| {
+        p.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .ok()
+            .map(|p| p.edits().to_vec())
+    });
+    if let Some(edits) = edits {
+        let patched = journal::apply(&root, &edits)?;
+        compile("patched", "patched build (tree patched, journaled)");
+        patched.undo()?;
+    }
+
+    // Diff and module, per architecture.
+    let results: Vec<ArchResult> = each(&idx, req.sequential, |&i| {
+        let slot = std::mem::replace(
+            &mut *planned[i].lock().unwrap_or_else(|p| p.into_inner()),
+            Err(String::new()),
+        );
+        let outcome = match slot {
+            Err(why) => Err(why),
+            Ok(p) => {
+                board.set(arches[i], "diff and module");
+                let mut p = Some(p);
+                let mut r = Err(String::new());
+                timed(i, &mut || {
+                    if let Some(p) = p.take() {
+                        r = p.finish().map_err(|e| format!("{e:#}"));
+                    }
+                });
+                r
+            }
+        };
+        board.done(arches[i], &outcome);
+        ArchResult {
+            arch: arches[i],
+            tree: tree_dir(m, arches[i]),
+            outcome,
+            time: *times[i].lock().unwrap_or_else(|p| p.into_inner()),
+        }
+    });
+    board.finish();
+    Ok(results)
+}
+
+/// The build request of one architecture.
+fn request(
+    req: &MatrixRequest,
+    e: &super::config::ArchEntry,
+    tree: &KernelTree,
+    jobs: usize,
+) -> BuildRequest {
+    let arch = e.arch.0;
+    BuildRequest {
+        patches: req.patches.clone(),
+        srcdir: tree.src.clone(),
+        objdir: tree.out.clone(),
+        toolchain: Toolchain {
+            arch,
+            cross: tree.cross.clone(),
+            llvm: e.compiler == Compiler::Clang,
+            cc: None,
+            launcher: e.launcher.clone(),
+        },
+        vmlinux: None,
+        jobs,
+        targets: Vec::new(),
+        name: req.name.clone(),
+        output: req.output.join(arch.name()),
+        workdir: default_workdir(&format!("{}-{}", req.name, arch.name())),
+        keep_workdir: false,
+        replace: req.replace,
+        skip_compiler_check: false,
+        quiet: true,
+        oot: None,
+    }
+}
+
+/// Where a matrix run writes its modules by default.
+pub fn default_output(name: &str) -> PathBuf {
+    PathBuf::from(name)
+}
