@@ -499,3 +499,23 @@ fn compiler_launcher() {
     assert_exit(&v, 0, "klpx verify");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A `.c` file that has no object of its own (kernel/sched/idle.c is `#include`d by
+/// build_policy.c) is found through the recorded dependency lists.
+#[test]
+fn included_c_file_is_found_through_dependencies() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let rel = "kernel/sched/idle.c";
+    let bytes = std::fs::read(tree.src.join(rel)).unwrap();
+    let edits = vec![klpx::patch::source::FileEdit {
+        rel: rel.into(),
+        path: tree.src.join(rel),
+        before: Some(bytes.clone()),
+        after: Some(bytes),
+        diffs: vec![],
+    }];
+    let objects = klpx::build::pipeline::plan_objects(&tree.src, &tree.out, &edits).unwrap();
+    let names: Vec<&str> = objects.iter().map(|o| o.object.as_str()).collect();
+    assert_eq!(names, ["kernel/sched/build_policy.o"]);
+}

@@ -141,6 +141,44 @@ fn a_second_klpx_on_the_same_tree_is_refused() {
 }
 
 #[test]
+fn a_refused_second_run_leaves_the_first_runs_patch_alone() {
+    let (src, obj) = fake_tree("second");
+    let a = src.join("kernel/a.c");
+    let edits = vec![FileEdit {
+        rel: "kernel/a.c".into(),
+        path: a.clone(),
+        before: Some(std::fs::read(&a).unwrap()),
+        after: Some(b"patched by the first run, which is still compiling\n".to_vec()),
+        diffs: vec![],
+    }];
+    // The first run: holds the lock and has the tree patched under its journal.
+    let _held = SourceLock::try_take(&src).unwrap();
+    let first = journal::apply(&src, &edits).unwrap();
+    let patch = src.parent().unwrap().join("good.patch");
+    std::fs::write(&patch, GOOD).unwrap();
+    let out = klpx(&build_args(
+        src.to_str().unwrap(),
+        obj.to_str().unwrap(),
+        patch.to_str().unwrap(),
+    ));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("another klpx"), "{err}");
+    assert!(!err.contains("restored"), "{err}");
+    assert!(
+        std::fs::read_to_string(&a)
+            .unwrap()
+            .starts_with("patched by the first run"),
+        "the second run touched the first run's patched file"
+    );
+    first.undo().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&a).unwrap(),
+        "int a(void)\n{\n\treturn 1;\n}\n"
+    );
+}
+
+#[test]
 fn a_journal_left_by_a_killed_run_is_restored_first() {
     let (src, obj) = fake_tree("journal");
     let a = src.join("kernel/a.c");

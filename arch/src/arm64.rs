@@ -168,6 +168,9 @@ impl Backend for Arm64 {
     fn livepatch_loadable(&self) -> bool {
         false
     }
+    fn config_marks(&self) -> &'static [&'static str] {
+        &["CONFIG_ARM64"]
+    }
     fn kernel_image(&self) -> &'static str {
         "arch/arm64/boot/Image"
     }

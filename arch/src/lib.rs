@@ -60,6 +60,17 @@ impl Arch {
     pub fn name(self) -> &'static str {
         self.backend().name()
     }
+
+    /// The architecture a kernel `.config` is for, from the symbols each backend names.
+    pub fn from_config(config: &str) -> Option<Arch> {
+        let set: Vec<&str> = config
+            .lines()
+            .filter_map(|l| l.strip_suffix("=y"))
+            .collect();
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.backend().config_marks().iter().all(|m| set.contains(m)))
+    }
 }
 
 impl fmt::Display for Arch {
@@ -291,6 +302,8 @@ pub trait Backend: Send + Sync {
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"
     }
+    /// Kconfig symbols that are all `=y` in a `.config` for this architecture (and not for another).
+    fn config_marks(&self) -> &'static [&'static str];
     /// Whether Linux 6.12 can load livepatches here (`HAVE_LIVEPATCH`); arm64 gained it in 6.17.
     fn livepatch_loadable(&self) -> bool {
         true
@@ -454,5 +467,26 @@ mod tests {
                 a.backend().endian() == Endian::Big
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn a_config_names_its_architecture() {
+        assert_eq!(
+            Arch::from_config("CONFIG_64BIT=y\nCONFIG_X86_64=y\n"),
+            Some(Arch::X86_64)
+        );
+        assert_eq!(
+            Arch::from_config("CONFIG_PPC64=y\nCONFIG_CPU_LITTLE_ENDIAN=y\n"),
+            Some(Arch::Ppc64le)
+        );
+        // Big-endian ppc64 is none of klpx's.
+        assert_eq!(Arch::from_config("CONFIG_PPC64=y\n"), None);
+        assert_eq!(Arch::from_config("CONFIG_S390=y\n"), Some(Arch::S390x));
+        assert_eq!(Arch::from_config("CONFIG_ARM64=y\n"), Some(Arch::Arm64));
     }
 }

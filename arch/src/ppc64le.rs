@@ -223,6 +223,9 @@ impl Backend for Ppc64le {
     fn console(&self) -> &'static str {
         "hvc0"
     }
+    fn config_marks(&self) -> &'static [&'static str] {
+        &["CONFIG_PPC64", "CONFIG_CPU_LITTLE_ENDIAN"]
+    }
     fn kernel_image(&self) -> &'static str {
         "vmlinux"
     }

@@ -155,6 +155,9 @@ impl Backend for S390x {
     fn console(&self) -> &'static str {
         "ttysclp0"
     }
+    fn config_marks(&self) -> &'static [&'static str] {
+        &["CONFIG_S390"]
+    }
     fn kernel_image(&self) -> &'static str {
         "arch/s390/boot/bzImage"
     }

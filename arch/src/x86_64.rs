@@ -175,6 +175,9 @@ impl Backend for X86_64 {
     fn console(&self) -> &'static str {
         "ttyS0"
     }
+    fn config_marks(&self) -> &'static [&'static str] {
+        &["CONFIG_X86_64"]
+    }
     fn kernel_image(&self) -> &'static str {
         "arch/x86/boot/bzImage"
     }

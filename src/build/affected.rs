@@ -134,7 +134,17 @@ pub fn affected_objects(
         .iter()
         .map(|e| (canonical(&e.path), e.rel.as_str()))
         .collect();
-    let headers = edits.iter().any(|e| e.rel.ends_with(".h"));
+    // A header, or a .c file with no object of its own (kernel/sched/idle.c is #included by
+    // build_policy.c): found through the recorded dependency lists of every object.
+    let own_object = |e: &FileEdit| {
+        e.rel.ends_with(".c")
+            && crate::kbuild::cmdfile::cmd_path(
+                cmd_root,
+                &format!("{}.o", e.rel.trim_end_matches(".c")),
+            )
+            .is_file()
+    };
+    let headers = edits.iter().any(|e| !own_object(e));
     let basenames: std::collections::HashSet<&str> = edits
         .iter()
         .map(|e| e.rel.rsplit('/').next().unwrap_or(&e.rel))

@@ -32,6 +32,10 @@ struct FileRecord {
     path: PathBuf,
     /// Name of the backup file in the journal directory; `None` when the file did not exist.
     backup: Option<String>,
+    /// The file's modification time (nanoseconds since the epoch), put back on restore so that the
+    /// user's next `make` does not rebuild everything that includes a restored header.
+    #[serde(default)]
+    mtime_ns: Option<u128>,
 }
 
 /// The journal directory for `tree` (canonical path).
@@ -77,6 +81,12 @@ fn restore_dir(dir: &Path) -> Result<usize> {
                     .with_context(|| format!("reading the backup of {}", f.path.display()))?;
                 std::fs::write(&f.path, bytes)
                     .with_context(|| format!("restoring {}", f.path.display()))?;
+                if let Some(ns) = f.mtime_ns {
+                    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns as u64);
+                    if let Ok(file) = std::fs::File::options().write(true).open(&f.path) {
+                        let _ = file.set_modified(t);
+                    }
+                }
             }
             None => match std::fs::remove_file(&f.path) {
                 Ok(()) => {}
@@ -120,9 +130,15 @@ pub fn apply(tree: &Path, edits: &[FileEdit]) -> Result<Patched> {
             }
             None => None,
         };
+        let mtime_ns = std::fs::metadata(&e.path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos());
         files.push(FileRecord {
             path: e.path.clone(),
             backup,
+            mtime_ns,
         });
     }
     let record = Record { tree: real, files };
@@ -234,10 +250,19 @@ mod tests {
                 diffs: vec![],
             },
         ];
+        let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let before = mtime(&tree.join("a.c"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
         let p = apply(&tree, &edits).unwrap();
         assert_eq!(std::fs::read_to_string(tree.join("a.c")).unwrap(), "new\n");
+        std::thread::sleep(std::time::Duration::from_millis(20));
         p.undo().unwrap();
         assert_eq!(std::fs::read_to_string(tree.join("a.c")).unwrap(), "old\n");
+        assert_eq!(
+            mtime(&tree.join("a.c")),
+            before,
+            "modification time restored"
+        );
         assert!(!tree.join("b.c").exists());
         // A run that dies without undoing: the next run's recover() restores.
         let p = apply(&tree, &edits).unwrap();

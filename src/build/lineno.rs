@@ -11,7 +11,8 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
     let safe = safe_line_starts(after);
     // (new line number before which to insert, old line number it must carry).
     let mut inserts: Vec<(usize, usize)> = Vec::new();
-    for hunk in patch.hunks() {
+    let hunks = patch.hunks();
+    for (h, hunk) in hunks.iter().enumerate() {
         let mut old_no = hunk.old_range().start();
         let mut new_no = hunk.new_range().start();
         let mut pending = false;
@@ -34,6 +35,16 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
                     new_no += 1;
                     pending = true;
                 }
+            }
+        }
+        if pending && old_no != new_no {
+            // No safe line in the hunk's trailing context: the first safe one after it, before the
+            // next hunk (unchanged lines keep the hunk's end offset).
+            let limit = hunks
+                .get(h + 1)
+                .map_or(safe.len(), |n| n.new_range().start());
+            if let Some(at) = (new_no..limit).find(|&l| safe.get(l - 1).copied().unwrap_or(false)) {
+                inserts.push((at, at + old_no - new_no));
             }
         }
     }
@@ -132,6 +143,17 @@ mod tests {
     #[test]
     fn same_line_count_needs_nothing() {
         assert_eq!(fix_line_numbers("a\nb\nc\n", "a\nB\nc\n"), "a\nB\nc\n");
+    }
+
+    #[test]
+    fn a_change_deep_in_a_comment_is_fixed_after_it() {
+        let before = "a\n/*\n c1\n c2\n c3\n c4\n c5\n */\nb\n";
+        let after = "a\n/*\n c1\n added\n c2\n c3\n c4\n c5\n */\nb\n";
+        // The hunk's context ends inside the comment; the directive goes before "b".
+        assert_eq!(
+            fix_line_numbers(before, after),
+            "a\n/*\n c1\n added\n c2\n c3\n c4\n c5\n */\n#line 9\nb\n"
+        );
     }
 
     #[test]

@@ -102,11 +102,13 @@ pub struct BuildReport {
     pub notes: Vec<String>,
 }
 
-/// Runs the pipeline: restores a journal left by a killed run, locks the tree the patches apply to,
+/// Runs the pipeline: locks the tree the patches apply to, restores a journal left by a killed run,
 /// plans, compiles the original build, patches the tree under a journal for the patched build, and
 /// finishes with the diff and the module.
 pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let root = patch_root(req);
+    // The lock first: a journal is only left over when no klpx holds the lock.
+    let _lock = SourceLock::try_take(root)?;
     let restored = journal::recover(root)?;
     if restored > 0 && !req.quiet {
         eprintln!(
@@ -114,7 +116,6 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
             root.display()
         );
     }
-    let _lock = SourceLock::try_take(root)?;
     let mut planned = plan(req)?;
     planned.compile("orig", "original build")?;
     planned.compile_patched()?;
@@ -138,6 +139,22 @@ pub struct Planned {
     dirs: Vec<PathBuf>,
     flags: Vec<String>,
     loadable: bool,
+    /// Removes the work directory when the build is over, unless it is to be kept.
+    _workdir: WorkDir,
+}
+
+/// The work directory of a build, removed when dropped unless kept (`--debug`, `--skip-cleanup`).
+struct WorkDir {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 /// Plans a build without taking the tree's lock (the caller holds it): reads the patches, refuses
@@ -229,6 +246,10 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         dirs,
         flags,
         loadable,
+        _workdir: WorkDir {
+            path: req.workdir.clone(),
+            keep: req.keep_workdir,
+        },
     })
 }
 
@@ -303,6 +324,7 @@ impl Planned {
             objects,
             dirs,
             loadable,
+            _workdir,
             ..
         } = self;
         let req = &req;
@@ -523,9 +545,6 @@ impl Planned {
         let out = req.output.join(format!("{}.ko", req.name));
         std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
         stages.finish();
-        if !req.keep_workdir {
-            std::fs::remove_dir_all(work).ok();
-        }
         Ok(report(
             loadable,
             Outcome::Module,
@@ -595,10 +614,11 @@ pub fn plan_objects(
     objdir: &Path,
     edits: &[FileEdit],
 ) -> Result<Vec<AffectedObject>> {
+    let _ = srcdir;
     let links = LinkMap::load(objdir)?;
     let mut notes = Vec::new();
     Ok(affected_objects(
-        srcdir,
+        objdir,
         objdir,
         edits,
         &links,

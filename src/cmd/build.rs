@@ -85,23 +85,32 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         }
     };
     let arch_name = a.arch.clone().or(env.arch.clone());
-    let arch: Arch = match arch_name {
-        Some(n) => n
-            .parse()
-            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
-        None => Arch::X86_64,
-    };
-    let compiler = find_compiler(
-        arch.backend(),
-        a.cross.as_deref(),
-        env.cross_compile.as_deref(),
-    );
     let srcdir = a.sourcedir.clone().unwrap_or_else(|| PathBuf::from("."));
     let objdir = a
         .objdir
         .clone()
         .or(env.kbuild_output.clone().map(PathBuf::from))
         .unwrap_or_else(|| srcdir.clone());
+    let arch: Arch = match arch_name {
+        Some(n) => n
+            .parse()
+            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+        // As kbuild would: the tree's own architecture, else the host's.
+        None => std::fs::read_to_string(objdir.join(".config"))
+            .ok()
+            .and_then(|c| Arch::from_config(&c))
+            .or_else(|| {
+                Arch::ALL.into_iter().find(|a| {
+                    a.backend().triple().architecture.to_string() == std::env::consts::ARCH
+                })
+            })
+            .unwrap_or(Arch::X86_64),
+    };
+    let compiler = find_compiler(
+        arch.backend(),
+        a.cross.as_deref(),
+        env.cross_compile.as_deref(),
+    );
     for (what, dir) in [("--sourcedir", &srcdir), ("--objdir", &objdir)] {
         if !dir.is_dir() {
             return Err(

@@ -121,6 +121,8 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
     });
 
     let root = src.clone();
+    // The lock first: a journal is only left over when no klpx holds the lock.
+    let _lock = SourceLock::try_take(&root)?;
     let restored = journal::recover(&root)?;
     if restored > 0 {
         board.note(&format!(
@@ -128,7 +130,6 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
             root.display()
         ));
     }
-    let _lock = SourceLock::try_take(&root)?;
 
     // Plan every architecture.
     let times: Vec<Mutex<Duration>> = arches.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
