@@ -6,8 +6,8 @@
  * - the body goes into __klpx_do_sys_<name>, a new function, instead of __do_sys_<name>: the latter is
  *   `static inline`, hence notrace, and a changed notrace function cannot be patched; the traceable
  *   entry wrapper (__x64_sys_<name>, __s390x_sys_<name>, __arm64_sys_<name>, sys_<name>) changes instead;
- * - no tracing metadata and no error-injection entry, which would be new static data for every syscall
- *   the patch touches.
+ * - no tracing metadata (new static data for every syscall the patch touches). The x86 entry stubs
+ *   are the kernel's own and keep their error-injection entry where that is configured.
  */
 #ifndef __KPATCH_SYSCALL_H_
 #define __KPATCH_SYSCALL_H_
@@ -32,11 +32,29 @@
 
 #elif defined(CONFIG_S390)
 
+#ifdef CONFIG_COMPAT
+/* The 31-bit entry, calling the renamed body as the kernel's __S390_SYS_STUBx calls __do_sys. */
+#define __KPATCH_S390_SYS_STUBx(x, name, ...)					\
+	long __s390_sys##name(struct pt_regs *regs);				\
+	static inline long ___se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));	\
+	long __s390_sys##name(struct pt_regs *regs)				\
+	{									\
+		return ___se_sys##name(SC_S390_REGS_TO_ARGS(x, __VA_ARGS__));	\
+	}									\
+	static inline long ___se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__))	\
+	{									\
+		__MAP(x, __SC_TEST, __VA_ARGS__);				\
+		return __klpx_do_sys##name(__MAP(x, __SC_COMPAT_CAST, __VA_ARGS__));\
+	}
+#else
+#define __KPATCH_S390_SYS_STUBx(x, name, ...)
+#endif
+
 #define __KPATCH_SYSCALL_DEFINEx(x, name, ...)					\
 	long __s390x_sys##name(struct pt_regs *regs);				\
 	static inline long __se_sys##name(__MAP(x, __SC_LONG, __VA_ARGS__));	\
 	static inline long __klpx_do_sys##name(__MAP(x, __SC_DECL, __VA_ARGS__));\
-	__S390_SYS_STUBx(x, name, __VA_ARGS__);					\
+	__KPATCH_S390_SYS_STUBx(x, name, __VA_ARGS__);				\
 	long __s390x_sys##name(struct pt_regs *regs)				\
 	{									\
 		return __se_sys##name(SC_S390_REGS_TO_ARGS(x, __VA_ARGS__));	\

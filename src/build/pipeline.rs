@@ -376,6 +376,19 @@ impl Planned {
             refused |= d.verdict == Verdict::Unpatchable;
             diffs.push((pat, d));
         }
+        // Each translation unit's local symbol names, by its source file name: what tells a local
+        // target apart from same-named locals of other files.
+        let mut units: HashMap<String, HashSet<String>> = HashMap::new();
+        for (pat, _) in &diffs {
+            if let Some(src) = pat.source_name {
+                let set = units.entry(src.to_string()).or_default();
+                for sym in &pat.symbols {
+                    if !sym.global && sym.section.is_some() && !sym.name.is_empty() {
+                        set.insert(sym.name.to_string());
+                    }
+                }
+            }
+        }
         // New global symbols one object defines and another uses are linked inside the module.
         let new_globals: HashSet<String> = diffs
             .iter()
@@ -466,7 +479,7 @@ impl Planned {
             .unwrap_or_else(|| req.objdir.join("vmlinux"));
         for name in specs.keys() {
             let table = if name == "vmlinux" {
-                SymbolTable::load(&vmlinux, true)?
+                SymbolTable::load(&vmlinux, false)?
             } else {
                 let ko = links.modules.get(name).ok_or_else(|| {
                     UserError::new(format!(
@@ -474,13 +487,19 @@ impl Planned {
                         req.objdir.display()
                     ))
                 })?;
-                SymbolTable::load(&req.objdir.join(ko), false)?
+                SymbolTable::load(&req.objdir.join(ko), true)?
             };
             tables.insert(name.clone(), table);
         }
+        let unit_of = |source: &Option<String>, name: &str| -> Option<(String, &HashSet<String>)> {
+            let s = source.as_deref()?;
+            let locals = units.get(s)?;
+            locals.contains(name).then(|| (s.to_string(), locals))
+        };
         for (target, old, alias, source) in pending_funcs {
+            let unit = unit_of(&source, &old);
             let pos = tables[&target]
-                .sympos(&old, source.as_deref())
+                .sympos(&old, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
                 .map_err(UserError::new)?;
             specs.entry(target).or_default().funcs.push(FuncSpec {
                 old_name: old,
@@ -512,7 +531,16 @@ impl Planned {
         for (n, (_, bytes)) in parts.iter().enumerate() {
             std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
         }
-        make_module(&req.objdir, &mdir, &req.toolchain.make_vars(), req.jobs)?;
+        let clang_tree = std::fs::read_to_string(req.objdir.join(".config"))
+            .map(|c| c.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y"))
+            .unwrap_or(false);
+        let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
+        make_module(
+            &req.objdir,
+            &mdir,
+            &req.toolchain.make_vars_for(&command, clang_tree),
+            req.jobs,
+        )?;
 
         stages.start("klp-sections", "writing .klp.rela sections into the module");
         let linked_path = mdir.join(format!("{}.ko", req.name));
@@ -523,7 +551,8 @@ impl Planned {
             let t = tables
                 .get(&r.object)
                 .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
-            t.sympos(&r.symbol, r.source.as_deref())
+            let unit = unit_of(&r.source, &r.symbol);
+            t.sympos(&r.symbol, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
                 .map_err(|e| UserError::new(e).into())
         })?;
         let backend = req.toolchain.arch.backend();

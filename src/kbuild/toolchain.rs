@@ -59,6 +59,23 @@ impl Toolchain {
         MakeVars(v)
     }
 
+    /// The make variables for linking with the tree's own compiler: `CC` as the recorded (and
+    /// rewritten) compile `command` names it, and `LLVM=1` when the tree was built with clang.
+    pub fn make_vars_for(&self, command: &str, clang_tree: bool) -> MakeVars {
+        let mut v = vec![
+            format!("ARCH={}", self.arch.backend().kernel_arch()),
+            format!("CROSS_COMPILE={}", self.cross),
+        ];
+        if self.llvm || clang_tree {
+            v.push("LLVM=1".into());
+        }
+        let (words, _) = split_compiler(command);
+        if !words.is_empty() {
+            v.push(format!("CC={}", words.join(" ")));
+        }
+        MakeVars(v)
+    }
+
     /// A recorded compile command with the compiler replaced by `--cc` and prefixed by `--launcher`.
     pub fn rewrite_command(&self, recorded: &str) -> String {
         if self.cc.is_none() && self.launcher.is_none() {
@@ -120,7 +137,9 @@ pub fn compiler_version(compiler: &[String]) -> Result<String, UserError> {
     let (prog, args) = compiler
         .split_first()
         .ok_or_else(|| UserError::new("no compiler in the recorded command"))?;
+    // As kbuild computes CONFIG_CC_VERSION_TEXT: LC_ALL=C, first line, without '#'.
     let out = duct::cmd(prog, args.iter().chain(["--version".to_string()].iter()))
+        .env("LC_ALL", "C")
         .stdout_capture()
         .stderr_null()
         .unchecked()
@@ -130,6 +149,7 @@ pub fn compiler_version(compiler: &[String]) -> Result<String, UserError> {
         .lines()
         .next()
         .unwrap_or("")
+        .replace('#', "")
         .trim()
         .to_string())
 }
@@ -185,6 +205,16 @@ mod tests {
         assert_eq!(
             t.make_vars().0,
             vec!["ARCH=x86", "CROSS_COMPILE=", "CC=ccache gcc"]
+        );
+        // The link uses the compiler the recorded command names, and LLVM on a clang tree.
+        let plain = tc(None, None);
+        assert_eq!(
+            plain.make_vars_for("gcc-12 -O2 -c -o x.o x.c", false).0,
+            vec!["ARCH=x86", "CROSS_COMPILE=", "CC=gcc-12"]
+        );
+        assert_eq!(
+            plain.make_vars_for("clang -O2 -c", true).0,
+            vec!["ARCH=x86", "CROSS_COMPILE=", "LLVM=1", "CC=clang"]
         );
     }
 }

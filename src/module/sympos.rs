@@ -2,15 +2,21 @@
 //!
 //! `old_sympos` and the `,<pos>` of a `.klp.sym` name count symbols of that name in the order the kernel
 //! walks them: for vmlinux, kallsyms order, which for equal names is address order (scripts/kallsyms.c
-//! `compare_names`); for a module, its symbol table order (`module_kallsyms_on_each_symbol`). Position 0
-//! means "the only one". A local symbol's translation unit is the `STT_FILE` symbol before it.
+//! `compare_names`); for a module, its symbol table order (`module_kallsyms_on_each_symbol`), keeping
+//! only what the module loader keeps in the core kallsyms (allocated, non-init sections). Position 0
+//! means "the only one".
+//!
+//! Which of several same-named symbols is meant: a global is the one global of that name; a local
+//! is one of the `STT_FILE` blocks of the patched translation unit's file name, and where several
+//! blocks have that name (two `core.c`), the block that shares the most local names with the
+//! translation unit, as kpatch's lookup does.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use object::elf;
-use object::read::elf::{FileHeader, Sym};
+use object::read::elf::{FileHeader, SectionHeader, Sym};
 
 use crate::error::UserError;
 
@@ -18,9 +24,15 @@ use crate::error::UserError;
 #[derive(Debug, Clone)]
 struct Entry {
     addr: u64,
-    /// The `STT_FILE` name in force (basename), for local symbols.
-    file: Option<String>,
-    local: bool,
+    /// The `STT_FILE` block it belongs to (file basename and block number), for local symbols.
+    block: Option<usize>,
+}
+
+/// A run of local symbols after one `STT_FILE` symbol.
+#[derive(Debug, Default)]
+struct Block {
+    file: String,
+    locals: HashSet<String>,
 }
 
 /// The symbols of vmlinux or of a module, by name.
@@ -29,60 +41,79 @@ pub struct SymbolTable {
     /// Display name of the file, for errors.
     pub path: String,
     by_name: HashMap<String, Vec<Entry>>,
+    blocks: Vec<Block>,
 }
 
 impl SymbolTable {
-    /// Reads the symbol table of an ELF file (vmlinux, or a module's `.ko`). `address_order` sorts
-    /// same-named symbols by address (vmlinux); otherwise table order is kept (modules).
-    pub fn load(path: &Path, address_order: bool) -> Result<SymbolTable> {
+    /// Reads the symbol table of vmlinux (`module == false`: address order) or of a module's `.ko`
+    /// (table order, core kallsyms only).
+    pub fn load(path: &Path, module: bool) -> Result<SymbolTable> {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        SymbolTable::parse(&path.display().to_string(), &data, address_order)
+        SymbolTable::parse(&path.display().to_string(), &data, module)
     }
 
-    pub fn parse(name: &str, data: &[u8], address_order: bool) -> Result<SymbolTable> {
-        let header = elf::FileHeader64::<object::Endianness>::parse(data)
-            .map_err(|e| UserError::new(format!("{name}: not a 64-bit ELF file: {e}")))?;
-        let endian = header
-            .endian()
-            .map_err(|e| UserError::new(format!("{name}: {e}")))?;
-        let sections = header
-            .sections(endian, data)
-            .map_err(|e| UserError::new(format!("{name}: {e}")))?;
+    pub fn parse(name: &str, data: &[u8], module: bool) -> Result<SymbolTable> {
+        let bad = |e: &dyn std::fmt::Display| UserError::new(format!("{name}: {e}"));
+        let header = elf::FileHeader64::<object::Endianness>::parse(data).map_err(|e| bad(&e))?;
+        let endian = header.endian().map_err(|e| bad(&e))?;
+        let sections = header.sections(endian, data).map_err(|e| bad(&e))?;
         let symbols = sections
             .symbols(endian, data, elf::SHT_SYMTAB)
-            .map_err(|e| UserError::new(format!("{name}: {e}")))?;
-        let mut by_name: HashMap<String, Vec<Entry>> = HashMap::new();
-        let mut file: Option<String> = None;
+            .map_err(|e| bad(&e))?;
+        // What a module's core kallsyms keeps (kernel/module/kallsyms.c is_core_symbol).
+        let kept: Vec<bool> = sections
+            .iter()
+            .map(|s| {
+                let n = sections.section_name(endian, s).unwrap_or_default();
+                s.sh_flags(endian).0 & u64::from(elf::SHF_ALLOC.0) != 0
+                    && !n.starts_with(b".init")
+                    && !n.starts_with(b".exit")
+            })
+            .collect();
+        let mut table = SymbolTable {
+            path: name.to_string(),
+            ..SymbolTable::default()
+        };
+        let mut block: Option<usize> = None;
         for sym in symbols.iter() {
             let n = sym.name(endian, symbols.strings()).unwrap_or_default();
             let kind = sym.st_type();
             if kind == elf::STT_FILE {
                 let n = String::from_utf8_lossy(n);
-                file = Some(n.rsplit('/').next().unwrap_or(&n).to_string());
-                continue;
-            }
-            if n.is_empty() || kind == elf::STT_SECTION || sym.st_shndx(endian) == elf::SHN_UNDEF {
-                continue;
-            }
-            let local = sym.st_bind() == elf::STB_LOCAL;
-            by_name
-                .entry(String::from_utf8_lossy(n).into_owned())
-                .or_default()
-                .push(Entry {
-                    addr: sym.st_value(endian),
-                    file: if local { file.clone() } else { None },
-                    local,
+                table.blocks.push(Block {
+                    file: n.rsplit('/').next().unwrap_or(&n).to_string(),
+                    locals: HashSet::new(),
                 });
+                block = Some(table.blocks.len() - 1);
+                continue;
+            }
+            let shndx = sym.st_shndx(endian);
+            if n.is_empty() || kind == elf::STT_SECTION || shndx == elf::SHN_UNDEF {
+                continue;
+            }
+            if module
+                && shndx
+                    .index()
+                    .is_some_and(|i| !kept.get(usize::from(i)).copied().unwrap_or(false))
+            {
+                continue;
+            }
+            let name = String::from_utf8_lossy(n).into_owned();
+            let local = sym.st_bind() == elf::STB_LOCAL;
+            if local && let Some(b) = block {
+                table.blocks[b].locals.insert(name.clone());
+            }
+            table.by_name.entry(name).or_default().push(Entry {
+                addr: sym.st_value(endian),
+                block: if local { block } else { None },
+            });
         }
-        if address_order {
-            for v in by_name.values_mut() {
+        if !module {
+            for v in table.by_name.values_mut() {
                 v.sort_by_key(|e| e.addr);
             }
         }
-        Ok(SymbolTable {
-            path: name.to_string(),
-            by_name,
-        })
+        Ok(table)
     }
 
     /// How many symbols are called `name`.
@@ -90,47 +121,119 @@ impl SymbolTable {
         self.by_name.get(name).map_or(0, Vec::len)
     }
 
-    /// The position of `name` from translation unit `source` (a file name such as `cmdline.c`): 0 when
-    /// the name is unique, else its 1-based position. An error names the symbol when it is missing or
+    /// The position of `name`: 0 when the name is unique, else its 1-based position. `unit` says the
+    /// symbol is a local of the patched translation unit: its file name (`cmdline.c`) and the names
+    /// of its local symbols; `None` means a global. An error names the symbol when it is missing or
     /// cannot be told apart.
-    pub fn sympos(&self, name: &str, source: Option<&str>) -> Result<u64, String> {
+    pub fn sympos(
+        &self,
+        name: &str,
+        unit: Option<(&str, &HashSet<String>)>,
+    ) -> Result<u64, String> {
         let all = self.by_name.get(name).map(Vec::as_slice).unwrap_or(&[]);
-        match all.len() {
-            0 => Err(format!("{}: no symbol {name}", self.path)),
-            1 => Ok(0),
-            _ => {
-                let base = source.map(|s| s.rsplit('/').next().unwrap_or(s));
-                let mut hits: Vec<usize> = all
+        if all.is_empty() {
+            return Err(format!("{}: no symbol {name}", self.path));
+        }
+        let hits: Vec<usize> = match unit {
+            None => all
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.block.is_none())
+                .map(|(i, _)| i)
+                .collect(),
+            Some((file, locals)) => {
+                let base = file.rsplit('/').next().unwrap_or(file);
+                let same_file: Vec<(usize, usize)> = all
                     .iter()
                     .enumerate()
-                    .filter(|(_, e)| e.local && base.is_some() && e.file.as_deref() == base)
-                    .map(|(i, _)| i)
+                    .filter_map(|(i, e)| {
+                        let b = &self.blocks[e.block?];
+                        (b.file == base).then(|| (i, b.locals.intersection(locals).count()))
+                    })
                     .collect();
-                if hits.is_empty() {
-                    // Not a local of the patched file: the one global of that name, if there is one.
-                    hits = all
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, e)| !e.local)
-                        .map(|(i, _)| i)
-                        .collect();
-                }
-                match hits.as_slice() {
-                    [one] => Ok(*one as u64 + 1),
-                    [] => Err(format!(
-                        "{}: {} symbols are called {name} and none is a local of {}",
-                        self.path,
-                        all.len(),
-                        source.unwrap_or("the patched file")
-                    )),
-                    _ => Err(format!(
-                        "{}: {} symbols called {name} come from {}; cannot tell them apart",
-                        self.path,
-                        hits.len(),
-                        source.unwrap_or("the patched file")
-                    )),
-                }
+                let best = same_file.iter().map(|&(_, n)| n).max().unwrap_or(0);
+                same_file
+                    .into_iter()
+                    .filter(|&(_, n)| n == best)
+                    .map(|(i, _)| i)
+                    .collect()
             }
+        };
+        let what = match unit {
+            None => "global".to_string(),
+            Some((file, _)) => format!("local of {file}"),
+        };
+        match hits.as_slice() {
+            [one] if all.len() == 1 => {
+                let _ = one;
+                Ok(0)
+            }
+            [one] => Ok(*one as u64 + 1),
+            [] => Err(format!(
+                "{}: {} symbol(s) called {name} but none is the {what}",
+                self.path,
+                all.len()
+            )),
+            _ => Err(format!(
+                "{}: {} symbols called {name} are each a {what} alike; cannot tell them apart",
+                self.path,
+                hits.len()
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, u64, Option<usize>)], blocks: &[(&str, &[&str])]) -> SymbolTable {
+        let mut t = SymbolTable {
+            path: "vmlinux".into(),
+            ..SymbolTable::default()
+        };
+        for (f, locals) in blocks {
+            t.blocks.push(Block {
+                file: f.to_string(),
+                locals: locals.iter().map(|s| s.to_string()).collect(),
+            });
+        }
+        for &(n, addr, block) in entries {
+            t.by_name
+                .entry(n.to_string())
+                .or_default()
+                .push(Entry { addr, block });
+        }
+        t
+    }
+
+    #[test]
+    fn locals_of_two_files_with_one_name_are_told_apart_by_their_neighbours() {
+        // Two core.c files each with a static `show`, and a global `show` elsewhere.
+        let t = table(
+            &[
+                ("show", 0x100, Some(0)),
+                ("show", 0x200, Some(1)),
+                ("show", 0x300, None),
+            ],
+            &[
+                ("core.c", &["show", "a_helper"]),
+                ("core.c", &["show", "b_helper", "b_data"]),
+            ],
+        );
+        let unit: HashSet<String> = ["show", "b_helper"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(t.sympos("show", Some(("core.c", &unit))), Ok(2));
+        assert_eq!(t.sympos("show", None), Ok(3));
+        let other: HashSet<String> = ["show"].iter().map(|s| s.to_string()).collect();
+        assert!(t.sympos("show", Some(("core.c", &other))).is_err());
+        assert!(t.sympos("show", Some(("other.c", &unit))).is_err());
+    }
+
+    #[test]
+    fn a_unique_name_is_position_zero() {
+        let t = table(&[("only", 0x10, Some(0))], &[("a.c", &["only"])]);
+        let unit: HashSet<String> = ["only"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(t.sympos("only", Some(("a.c", &unit))), Ok(0));
+        assert!(t.sympos("missing", None).is_err());
     }
 }
