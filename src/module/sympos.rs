@@ -65,7 +65,7 @@ impl SymbolTable {
             .iter()
             .map(|s| {
                 let n = sections.section_name(endian, s).unwrap_or_default();
-                s.sh_flags(endian).0 & u64::from(elf::SHF_ALLOC.0) != 0
+                s.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0
                     && !n.starts_with(b".init")
                     && !n.starts_with(b".exit")
             })
