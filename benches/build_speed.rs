@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use klpx::build::journal;
 use klpx::build::pipeline::plan_objects;
+use klpx::kbuild::objpair::SourceLock;
 use klpx::kbuild::compile::recompile;
 use klpx::patch::source::{SourcePatch, plan_edits};
 use klpx_arch::Arch;
@@ -40,11 +42,13 @@ fn floor_compiles(src: &Path, obj: &Path, patch: &Path, scratch: &Path) -> (usiz
             })
         })
     };
+    // The shared tree is patched as klpx patches it: under its lock and journal, always restored.
+    let _lock = SourceLock::try_take(src).unwrap();
     let start = Instant::now();
     compile("orig");
-    let applied = sp.apply(src).unwrap();
+    let patched = journal::apply(src, &edits).unwrap();
     compile("patched");
-    applied.revert().unwrap();
+    patched.undo().unwrap();
     (objects.len(), start.elapsed())
 }
 
