@@ -163,6 +163,22 @@ fn run_case_on(arch: Arch, name: &str) {
         // Linux 6.12 arm64: built and checked (links, livepatch relocations resolve against vmlinux,
         // patchable entries present), and said so; there is nothing that could load it.
         assert_eq!(report["loadable"], false, "{name}: {stdout}");
+        // klpx verify checks it without loading, against the tree's vmlinux, and says so.
+        let v = klpx(&[
+            "verify",
+            ko.to_str().unwrap(),
+            "--tree",
+            tree.out.to_str().unwrap(),
+        ]);
+        assert_exit(&v, 0, &format!("{name}: verify without loading"));
+        let said = text(&v.stdout);
+        assert!(said.contains("was not loaded"), "{name}: {said}");
+        for f in &want {
+            assert!(
+                said.contains(&format!("{f}: patchable entry in vmlinux")),
+                "{name}: {said}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&out_dir);
         return;
     }

@@ -73,6 +73,9 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
 /// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).
 pub fn run(a: &VerifyArgs) -> Result<i32> {
     let req = request(a)?;
+    if let Some(code) = without_loading(a, &req)? {
+        return Ok(code);
+    }
     let report = verify::run(&req)?;
     if a.json {
         println!(
@@ -175,4 +178,71 @@ fn print_result(when: &str, r: Option<&CommandResult>) {
     for l in lines {
         println!("{:width$}{l}", "", width = prefix.len());
     }
+}
+
+/// A kernel that cannot load livepatches (no `CONFIG_LIVEPATCH` in the tree, as on Linux 6.12
+/// arm64) is not booted: the module is checked against the tree's vmlinux instead, and the output
+/// says so. Returns the exit status when that is the case.
+fn without_loading(a: &VerifyArgs, req: &VerifyRequest) -> Result<Option<i32>> {
+    let config = a
+        .tree
+        .as_ref()
+        .and_then(|t| std::fs::read_to_string(t.join(".config")).ok());
+    let loadable = match &config {
+        Some(c) => c.lines().any(|l| l == "CONFIG_LIVEPATCH=y"),
+        None => req.arch.backend().livepatch_loadable(),
+    };
+    if loadable {
+        return Ok(None);
+    }
+    let Some(tree) = &a.tree else {
+        return Err(UserError::new(format!(
+            "{}: Linux 6.12 cannot load livepatches on this architecture; give --tree DIR so \
+             that the module can be checked against its vmlinux instead",
+            req.arch
+        ))
+        .into());
+    };
+    let backend = req.arch.backend();
+    let mut all_passed = true;
+    for m in &a.modules {
+        if !m.is_file() {
+            return Err(UserError::new(format!("{}: no such kernel module", m.display())).into());
+        }
+        let r = crate::verify::without_loading::check(m, tree, &|n| backend.is_module_provided(n))?;
+        all_passed &= r.passed;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&r)?);
+        } else {
+            println!(
+                "{}: {} cannot load livepatches (no CONFIG_LIVEPATCH); the module was not loaded",
+                m.display(),
+                req.arch
+            );
+            for (f, ok) in &r.functions {
+                println!(
+                    "  {f}: {}",
+                    if *ok {
+                        "patchable entry in vmlinux"
+                    } else {
+                        "NO patchable entry"
+                    }
+                );
+            }
+            println!(
+                "{}: {}",
+                if r.passed {
+                    "PASS (without loading)"
+                } else {
+                    "FAIL"
+                },
+                r.reason
+            );
+        }
+    }
+    Ok(Some(if all_passed {
+        exit::OK
+    } else {
+        exit::UNPATCHABLE
+    }))
 }

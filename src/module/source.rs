@@ -148,7 +148,7 @@ pub fn module_source(spec: &ModuleSpec) -> String {
     }
     c.push('\n');
     for (n, o) in spec.objects.values().enumerate() {
-        let _ = writeln!(c, "static struct klp_func klpx_funcs_{n}[] = {{");
+        let _ = writeln!(c, "static struct klp_func klpx_funcs_{n}[] __used = {{");
         for f in &o.funcs {
             let _ = writeln!(
                 c,
@@ -160,7 +160,7 @@ pub fn module_source(spec: &ModuleSpec) -> String {
         }
         c.push_str("\t{ }\n};\n\n");
     }
-    c.push_str("static struct klp_object klpx_objects[] = {\n");
+    c.push_str("static struct klp_object klpx_objects[] __used = {\n");
     for (n, (name, o)) in spec.objects.iter().enumerate() {
         let objname = if name == "vmlinux" {
             "NULL".to_string()
@@ -180,7 +180,7 @@ pub fn module_source(spec: &ModuleSpec) -> String {
     c.push_str("\t{ }\n};\n\n");
     let _ = write!(
         c,
-        "static struct klp_patch klpx_patch = {{\n\t.mod = THIS_MODULE,\n\t.objs = klpx_objects,\n\t.replace = {},\n}};\n\n",
+        "static struct klp_patch klpx_patch __used = {{\n\t.mod = THIS_MODULE,\n\t.objs = klpx_objects,\n\t.replace = {},\n}};\n\n",
         spec.replace
     );
     c.push_str(

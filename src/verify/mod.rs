@@ -10,6 +10,7 @@ pub mod guest;
 pub mod initramfs;
 pub mod module;
 pub mod qemu;
+pub mod without_loading;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
