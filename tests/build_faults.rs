@@ -8,8 +8,8 @@ mod common;
 use common::cli::{klpx, text};
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -37,16 +37,19 @@ fn fake_tree(tag: &str) -> (PathBuf, PathBuf) {
     (src, obj)
 }
 
-fn build_args<'a>(src: &'a str, obj: &'a str, patch: &'a str) -> Vec<&'a str> {
-    vec![
+/// `klpx build` of `patch` on a fake tree; its output and its stderr as text.
+fn build_fake(src: &Path, obj: &Path, patch: &Path) -> (Output, String) {
+    let out = klpx(&[
         "build",
         "-s",
-        src,
+        src.to_str().unwrap(),
         "-O",
-        obj,
+        obj.to_str().unwrap(),
         "--skip-compiler-check",
-        patch,
-    ]
+        patch.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    (out, err)
 }
 
 const GOOD: &str = "--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,4 +1,4 @@\n int a(void)\n {\n-\treturn 1;\n+\treturn 2;\n }\n";
@@ -62,12 +65,7 @@ fn a_patch_that_does_not_apply_names_the_file_and_touches_nothing() {
         format!("{GOOD}--- a/kernel/b.c\n+++ b/kernel/b.c\n@@ -1 +1 @@\n-int nope;\n+int b = 1;\n"),
     )
     .unwrap();
-    let out = klpx(&build_args(
-        src.to_str().unwrap(),
-        obj.to_str().unwrap(),
-        patch.to_str().unwrap(),
-    ));
-    let err = text(&out.stderr);
+    let (out, err) = build_fake(&src, &obj, &patch);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("kernel/b.c"), "{err}");
     // Besides the stage line, the error is one line naming the patch, the file and the hunk.
@@ -106,12 +104,7 @@ fn paths_that_leave_the_tree_are_refused_before_any_write() {
     ] {
         let patch = src.parent().unwrap().join(format!("{name}.patch"));
         std::fs::write(&patch, body).unwrap();
-        let out = klpx(&build_args(
-            src.to_str().unwrap(),
-            obj.to_str().unwrap(),
-            patch.to_str().unwrap(),
-        ));
-        let err = text(&out.stderr);
+        let (out, err) = build_fake(&src, &obj, &patch);
         assert_eq!(out.status.code(), Some(2), "{name}: {err}");
         assert!(
             err.contains("outside") || err.contains("leaves"),
@@ -130,12 +123,7 @@ fn a_second_klpx_on_the_same_tree_is_refused() {
     let patch = src.parent().unwrap().join("good.patch");
     std::fs::write(&patch, GOOD).unwrap();
     let _held = SourceLock::try_take(&src).unwrap();
-    let out = klpx(&build_args(
-        src.to_str().unwrap(),
-        obj.to_str().unwrap(),
-        patch.to_str().unwrap(),
-    ));
-    let err = text(&out.stderr);
+    let (out, err) = build_fake(&src, &obj, &patch);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("another klpx"), "{err}");
 }
@@ -156,12 +144,7 @@ fn a_refused_second_run_leaves_the_first_runs_patch_alone() {
     let first = journal::apply(&src, &edits).unwrap();
     let patch = src.parent().unwrap().join("good.patch");
     std::fs::write(&patch, GOOD).unwrap();
-    let out = klpx(&build_args(
-        src.to_str().unwrap(),
-        obj.to_str().unwrap(),
-        patch.to_str().unwrap(),
-    ));
-    let err = text(&out.stderr);
+    let (out, err) = build_fake(&src, &obj, &patch);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("another klpx"), "{err}");
     assert!(!err.contains("restored"), "{err}");
@@ -199,12 +182,7 @@ fn a_journal_left_by_a_killed_run_is_restored_first() {
     );
     let patch = src.parent().unwrap().join("good.patch");
     std::fs::write(&patch, GOOD).unwrap();
-    let out = klpx(&build_args(
-        src.to_str().unwrap(),
-        obj.to_str().unwrap(),
-        patch.to_str().unwrap(),
-    ));
-    let err = text(&out.stderr);
+    let (out, err) = build_fake(&src, &obj, &patch);
     assert!(err.contains("restored 1 file"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&a).unwrap(),
