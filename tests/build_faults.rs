@@ -182,7 +182,7 @@ fn a_journal_left_by_a_killed_run_is_restored_first() {
     );
     let patch = src.parent().unwrap().join("good.patch");
     std::fs::write(&patch, GOOD).unwrap();
-    let (out, err) = build_fake(&src, &obj, &patch);
+    let (_, err) = build_fake(&src, &obj, &patch);
     assert!(err.contains("restored 1 file"), "{err}");
     assert_eq!(
         std::fs::read_to_string(&a).unwrap(),
