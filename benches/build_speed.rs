@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use klpx::build::journal;
 use klpx::build::pipeline::plan_objects;
-use klpx::kbuild::objpair::SourceLock;
 use klpx::kbuild::compile::recompile;
+use klpx::kbuild::objpair::SourceLock;
 use klpx::patch::source::{SourcePatch, plan_edits};
 use klpx_arch::Arch;
 use rayon::prelude::*;

@@ -29,9 +29,8 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     let mut packages = setup::BUILD_PACKAGES.to_vec();
     packages.push(backend.compiler_package());
     packages.push(backend.qemu_package());
-    if arch == Arch::X86_64 {
-        packages.push("busybox-static");
-    }
+    // The host's static busybox (other architectures' come from Debian's foreign packages).
+    packages.push("busybox-static");
     packages.push("cpio");
     setup::ensure_packages(&packages)?;
     step(&start, "unpacking Debian's linux-source-6.12 (once)");
