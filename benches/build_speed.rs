@@ -30,7 +30,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 fn floor_compiles(src: &Path, obj: &Path, patch: &Path, scratch: &Path) -> (usize, Duration) {
     let sp = SourcePatch::load(patch).unwrap();
     let edits = plan_edits(std::slice::from_ref(&sp), src).unwrap();
-    let objects = plan_objects(src, obj, &edits).unwrap();
+    let objects = plan_objects(obj, &edits).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(JOBS)
         .build()

@@ -638,12 +638,7 @@ pub fn default_workdir(name: &str) -> PathBuf {
 }
 
 /// Exposed for tests: the affected objects of `edits` in a tree.
-pub fn plan_objects(
-    srcdir: &Path,
-    objdir: &Path,
-    edits: &[FileEdit],
-) -> Result<Vec<AffectedObject>> {
-    let _ = srcdir;
+pub fn plan_objects(objdir: &Path, edits: &[FileEdit]) -> Result<Vec<AffectedObject>> {
     let links = LinkMap::load(objdir)?;
     let mut notes = Vec::new();
     Ok(affected_objects(

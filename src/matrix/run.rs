@@ -252,8 +252,3 @@ fn request(
         oot: None,
     }
 }
-
-/// Where a matrix run writes its modules by default.
-pub fn default_output(name: &str) -> PathBuf {
-    PathBuf::from(name)
-}
