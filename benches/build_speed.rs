@@ -29,7 +29,12 @@ fn median(mut v: Vec<Duration>) -> Duration {
 /// The floor for one patch: recorded compiles of the affected objects before and after, in parallel.
 fn floor_compiles(src: &Path, obj: &Path, patch: &Path, scratch: &Path) -> (usize, Duration) {
     let sp = SourcePatch::load(patch).unwrap();
-    let edits = plan_edits(std::slice::from_ref(&sp), src).unwrap();
+    let edits = plan_edits(
+        std::slice::from_ref(&sp),
+        src,
+        klpx::patch::source::DEFAULT_FUZZ,
+    )
+    .unwrap();
     let objects = plan_objects(obj, &edits).unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(JOBS)

@@ -199,6 +199,9 @@ pub struct BuildArgs {
     /// Source patches (unified or git diffs), applied in order.
     #[arg(required = true, value_name = "PATCH")]
     pub patches: Vec<PathBuf>,
+    /// Context lines a hunk may ignore at each end to apply, as GNU patch's --fuzz (0: exact).
+    #[arg(short = 'F', long = "fuzz", value_name = "N", default_value_t = crate::patch::source::DEFAULT_FUZZ)]
+    pub fuzz: usize,
     /// The kernel source tree (default: the current directory).
     #[arg(short = 's', long = "sourcedir", value_name = "DIR")]
     pub sourcedir: Option<PathBuf>,
@@ -281,6 +284,9 @@ pub struct MatrixArgs {
     /// Source patches, applied in order.
     #[arg(required = true, value_name = "PATCH")]
     pub patches: Vec<PathBuf>,
+    /// Context lines a hunk may ignore at each end to apply, as GNU patch's --fuzz (0: exact).
+    #[arg(short = 'F', long = "fuzz", value_name = "N", default_value_t = crate::patch::source::DEFAULT_FUZZ)]
+    pub fuzz: usize,
     /// The matrix file.
     #[arg(short = 'f', long = "file", value_name = "YAML")]
     pub file: Option<PathBuf>,

@@ -529,7 +529,7 @@ fn included_c_file_is_found_through_dependencies() {
         path: tree.src.join(rel),
         before: Some(bytes.clone()),
         after: Some(bytes),
-        diffs: vec![],
+        placements: vec![],
     }];
     let objects = klpx::build::pipeline::plan_objects(&tree.out, &edits).unwrap();
     let names: Vec<&str> = objects.iter().map(|o| o.object.as_str()).collect();

@@ -137,7 +137,7 @@ fn a_refused_second_run_leaves_the_first_runs_patch_alone() {
         path: a.clone(),
         before: Some(std::fs::read(&a).unwrap()),
         after: Some(b"patched by the first run, which is still compiling\n".to_vec()),
-        diffs: vec![],
+        placements: vec![],
     }];
     // The first run: holds the lock and has the tree patched under its journal.
     let _held = SourceLock::try_take(&src).unwrap();
@@ -170,7 +170,7 @@ fn a_journal_left_by_a_killed_run_is_restored_first() {
         path: a.clone(),
         before: Some(std::fs::read(&a).unwrap()),
         after: Some(b"half-written by a run that was killed\n".to_vec()),
-        diffs: vec![],
+        placements: vec![],
     }];
     // Apply under a journal and "die" without undoing.
     let patched = journal::apply(&src, &edits).unwrap();

@@ -240,14 +240,14 @@ mod tests {
                 path: tree.join("a.c"),
                 before: Some(b"old\n".to_vec()),
                 after: Some(b"new\n".to_vec()),
-                diffs: vec![],
+                placements: vec![],
             },
             FileEdit {
                 rel: "b.c".into(),
                 path: tree.join("b.c"),
                 before: None,
                 after: Some(b"created\n".to_vec()),
-                diffs: vec![],
+                placements: vec![],
             },
         ];
         let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();

@@ -32,6 +32,8 @@ use crate::writer::diff_object::{klp_records, write_object_aliased};
 #[derive(Debug, Clone)]
 pub struct BuildRequest {
     pub patches: Vec<PathBuf>,
+    /// Outer context lines a hunk may ignore (GNU patch's fuzz).
+    pub fuzz: usize,
     /// The kernel source tree the patches apply to.
     pub srcdir: PathBuf,
     /// The built output tree (`O=`), or the source tree for in-tree builds.
@@ -170,7 +172,15 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         .iter()
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
-    let edits = plan_edits(&patches, patch_root)?;
+    let edits = plan_edits(&patches, patch_root, req.fuzz)?;
+    for n in patches
+        .iter()
+        .flat_map(|p| p.notes.iter().cloned())
+        .chain(edits.iter().flat_map(FileEdit::notes))
+    {
+        stages.note(&n);
+        notes.push(n);
+    }
     check_edits(&edits, req.oot.is_none())?;
     let mut links = LinkMap::load(&req.objdir)?;
     let mut targets = req.targets.clone();

@@ -13,6 +13,7 @@ use crate::cli::BuildArgs;
 use crate::error::{UserError, exit};
 use crate::kbuild::toolchain::Toolchain;
 use crate::module::source::{default_name, sanitize_name};
+use crate::patch::source::{SourcePatch, plan_edits};
 use crate::toolchain::find_compiler;
 
 /// Runs `klpx build`; returns the exit status.
@@ -191,11 +192,20 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         cc: a.cc.clone(),
         launcher: a.launcher.clone(),
     };
+    // The patches must read and apply before any long work (building the tree, compiling).
+    let patches: Vec<SourcePatch> = a
+        .patches
+        .iter()
+        .map(|p| SourcePatch::load(p))
+        .collect::<Result<_, _>>()?;
+    let patch_root = oot.as_ref().map_or(srcdir.as_path(), |o| o.src.as_path());
+    plan_edits(&patches, patch_root, a.fuzz)?;
     if !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file() {
         build_tree_once(&srcdir, &objdir, &toolchain, jobs)?;
     }
     Ok(BuildRequest {
         patches: a.patches.iter().map(|p| absolute(p)).collect(),
+        fuzz: a.fuzz,
         srcdir: absolute(&srcdir),
         objdir: absolute(&objdir),
         toolchain,

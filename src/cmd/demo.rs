@@ -60,6 +60,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     let name = "livepatch-proc-cmdline".to_string();
     let report = build(&BuildRequest {
         patches: vec![patch],
+        fuzz: crate::patch::source::DEFAULT_FUZZ,
         srcdir: tree.src.clone(),
         objdir: tree.out.clone(),
         toolchain: Toolchain {

@@ -11,6 +11,7 @@ use crate::matrix::config::Matrix;
 use crate::matrix::report::Report;
 use crate::matrix::run::{MatrixRequest, run as run_matrix};
 use crate::module::source::{default_name, sanitize_name};
+use crate::patch::source::SourcePatch;
 
 /// klpx's own default matrix, used when no file is given and there is no ./cross-dev.yaml.
 const DEFAULT_MATRIX: &str = include_str!("../../cross-dev.yaml");
@@ -32,6 +33,8 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         if !p.is_file() {
             return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
         }
+        // Read before any tree is built; whether it applies is known once the source is there.
+        SourcePatch::load(p)?;
     }
     let name = a
         .name
@@ -44,6 +47,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         matrix,
         matrix_dir: abs(&dir),
         patches: a.patches.iter().map(|p| abs(p)).collect(),
+        fuzz: a.fuzz,
         name: name.clone(),
         output: abs(&output),
         replace: !a.non_replace,

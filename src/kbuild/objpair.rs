@@ -99,7 +99,7 @@ pub fn build_pair(
     }
     recompile(&tree.out, &cmd, &pair.orig, &flags)
         .with_context(|| format!("{object}: original build"))?;
-    let applied = patch.apply(&tree.src)?;
+    let applied = patch.apply(&tree.src, crate::patch::source::DEFAULT_FUZZ)?;
     let built = recompile(&tree.out, &cmd, &pair.patched, &flags);
     applied
         .revert()

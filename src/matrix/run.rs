@@ -26,6 +26,8 @@ pub struct MatrixRequest {
     /// The directory of the matrix file (extra fragments are relative to it).
     pub matrix_dir: PathBuf,
     pub patches: Vec<PathBuf>,
+    /// Outer context lines a hunk may ignore (GNU patch's fuzz).
+    pub fuzz: usize,
     /// Module file name without `.ko`.
     pub name: String,
     /// Modules go to `<output>/<arch>/`.
@@ -230,6 +232,7 @@ fn request(
     let arch = e.arch.0;
     BuildRequest {
         patches: req.patches.clone(),
+        fuzz: req.fuzz,
         srcdir: tree.src.clone(),
         objdir: tree.out.clone(),
         toolchain: Toolchain {
