@@ -173,6 +173,14 @@ pub struct VerifyArgs {
     /// Seconds the whole guest run may take before qemu is stopped.
     #[arg(long, value_name = "S", default_value_t = 120)]
     pub timeout: u64,
+    /// Skip the workload (a few hundred forks and execs, /proc reads) that runs once the
+    /// livepatches are enabled, before the "after" checks.
+    #[arg(long)]
+    pub no_workload: bool,
+    /// A file to put in the guest at /klpx/files/<name> without loading it (repeatable): a module
+    /// a check loads after the livepatch, a helper.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
     /// How qemu runs the guest: kvm, tcg, or auto (kvm when the host has working hardware
     /// virtualization for the guest's architecture).
     #[arg(long, value_name = "auto|kvm|tcg", default_value = "auto")]

@@ -47,6 +47,8 @@ fn main() {
             expect_before: a.expect_before,
             expect_after: a.expect_after,
             timeout: a.timeout,
+            workload: !a.no_workload,
+            files: a.files,
             accel: a.accel,
             json: a.json,
         }),

@@ -535,3 +535,119 @@ fn included_c_file_is_found_through_dependencies() {
     let names: Vec<&str> = objects.iter().map(|o| o.object.as_str()).collect();
     assert_eq!(names, ["kernel/sched/build_policy.o"]);
 }
+
+/// kpatch callbacks in three objects of one patch (tests/boot/callbacks-objects.patch): a vmlinux
+/// file and two loadable modules, each declaring all four callbacks under the same function names.
+/// Each callback must run for its own klp_object only: the vmlinux and kobject-example ones when the
+/// livepatch is enabled (kobject-example is loaded first), kset-example's when that module is loaded
+/// after the livepatch, and all three objects' unpatch callbacks when it is disabled.
+fn callbacks_per_object_on(arch: Arch) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree_for(arch);
+    let patch = common::kernel::repo().join("tests/boot/callbacks-objects.patch");
+    let out_dir = std::env::temp_dir().join(format!("klpx-cbobj-{arch}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let before = snapshot(&tree.src, &patch);
+    let out = klpx(&[
+        "build",
+        "--arch",
+        arch.name(),
+        "-s",
+        tree.src.to_str().unwrap(),
+        "-O",
+        tree.out.to_str().unwrap(),
+        "-o",
+        out_dir.to_str().unwrap(),
+        "-n",
+        "livepatch-cbobj",
+        patch.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        snapshot(&tree.src, &patch),
+        before,
+        "source tree left modified"
+    );
+    assert_exit(&out, 0, "klpx build of callbacks in three objects");
+    let ko = out_dir.join("livepatch-cbobj.ko");
+    let samples = tree.out.join("samples/kobject");
+    let check = "if [ -d /sys/kernel/livepatch/livepatch_cbobj ] && ! grep -q '^kset_example ' /proc/modules; \
+                 then insmod /klpx/files/kset-example.ko || exit 1; fi; \
+                 cat /proc/cmdline /sys/kernel/kobject_example/foo; dmesg | grep klpx-cb; true";
+    let v = klpx(&[
+        "verify",
+        samples.join("kobject-example.ko").to_str().unwrap(),
+        ko.to_str().unwrap(),
+        "--tree",
+        tree.out.to_str().unwrap(),
+        "--file",
+        samples.join("kset-example.ko").to_str().unwrap(),
+        "--check",
+        check,
+        "--expect-after",
+        "cbobj console=",
+        "--json",
+    ]);
+    assert_exit(&v, 0, "klpx verify of callbacks in three objects");
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let output = |when: &str| {
+        report["checks"][0][when]["output"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Each file's tag and the klp_object its callbacks must see.
+    let objects = [
+        ("cmdline", "vmlinux"),
+        ("kobject-example", "kobject_example"),
+        ("kset-example", "kset_example"),
+    ];
+    let lines = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("klpx-cb: "))
+            .map(|l| l[l.find("klpx-cb: ").unwrap()..].trim().to_string())
+            .collect()
+    };
+    let expect = |kinds: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = objects
+            .iter()
+            .flat_map(|(tag, obj)| {
+                kinds
+                    .iter()
+                    .map(move |k| format!("klpx-cb: {tag} {k} obj={obj}"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let mut after = lines(&output("after"));
+    after.sort();
+    assert_eq!(
+        after,
+        expect(&["pre_patch", "post_patch"]),
+        "{}",
+        output("after")
+    );
+    let mut unloaded = lines(&output("unloaded"));
+    unloaded.sort();
+    assert_eq!(
+        unloaded,
+        expect(&["pre_patch", "post_patch", "pre_unpatch", "post_unpatch"]),
+        "{}",
+        output("unloaded")
+    );
+    assert!(lines(&output("before")).is_empty());
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn callbacks_per_object() {
+    callbacks_per_object_on(Arch::X86_64);
+}
+#[test]
+fn ppc64le_callbacks_per_object() {
+    callbacks_per_object_on(Arch::Ppc64le);
+}
+#[test]
+fn s390_callbacks_per_object() {
+    callbacks_per_object_on(Arch::S390x);
+}

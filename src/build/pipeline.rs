@@ -26,7 +26,7 @@ use crate::module::source::{
 use crate::module::sympos::SymbolTable;
 use crate::objfile::ObjectFile;
 use crate::patch::source::{FileEdit, SourcePatch, plan_edits};
-use crate::writer::diff_object::{klp_records, write_object_aliased};
+use crate::writer::diff_object::{ALIAS_PREFIX, klp_records, write_object_aliased};
 
 /// Everything `klpx build` needs, as plain values.
 #[derive(Debug, Clone)]
@@ -429,9 +429,39 @@ impl Planned {
                     }
                 }
             }
-            let prefix = format!("klpx_f{i}_");
-            parts.push((i, write_object_aliased(pat, d, Some(&prefix))?));
+            let prefix = format!("{ALIAS_PREFIX}f{i}_");
             let spec = specs.entry(o.target.clone()).or_default();
+            // Callback wrappers are static in their file (kpatch-macros.h), so files may use the same
+            // names; each gets an alias unique in the module for the generated klp_object.
+            let mut callback_aliases = Vec::new();
+            for f in &d.new_functions {
+                for (p, field) in CALLBACK_PREFIXES {
+                    if !f.starts_with(p) {
+                        continue;
+                    }
+                    let Some(sym) = pat
+                        .symbols
+                        .iter()
+                        .position(|s| s.name == f.as_str() && s.section.is_some())
+                    else {
+                        continue;
+                    };
+                    let alias = format!("{ALIAS_PREFIX}cb{i}_{field}");
+                    if spec.callbacks.insert(field, alias.clone()).is_some() {
+                        return Err(UserError::new(format!(
+                            "{}: {f}: a second {field} callback for {}, whose klp_object already \
+                             has one from another file (one callback of each kind per object)",
+                            o.object, o.target
+                        ))
+                        .into());
+                    }
+                    callback_aliases.push((sym, alias));
+                }
+            }
+            parts.push((
+                i,
+                write_object_aliased(pat, d, Some(&prefix), &callback_aliases)?,
+            ));
             for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
                 pending_funcs.push((
                     o.target.clone(),
@@ -439,17 +469,6 @@ impl Planned {
                     format!("{prefix}{n}"),
                     pat.source_name.map(str::to_string),
                 ));
-            }
-            for f in &d.new_functions {
-                for (p, field) in CALLBACK_PREFIXES {
-                    if f.starts_with(p) && spec.callbacks.insert(field, f.clone()).is_some() {
-                        return Err(UserError::new(format!(
-                            "{}: more than one {field} callback for {}",
-                            o.object, o.target
-                        ))
-                        .into());
-                    }
-                }
             }
             for k in klp_records(pat, d) {
                 specs.entry(k.target.object.clone()).or_default();

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use klpx_arch::Arch;
 
+use crate::build::journal;
 use crate::build::pipeline::{
     BuildReport, BuildRequest, OotModule, Outcome, build, default_workdir,
 };
 use crate::cli::BuildArgs;
 use crate::error::{UserError, exit};
+use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::toolchain::Toolchain;
 use crate::module::source::{default_name, sanitize_name};
 use crate::patch::source::{SourcePatch, plan_edits};
@@ -192,15 +194,22 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         cc: a.cc.clone(),
         launcher: a.launcher.clone(),
     };
-    // The patches must read and apply before any long work (building the tree, compiling).
+    // The patches must read, and apply, before any long work. Reading is checked here; applying
+    // needs the tree's lock (another klpx may hold it patched), so it is checked here only when the
+    // tree is to be built first, and otherwise by the pipeline's plan under the lock.
     let patches: Vec<SourcePatch> = a
         .patches
         .iter()
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
-    let patch_root = oot.as_ref().map_or(srcdir.as_path(), |o| o.src.as_path());
-    plan_edits(&patches, patch_root, a.fuzz)?;
-    if !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file() {
+    let unbuilt = !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file();
+    if unbuilt {
+        let root = oot.as_ref().map_or(srcdir.as_path(), |o| o.src.as_path());
+        let _lock = SourceLock::try_take(root)?;
+        journal::recover(root)?;
+        plan_edits(&patches, root, a.fuzz)?;
+    }
+    if unbuilt {
         build_tree_once(&srcdir, &objdir, &toolchain, jobs)?;
     }
     Ok(BuildRequest {

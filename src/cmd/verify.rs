@@ -21,6 +21,8 @@ pub struct VerifyArgs {
     pub expect_before: Option<String>,
     pub expect_after: Option<String>,
     pub timeout: u64,
+    pub workload: bool,
+    pub files: Vec<PathBuf>,
     /// `auto`, `kvm` or `tcg`.
     pub accel: String,
     pub json: bool,
@@ -63,6 +65,8 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
     req.expect_before = a.expect_before.clone();
     req.expect_after = a.expect_after.clone();
     req.timeout = Duration::from_secs(a.timeout);
+    req.workload = a.workload;
+    req.files = a.files.clone();
     req.accel = a
         .accel
         .parse()
@@ -144,6 +148,9 @@ fn print_report(r: &VerifyReport) {
             m.path.display(),
             steps.join(", ")
         );
+    }
+    if let Some(w) = &r.workload {
+        print_result("workload", Some(w));
     }
     for c in &r.checks {
         println!("check:   {}", c.command);

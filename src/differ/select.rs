@@ -70,8 +70,23 @@ impl Piece {
     pub fn size(&self) -> u64 {
         self.ranges.iter().map(|(s, e)| e - s).sum()
     }
+    /// Output offset of input offset `off` when one of the ranges holds it strictly inside
+    /// (`start <= off < end`).
+    pub fn map_inside(&self, off: u64) -> Option<u64> {
+        let mut base = 0;
+        for &(s, e) in &self.ranges {
+            if (s..e).contains(&off) {
+                return Some(base + off - s);
+            }
+            base += e - s;
+        }
+        None
+    }
+
     /// Output offset of input offset `off`, if one of the ranges holds it. The end of a range counts
-    /// too (ORC and other tables mark the end of a function), after every range's inside.
+    /// too (ORC and other tables mark the end of a function), after every range's inside. Where
+    /// several pieces of one section are emitted, the end of one is the start of the next: look for
+    /// a piece that holds `off` inside ([`Piece::map_inside`]) first.
     pub fn map(&self, off: u64) -> Option<u64> {
         let mut base = 0;
         let mut at_end = None;

@@ -17,7 +17,7 @@ use object::write::elf::{
     SymbolIndex, Writer,
 };
 
-use crate::writer::diff_object::{KLPX_FUNC_SIZE, KLPX_RELOC_SIZE};
+use crate::writer::diff_object::{ALIAS_PREFIX, KLPX_FUNC_SIZE, KLPX_RELOC_SIZE};
 
 /// `SHF_RELA_LIVEPATCH` (include/uapi/linux/elf.h).
 pub const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
@@ -241,7 +241,33 @@ pub fn write_klp_sections(
     w.reserve_strtab_section_index();
     w.reserve_shstrtab_section_index();
 
-    // Symbols: keep all but those of dropped sections; livepatch symbols go last.
+    // klpx's own aliases go: relocations against one move to the function's own symbol at the same
+    // place, so that kallsyms (which takes the first of equal addresses) names the real function.
+    let mut alias_of: HashMap<usize, usize> = HashMap::new();
+    {
+        let mut real: HashMap<(u16, u64), usize> = HashMap::new();
+        let mut aliases = Vec::new();
+        for (i, sym) in symbols.iter().enumerate().skip(1) {
+            if sym.st_type() != elf::STT_FUNC {
+                continue;
+            }
+            let name = sym.name(endian, symbols.strings()).unwrap_or_default();
+            let place = (sym.st_shndx(endian).0, sym.st_value(endian));
+            if name.starts_with(ALIAS_PREFIX.as_bytes()) {
+                aliases.push((i, place));
+            } else if !name.is_empty() {
+                real.entry(place).or_insert(i);
+            }
+        }
+        for (i, place) in aliases {
+            if let Some(&r) = real.get(&place) {
+                alias_of.insert(i, r);
+            }
+        }
+    }
+
+    // Symbols: keep all but those of dropped sections and replaced aliases; livepatch symbols go
+    // last.
     w.reserve_null_symbol_index();
     let mut sym_map: Vec<Option<SymbolIndex>> = vec![None; symbols.len()];
     let mut kept: Vec<(usize, Option<StringId>)> = Vec::new();
@@ -255,6 +281,9 @@ pub fn write_klp_sections(
             if let Some(shndx) = shndx
                 && (shndx >= names.len() || new_index[shndx].is_none())
             {
+                continue;
+            }
+            if alias_of.contains_key(&i) {
                 continue;
             }
             let name = sym.name(endian, symbols.strings()).unwrap_or_default();
@@ -288,6 +317,7 @@ pub fn write_klp_sections(
             let mut out = Vec::with_capacity(rs.len());
             for r in rs {
                 let old = r.r_sym(endian, false) as usize;
+                let old = alias_of.get(&old).copied().unwrap_or(old);
                 let sym = if old == 0 {
                     0
                 } else {

@@ -49,7 +49,28 @@ pub struct Plan {
     pub transition_timeout: Duration,
     /// The command that ends the guest (`reboot -f`, `poweroff -f`).
     pub halt: String,
+    /// Run [`WORKLOAD`] once every livepatch is enabled, before the "after" checks.
+    pub workload: bool,
 }
+
+/// Where the workload script lives in the initramfs.
+pub const WORKLOAD_PATH: &str = "/klpx/workload.sh";
+
+/// Common kernel paths exercised with the livepatches enabled, so that a module that breaks them
+/// (a wrong relocation in a patched `copy_process` crashes the first fork) fails the verify instead of
+/// passing it: a few hundred forks and execs, every process's `/proc/<pid>/status`, `/proc/meminfo`,
+/// `/proc/self/maps`, `ps`, and the livepatch sysfs tree.
+pub const WORKLOAD: &str = r#"n=0
+while [ $n -lt 150 ]; do
+    sh -c 'cat /proc/self/maps /proc/self/status >/dev/null' || { echo "fork/exec $n failed"; exit 1; }
+    n=$((n+1))
+done
+for f in /proc/[0-9]*/status; do cat $f >/dev/null 2>&1; done
+cat /proc/meminfo /proc/self/maps /proc/version /proc/cmdline >/dev/null || exit 1
+ps >/dev/null || exit 1
+find /sys/kernel/livepatch >/dev/null
+echo "workload: $n shells forked and exec'd (each running cat), /proc read"
+"#;
 
 /// The initramfs path of check `i`.
 pub fn check_path(i: usize) -> String {
@@ -155,6 +176,12 @@ loaded() {{
                  else echo \"KLPX:TRANSITION {p} missing -\"; ok=0; fi; }}"
             );
         }
+    }
+    if plan.workload {
+        let _ = writeln!(
+            s,
+            "[ $ok = 1 ] && {{ capture workload sh {WORKLOAD_PATH} || ok=0; }}"
+        );
     }
     for i in 0..plan.checks {
         let _ = writeln!(
@@ -307,6 +334,7 @@ mod tests {
             checks: 1,
             transition_timeout: Duration::from_secs(30),
             halt: "reboot -f".into(),
+            workload: true,
         }
     }
 
@@ -322,6 +350,7 @@ mod tests {
             "capture check.before.0 sh /klpx/check.0.sh",
             "capture insmod.0 insmod /klpx/0-livepatch-sample.ko",
             "wait_transition livepatch_sample || ok=0",
+            "capture workload sh /klpx/workload.sh || ok=0",
             "capture check.after.0 sh /klpx/check.0.sh",
             "echo 0 > /sys/kernel/livepatch/livepatch_sample/enabled",
             "unload rmmod.0 livepatch_sample",

@@ -123,18 +123,31 @@ pub struct Member {
     pub data: Vec<u8>,
 }
 
+/// The directories every initramfs has.
+const BASE_DIRS: [&str; 6] = ["bin", "dev", "proc", "sys", "tmp", "klpx"];
+
 /// The gzip'd initramfs: busybox as `/bin/busybox`, `init` as `/init`, and `members`.
 pub fn build(busybox: &Path, init: &str, members: &[Member]) -> Result<Vec<u8>> {
     let bb = std::fs::read(busybox).with_context(|| format!("reading {}", busybox.display()))?;
     let mut c = Cpio::new();
-    for d in ["bin", "dev", "proc", "sys", "tmp", "klpx"] {
+    for d in BASE_DIRS {
         c.dir(d);
     }
     c.char_dev("dev/console", 0o600, 5, 1);
     c.char_dev("dev/null", 0o666, 1, 3);
     c.file("bin/busybox", 0o755, &bb);
     c.file("init", 0o755, init.as_bytes());
+    let mut dirs = std::collections::BTreeSet::new();
     for m in members {
+        // Parent directories first: the kernel's unpacker does not create them.
+        let rel = Path::new(m.path.trim_start_matches('/'));
+        let parents: Vec<&Path> = rel.ancestors().skip(1).collect();
+        for d in parents.into_iter().rev() {
+            let d = d.to_string_lossy();
+            if !d.is_empty() && !BASE_DIRS.contains(&&*d) && dirs.insert(d.to_string()) {
+                c.dir(&d);
+            }
+        }
         c.file(&m.path, m.perm, &m.data);
     }
     gzip(&c.finish())
@@ -187,7 +200,7 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
             .with_context(|| {
                 format!("dpkg --add-architecture {debarch} (needs root; run it and apt-get update)")
             })?;
-        apt_update()?;
+        apt_update();
     }
     let download = base.join(format!("{debarch}.download"));
     let _ = std::fs::remove_dir_all(&download);
@@ -203,14 +216,19 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
     };
     eprintln!("klpx: downloading {package}");
     let mut out = fetch().with_context(|| format!("running apt-get download {package}"))?;
+    let mut update_problem = None;
     if !out.status.success() {
-        apt_update()?;
+        update_problem = apt_update();
         out = fetch().with_context(|| format!("running apt-get download {package}"))?;
     }
     if !out.status.success() {
+        let why = String::from_utf8_lossy(&out.stderr);
         bail!(
-            "apt-get download {package} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
+            "apt-get download {package} failed: {}{}",
+            why.trim().lines().next().unwrap_or(""),
+            update_problem
+                .map(|u| format!(" (apt-get update said: {u})"))
+                .unwrap_or_default()
         );
     }
     let deb = std::fs::read_dir(&download)?
@@ -232,12 +250,26 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
     Ok(bin)
 }
 
-fn apt_update() -> Result<()> {
-    duct::cmd!("apt-get", "update", "-q")
+/// Refreshes the package lists. One suite's index of one architecture is often briefly broken while
+/// a mirror syncs (apt-get update then fails as a whole, though it updated the rest), so a failure is
+/// only returned as the first error line, for the message should the download still fail.
+fn apt_update() -> Option<String> {
+    let out = duct::cmd!("apt-get", "update", "-q")
         .stdout_null()
-        .run()
-        .context("apt-get update (needs root)")?;
-    Ok(())
+        .stderr_capture()
+        .unchecked()
+        .run();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .find(|l| l.starts_with("E:"))
+                .unwrap_or("failed")
+                .to_string(),
+        ),
+        Err(e) => Some(format!("could not run it: {e}")),
+    }
 }
 
 /// Checks that `path` is a statically linked executable for `arch`.

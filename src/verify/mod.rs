@@ -49,6 +49,11 @@ pub struct VerifyRequest {
     pub memory_mb: u32,
     /// KVM or TCG; `Auto` uses KVM when it works here.
     pub accel: qemu::Accel,
+    /// Exercise common kernel paths (forks, execs, /proc) once the livepatches are enabled.
+    pub workload: bool,
+    /// Files copied to `/klpx/files/<name>` in the guest without being loaded (a module that
+    /// checks load after the livepatch, a helper program).
+    pub files: Vec<PathBuf>,
 }
 
 impl VerifyRequest {
@@ -65,6 +70,8 @@ impl VerifyRequest {
             transition_timeout: DEFAULT_TRANSITION_TIMEOUT,
             memory_mb: 512,
             accel: qemu::Accel::Auto,
+            workload: true,
+            files: Vec::new(),
         }
     }
 }
@@ -129,6 +136,8 @@ pub struct VerifyReport {
     pub guest_release: Option<String>,
     pub modules: Vec<ModuleReport>,
     pub checks: Vec<CheckReport>,
+    /// The workload's result, when it ran (see [`guest::WORKLOAD`]).
+    pub workload: Option<CommandResult>,
     /// The script ran to its end.
     pub finished: bool,
     /// The step the guest was in when it stopped, if it did not finish.
@@ -165,6 +174,7 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         checks: req.checks.len(),
         transition_timeout: req.transition_timeout,
         halt: backend.guest_halt().to_string(),
+        workload: req.workload,
     };
     let mut members = Vec::new();
     for (m, g) in modules.iter().zip(&plan.modules) {
@@ -172,6 +182,21 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         members.push(initramfs::Member {
             path: g.file.clone(),
             perm: 0o644,
+            data,
+        });
+    }
+    if req.workload {
+        members.push(initramfs::Member {
+            path: guest::WORKLOAD_PATH.to_string(),
+            perm: 0o755,
+            data: guest::WORKLOAD.as_bytes().to_vec(),
+        });
+    }
+    for f in &req.files {
+        let data = std::fs::read(f).with_context(|| f.display().to_string())?;
+        members.push(initramfs::Member {
+            path: guest_file_path(f),
+            perm: 0o755,
             data,
         });
     }
@@ -213,6 +238,7 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         guest_release: g.booted.as_ref().map(|(_, r)| r.clone()),
         modules: module_reports(&modules, &g),
         checks: check_reports(&req.checks, &g),
+        workload: result(&g, "workload"),
         finished: g.done,
         unfinished: None,
         timed_out: out.timed_out,
@@ -283,6 +309,18 @@ pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
         }
         modules.push(m);
     }
+    let mut names = std::collections::HashSet::new();
+    for f in &req.files {
+        if !f.is_file() {
+            return Err(UserError::new(format!("{}: no such file", f.display())));
+        }
+        if !names.insert(guest_file_path(f)) {
+            return Err(UserError::new(format!(
+                "{}: another --file has the same name",
+                f.display()
+            )));
+        }
+    }
     if !modules.iter().any(|m| m.livepatch) {
         return Err(UserError::new(format!(
             "{}: not a livepatch module (no livepatch=Y in .modinfo)",
@@ -294,12 +332,22 @@ pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
 
 /// Where module `i` lives in the initramfs.
 fn guest_module_path(i: usize, path: &Path) -> String {
+    format!("{}/{i}-{}", guest::DIR, guest_name(path))
+}
+
+/// Where a `--file` lives in the initramfs: `/klpx/files/<name>`.
+pub fn guest_file_path(path: &Path) -> String {
+    format!("{}/files/{}", guest::DIR, guest_name(path))
+}
+
+/// A file's name as the guest sees it: its base name, with characters other than letters, digits,
+/// `.`, `_` and `-` replaced by `_`.
+fn guest_name(path: &Path) -> String {
     let base = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "module.ko".to_string());
-    let base: String = base
-        .chars()
+    base.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-".contains(c) {
                 c
@@ -307,8 +355,7 @@ fn guest_module_path(i: usize, path: &Path) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("{}/{i}-{base}", guest::DIR)
+        .collect()
 }
 
 fn result(g: &GuestLog, tag: &str) -> Option<CommandResult> {
@@ -427,6 +474,16 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             _ => {}
         }
     }
+    if let Some(w) = &r.workload
+        && w.status != Some(0)
+    {
+        return Err(format!(
+            "the workload (forks, execs, /proc reads) failed with the livepatches enabled, status \
+             {}: {}",
+            status(w.status),
+            first_line(&w.output)
+        ));
+    }
     for c in &r.checks {
         if let Some(after) = &c.after
             && after.status != Some(0)
@@ -516,9 +573,14 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
     }
     let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
     Ok(format!(
-        "{} livepatch{} loaded and enabled, {} check{} passed, disabled and unloaded",
+        "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
         patches,
         if patches == 1 { "" } else { "es" },
+        if r.workload.is_some() {
+            "workload ran, "
+        } else {
+            ""
+        },
         r.checks.len(),
         if r.checks.len() == 1 { "" } else { "s" },
     ))
@@ -546,6 +608,9 @@ fn describe_tag(tag: &str, req: &VerifyRequest, r: &VerifyReport) -> String {
         Some("insmod") => format!("insmod {}", module(index(a))),
         Some("disable") => format!("disabling {}", module(index(a))),
         Some("rmmod") => format!("rmmod {}", module(index(a))),
+        Some("workload") => {
+            "the workload (forks, execs, /proc reads) with the livepatches enabled".to_string()
+        }
         _ => tag.to_string(),
     }
 }

@@ -190,12 +190,19 @@ impl Layout {
 
 /// Serialises the selection of `diff` (taken from `patched`) into an ELF relocatable object.
 pub fn write_object(patched: &ObjectFile, diff: &Diff) -> Result<Vec<u8>> {
-    write_object_aliased(patched, diff, None)
+    write_object_aliased(patched, diff, None, &[])
 }
+
+/// Names of the global aliases klpx gives functions so that the generated module source can name
+/// them (a new version of a static function, a callback wrapper). They start with this prefix, which
+/// the module writer removes again from the final `.ko` (relocations move to the function's own
+/// symbol), so that kallsyms, oopses, `perf` and `/proc/<pid>/stack` show the real names.
+pub const ALIAS_PREFIX: &str = "__klpx_alias_";
 
 /// Like [`write_object`], and with `alias_prefix` also gives the n-th patched function (in the order of
 /// `.klpx.funcs`) the global alias `<prefix><n>`, so that generated module code can name a new version
-/// of a static function; the prefix must make the names unique within the module.
+/// of a static function; the prefix must make the names unique within the module. `extra` names more
+/// aliases: (index of a selected symbol of `patched`, alias name).
 ///
 /// The ELF file is written directly: the pieces' bytes are borrowed from the input and the tables are
 /// laid out once, so the output buffer is the only large allocation.
@@ -203,6 +210,7 @@ pub fn write_object_aliased(
     patched: &ObjectFile,
     diff: &Diff,
     alias_prefix: Option<&str>,
+    extra: &[(usize, String)],
 ) -> Result<Vec<u8>> {
     let sel = &diff.selection;
     let backend = patched.backend();
@@ -249,8 +257,14 @@ pub fn write_object_aliased(
         let hi = lo + by_section[lo..].partition_point(|&(s, _)| s == sec);
         by_section[lo..hi].iter().map(|&(_, i)| i)
     };
+    // The piece that holds input offset `off` of section `sec`: inside a range first, since the end
+    // of one carved piece (a `.toc` entry, a string) is the start of the next, which after the link
+    // is somewhere else; only a reference to the very end of the emitted content (a function's end,
+    // as ORC marks it) takes the end of a range.
     let locate = |sec: usize, off: u64| -> Option<(usize, u64)> {
-        pieces_of(sec).find_map(|i| sel.pieces[i].map(off).map(|o| (i, o)))
+        pieces_of(sec)
+            .find_map(|i| sel.pieces[i].map_inside(off).map(|o| (i, o)))
+            .or_else(|| pieces_of(sec).find_map(|i| sel.pieces[i].map(off).map(|o| (i, o))))
     };
     // Where each emitted patched symbol lands, sorted by symbol; names and indexes come later.
     let mut placed: Vec<Placed> = Vec::with_capacity(sel.symbols.len());
@@ -383,7 +397,7 @@ pub fn write_object_aliased(
             symbol_count += 1;
         }
     }
-    let aliases: Vec<(usize, u32)> = match alias_prefix {
+    let mut aliases: Vec<(usize, u32)> = match alias_prefix {
         Some(prefix) => sel
             .patched_functions
             .iter()
@@ -395,6 +409,16 @@ pub fn write_object_aliased(
             .collect(),
         None => Vec::new(),
     };
+    for (s, alias) in extra {
+        if !sel.symbols.contains(s) {
+            bail!(
+                "{}: {} is not in the output object; it cannot get the alias {alias}",
+                patched.path,
+                patched.symbols.get(*s).map_or("?", |x| x.name)
+            );
+        }
+        aliases.push((*s, add_str(&mut strtab, alias.as_bytes())));
+    }
     symbol_count += aliases.len() as u32;
     let first_undefined = symbol_count;
     let undefined_names: Vec<u32> = undefined
