@@ -246,6 +246,22 @@ fn loadable_module_function() {
     run_case("module-function");
 }
 #[test]
+fn fork_copy_process_many_data_references() {
+    run_case("fork-copy-process");
+}
+#[test]
+fn exit_do_exit() {
+    run_case("exit-do-exit");
+}
+#[test]
+fn proc_status_string_table() {
+    run_case("proc-status-string-table");
+}
+#[test]
+fn sys_prctl_jump_table() {
+    run_case("sys-prctl-jump-table");
+}
+#[test]
 fn refuses_changed_global_data() {
     run_case("refuse-global-data");
 }
@@ -313,6 +329,22 @@ macro_rules! cross_cases {
                 run_case_on($a, "module-function");
             }
             #[test]
+            fn fork_copy_process_many_data_references() {
+                run_case_on($a, "fork-copy-process");
+            }
+            #[test]
+            fn exit_do_exit() {
+                run_case_on($a, "exit-do-exit");
+            }
+            #[test]
+            fn proc_status_string_table() {
+                run_case_on($a, "proc-status-string-table");
+            }
+            #[test]
+            fn sys_prctl_jump_table() {
+                run_case_on($a, "sys-prctl-jump-table");
+            }
+            #[test]
             fn refuses_changed_global_data() {
                 run_case_on($a, "refuse-global-data");
             }
@@ -366,6 +398,22 @@ mod arm64 {
     #[test]
     fn loadable_module_function() {
         run_case_on(Arch::Arm64, "module-function");
+    }
+    #[test]
+    fn fork_copy_process_many_data_references() {
+        run_case_on(Arch::Arm64, "fork-copy-process");
+    }
+    #[test]
+    fn exit_do_exit() {
+        run_case_on(Arch::Arm64, "exit-do-exit");
+    }
+    #[test]
+    fn proc_status_string_table() {
+        run_case_on(Arch::Arm64, "proc-status-string-table");
+    }
+    #[test]
+    fn sys_prctl_jump_table() {
+        run_case_on(Arch::Arm64, "sys-prctl-jump-table");
     }
     #[test]
     fn refuses_changed_global_data() {

@@ -333,8 +333,35 @@ impl<'a, 'd> Selector<'a, 'd> {
     }
 
     /// Resolves one relocation found in included content into a target and the addend to use with it.
-    /// `Location` addends are offsets from the start of the input section.
+    /// `Location` addends are offsets from the start of the input section. A GOT reference outside
+    /// the module must name a symbol exactly: the loader's GOT slot holds the symbol's address, so
+    /// "symbol + k" cannot be expressed.
     fn resolve(&mut self, from_sec: usize, r: &Reloc) -> (OutTarget, i64) {
+        let (target, addend) = self.resolve_target(from_sec, r);
+        let p = self.patched;
+        if matches!(target, OutTarget::Klp(_) | OutTarget::Undefined(_))
+            && p.backend().reloc_class(r.r_type) == RelocClass::Got
+            && p.backend()
+                .target_offset(r.r_type, addend, p.site(from_sec, r.offset))
+                != 0
+        {
+            let name = match &target {
+                OutTarget::Klp(k) => k.symbol.clone(),
+                OutTarget::Undefined(n) => n.clone(),
+                _ => String::new(),
+            };
+            self.refuse(
+                &name,
+                format!(
+                    "a GOT reference to {name}{addend:+} points inside the symbol, which a GOT entry \
+                     (the symbol's address) cannot express"
+                ),
+            );
+        }
+        (target, addend)
+    }
+
+    fn resolve_target(&mut self, from_sec: usize, r: &Reloc) -> (OutTarget, i64) {
         let p = self.patched;
         let sym = &p.symbols[r.sym()];
         if r.symbol == 0 {

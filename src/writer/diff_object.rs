@@ -23,7 +23,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use anyhow::{Result, anyhow, bail};
-use klpx_arch::{Endian, Site};
+use klpx_arch::{Endian, RelocClass, Site};
 use object::elf;
 
 use crate::differ::{Diff, KlpTarget, OutReloc, OutTarget};
@@ -266,6 +266,57 @@ pub fn write_object_aliased(
             .find_map(|i| sel.pieces[i].map_inside(off).map(|o| (i, o)))
             .or_else(|| pieces_of(sec).find_map(|i| sel.pieces[i].map(off).map(|o| (i, o))))
     };
+    // A section emitted whole keeps every offset, so any reference relative to it keeps its meaning,
+    // even one whose target lies outside it (an s390 jump table entry `.quad .L5-.L4` is `R_390_PC64`
+    // against the function's section with the entry's own offset in the addend).
+    let whole = |sec: usize| -> Option<usize> {
+        let size = patched.sections[sec].size;
+        pieces_of(sec).find(|&i| sel.pieces[i].ranges == [(0, size)])
+    };
+    let in_code = |pi: usize| patched.sections[sel.pieces[pi].section].is_exec();
+    // Where a `Location` relocation of piece `pi` lands: (piece, offset in it, target offset in the
+    // input section as the architecture reads the addend).
+    let location = |pi: usize, r: &OutReloc, sec: usize| -> Result<(usize, u64, i64)> {
+        let site = if in_code(pi) {
+            Site::Code {
+                bytes: &contents[pi],
+                offset: r.offset,
+            }
+        } else {
+            Site::Data
+        };
+        let off = backend.target_offset(r.r_type, r.addend, site);
+        u64::try_from(off)
+            .ok()
+            .and_then(|o| locate(sec, o))
+            .or_else(|| whole(sec).map(|w| (w, off as u64)))
+            .map(|(tp, mapped)| (tp, mapped, off))
+            .ok_or_else(|| {
+                anyhow!(
+                    "internal: relocation in {} at {:#x} points into {} at {off:#x}, which is not emitted",
+                    patched.sections[sel.pieces[pi].section].name,
+                    r.offset,
+                    patched.sections[sec].name
+                )
+            })
+    };
+    // A GOT entry is made per symbol, and the addend only moves the reference to it (s390
+    // `R_390_GOTENT`): a reference to a place without a symbol of its own (a `.LC` string label)
+    // gets a local anchor symbol there, never "section + offset", which would read the section's
+    // entry.
+    let mut anchors: Vec<(usize, u64)> = Vec::new();
+    for (pi, p) in sel.pieces.iter().enumerate() {
+        for r in &p.relocs {
+            if let OutTarget::Location(sec) = r.target
+                && backend.reloc_class(r.r_type) == RelocClass::Got
+            {
+                let (tp, mapped, _) = location(pi, r, sec)?;
+                anchors.push((tp, mapped));
+            }
+        }
+    }
+    anchors.sort_unstable();
+    anchors.dedup();
     // Where each emitted patched symbol lands, sorted by symbol; names and indexes come later.
     let mut placed: Vec<Placed> = Vec::with_capacity(sel.symbols.len());
     for &s in &sel.symbols {
@@ -381,6 +432,11 @@ pub fn write_object_aliased(
         symbol_count += 1;
         symbol_count - 1
     });
+    let first_anchor = symbol_count;
+    let anchor_names: Vec<u32> = (0..anchors.len())
+        .map(|n| add_str(&mut strtab, format!("__klpx_got_{n}").as_bytes()))
+        .collect();
+    symbol_count += anchors.len() as u32;
     let mut num_local = 0;
     for global in [false, true] {
         if global {
@@ -553,17 +609,6 @@ pub fn write_object_aliased(
             continue;
         }
         out.pad_to(rela_offset[pi]);
-        let in_code = patched.sections[p.section].is_exec();
-        let site = |offset: u64| {
-            if in_code {
-                Site::Code {
-                    bytes: &contents[pi],
-                    offset,
-                }
-            } else {
-                Site::Data
-            }
-        };
         for r in p.relocs.iter().filter(emitted) {
             let (sym, addend) = match &r.target {
                 OutTarget::Symbol(s) => (
@@ -574,19 +619,15 @@ pub fn write_object_aliased(
                     r.addend,
                 ),
                 OutTarget::Location(sec) => {
-                    let off = backend.target_offset(r.r_type, r.addend, site(r.offset));
-                    let (tp, mapped) = u64::try_from(off)
-                        .ok()
-                        .and_then(|o| locate(*sec, o))
-                        .ok_or_else(|| {
-                            anyhow!(
-                                "internal: relocation in {} at {:#x} points into {} at {off:#x}, which is not emitted",
-                                patched.sections[p.section].name,
-                                r.offset,
-                                patched.sections[*sec].name
-                            )
-                        })?;
-                    (section_sym(tp), r.addend + mapped as i64 - off)
+                    let (tp, mapped, off) = location(pi, r, *sec)?;
+                    if backend.reloc_class(r.r_type) == RelocClass::Got {
+                        let n = anchors
+                            .binary_search(&(tp, mapped))
+                            .map_err(|_| anyhow!("internal: GOT reference without its anchor"))?;
+                        (first_anchor + n as u32, r.addend - off)
+                    } else {
+                        (section_sym(tp), r.addend + mapped as i64 - off)
+                    }
                 }
                 OutTarget::Undefined(n) => {
                     let at = undefined
@@ -657,6 +698,17 @@ pub fn write_object_aliased(
     if let Some(index) = side_index {
         let index = index as u16;
         out.sym(0, info(elf::STB_LOCAL, elf::STT_SECTION), 0, index, 0, 0);
+    }
+    for (&(tp, mapped), &name) in anchors.iter().zip(&anchor_names) {
+        let index = piece_index(tp) as u16;
+        out.sym(
+            name,
+            info(elf::STB_LOCAL, elf::STT_NOTYPE),
+            0,
+            index,
+            mapped,
+            0,
+        );
     }
     for global in [false, true] {
         for &s in &sel.symbols {
