@@ -278,6 +278,10 @@ fn refuses_lib() {
     run_case("refuse-lib");
 }
 #[test]
+fn refuses_relocation_out_of_range() {
+    run_case("refuse-reloc-range");
+}
+#[test]
 fn line_shift_only_is_no_change() {
     run_case("line-shift-only");
 }

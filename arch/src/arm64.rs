@@ -3,8 +3,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
-    read_u32,
+    Arch, Backend, Endian, FunctionCode, ModuleReloc, Reach, RelocClass, ResolvedBranch, Site,
+    SpecialSection, Triple, read_u32,
 };
 
 pub struct Arm64;
@@ -100,6 +100,56 @@ impl Backend for Arm64 {
             | elf::R_AARCH64_MOVW_UABS_G3 => RelocClass::Abs,
             elf::R_AARCH64_ADR_GOT_PAGE | elf::R_AARCH64_LD64_GOT_LO12_NC => RelocClass::Got,
             _ => RelocClass::Other,
+        }
+    }
+    /// Modules are placed within 2 GiB of the kernel (branches beyond 128 MiB go through module
+    /// PLTs): ADRP pages (±4 GiB), 32- and 64-bit fields and calls reach; the short PC-relative
+    /// forms do not. A `LDST*_ABS_LO12_NC` field drops the low bits of the target silently, so the
+    /// target must be aligned to the access size.
+    fn check_module_reloc(&self, r: &ModuleReloc) -> Result<(), String> {
+        let t = elf::RelocationType(r.r_type);
+        let align = match t {
+            elf::R_AARCH64_LDST16_ABS_LO12_NC => 2,
+            elf::R_AARCH64_LDST32_ABS_LO12_NC => 4,
+            elf::R_AARCH64_LDST64_ABS_LO12_NC => 8,
+            elf::R_AARCH64_LDST128_ABS_LO12_NC => 16,
+            _ => 1,
+        };
+        if let Reach::Kernel { address: Some(a) } = r.reach
+            && a % align != 0
+        {
+            return Err(format!(
+                "the target {a:#x} is not {align}-byte aligned; the load/store field would drop \
+                 its low bits"
+            ));
+        }
+        if !r.reach.external() {
+            return Ok(());
+        }
+        match t {
+            elf::R_AARCH64_NONE
+            | elf::R_AARCH64_ABS64
+            | elf::R_AARCH64_PREL64
+            | elf::R_AARCH64_PREL32
+            | elf::R_AARCH64_CALL26
+            | elf::R_AARCH64_JUMP26
+            | elf::R_AARCH64_ADR_PREL_PG_HI21
+            | elf::R_AARCH64_ADR_PREL_PG_HI21_NC
+            | elf::R_AARCH64_ADD_ABS_LO12_NC
+            | elf::R_AARCH64_LDST8_ABS_LO12_NC
+            | elf::R_AARCH64_LDST16_ABS_LO12_NC
+            | elf::R_AARCH64_LDST32_ABS_LO12_NC
+            | elf::R_AARCH64_LDST64_ABS_LO12_NC
+            | elf::R_AARCH64_LDST128_ABS_LO12_NC
+            | elf::R_AARCH64_MOVW_UABS_G0_NC
+            | elf::R_AARCH64_MOVW_UABS_G1_NC
+            | elf::R_AARCH64_MOVW_UABS_G2_NC
+            | elf::R_AARCH64_MOVW_UABS_G3 => Ok(()),
+            _ => Err(
+                "a field this short cannot reach from the module area to the kernel or another \
+                 module"
+                    .into(),
+            ),
         }
     }
     fn reloc_name(&self, r_type: u32) -> String {

@@ -180,6 +180,41 @@ pub struct FunctionCode<'a> {
     pub entry_sites: &'a [i64],
 }
 
+/// Where a relocation of a finished module leads, as the module loader will resolve it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reach {
+    /// Inside the module itself (a symbol it defines, or no symbol at all).
+    Module,
+    /// vmlinux; `address` is the symbol's link-time address plus the addend when the symbol table
+    /// says (alignment survives KASLR, which moves the kernel by whole pages at least).
+    Kernel { address: Option<u64> },
+    /// Another module, loaded anywhere in the module area.
+    OtherModule,
+}
+
+/// One relocation the kernel will apply to a finished livepatch module: an ordinary one when the
+/// module loads, or a livepatch one (`.klp.rela`) when its object is there.
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleReloc<'a> {
+    pub r_type: u32,
+    /// The relocation's symbol name (empty for none; `.klp.sym.*` for livepatch symbols).
+    pub symbol: &'a str,
+    pub addend: i64,
+    /// The bytes of the relocated section from the relocated field on (at most 16), or `None` for a
+    /// section without contents.
+    pub place: Option<&'a [u8]>,
+    /// The relocated section holds code.
+    pub in_code: bool,
+    pub reach: Reach,
+}
+
+impl Reach {
+    /// Outside the module's own memory.
+    pub fn external(self) -> bool {
+        self != Reach::Module
+    }
+}
+
 /// A special section: a table of fixed-size entries, each pointing at code.
 #[derive(Clone, Copy, Debug)]
 pub struct SpecialSection {
@@ -262,6 +297,13 @@ pub trait Backend: Send + Sync {
     /// Whether a relocation of this type can reach a symbol outside the module (ppc64 TOC-relative
     /// accesses cannot reach the running kernel's data). `Err` carries the reason.
     fn check_external_reference(&self, _r_type: u32) -> Result<(), String> {
+        Ok(())
+    }
+    /// Whether the kernel can apply this relocation of a finished module and get it right: a type its
+    /// module loader handles, a range that reaches from the module area to where the target lives,
+    /// the encoding the relocated instruction needs. `Err` is the one-line reason. Checked on every
+    /// relocation of the module before klpx reports it good.
+    fn check_module_reloc(&self, _r: &ModuleReloc) -> Result<(), String> {
         Ok(())
     }
     /// Writable sections of per-object constants that patch code carries its own copy of (ppc64 `.toc`).

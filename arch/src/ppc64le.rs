@@ -4,8 +4,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
-    read_u32,
+    Arch, Backend, Endian, FunctionCode, ModuleReloc, RelocClass, ResolvedBranch, Site,
+    SpecialSection, Triple, read_u32,
 };
 
 pub struct Ppc64le;
@@ -106,6 +106,60 @@ impl Backend for Ppc64le {
             | elf::R_PPC64_TOC16_LO_DS
             | elf::R_PPC64_TOC => RelocClass::Toc,
             _ => RelocClass::Other,
+        }
+    }
+    /// Modules live at 0xc008..., far from the kernel's 0xc000...: outside the module only 64-bit
+    /// fields reach, and calls, which the loader sends through a stub and must be a `bl` followed by
+    /// the `nop` it turns into the TOC restore. TOC-relative fields reach the module's own TOC only.
+    fn check_module_reloc(&self, r: &ModuleReloc) -> Result<(), String> {
+        let t = elf::RelocationType(r.r_type);
+        if !r.reach.external() {
+            return Ok(());
+        }
+        match t {
+            elf::R_PPC64_NONE | elf::R_PPC64_ADDR64 | elf::R_PPC64_REL64 => Ok(()),
+            // The loader's own ftrace call sites need no TOC restore (module_64.c,
+            // is_mprofile_ftrace_call).
+            elf::R_PPC64_REL24
+                if ["_mcount", "ftrace_caller", "ftrace_regs_caller"].contains(&r.symbol) =>
+            {
+                Ok(())
+            }
+            elf::R_PPC64_REL24 => {
+                let word = |at: usize| {
+                    r.place
+                        .and_then(|b| b.get(at..at + 4))
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                };
+                match (word(0), word(4)) {
+                    (Some(insn), _) if insn & 0xfc00_0003 != 0x4800_0001 => Err(
+                        "a branch without link (a sibling call) to outside the module cannot get \
+                         its TOC restored"
+                            .into(),
+                    ),
+                    (Some(_), Some(NOP)) => Ok(()),
+                    (Some(_), _) => Err(
+                        "a call to outside the module without the nop after it that the loader \
+                         turns into the TOC restore"
+                            .into(),
+                    ),
+                    (None, _) => Ok(()),
+                }
+            }
+            elf::R_PPC64_TOC16
+            | elf::R_PPC64_TOC16_HA
+            | elf::R_PPC64_TOC16_LO
+            | elf::R_PPC64_TOC16_HI
+            | elf::R_PPC64_TOC16_DS
+            | elf::R_PPC64_TOC16_LO_DS => Err(
+                "a TOC-relative field reaches only the module's own TOC, not another object's data"
+                    .into(),
+            ),
+            _ => Err(
+                "a field shorter than 64 bits cannot reach from the module area (0xc008...) to the \
+                 kernel or another module"
+                    .into(),
+            ),
         }
     }
     fn reloc_name(&self, r_type: u32) -> String {

@@ -4,7 +4,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+    Arch, Backend, Endian, FunctionCode, ModuleReloc, Reach, RelocClass, ResolvedBranch, Site,
+    SpecialSection, Triple,
 };
 
 pub struct S390x;
@@ -91,6 +92,61 @@ impl Backend for S390x {
             | elf::R_390_GOT20
             | elf::R_390_GOT32 => RelocClass::Got,
             _ => RelocClass::Other,
+        }
+    }
+    /// Since 6.10 the module area is the 2 GiB right below the kernel image
+    /// (arch/s390/boot/startup.c), so a module reaches vmlinux across 2 GiB plus the target's place
+    /// in the image: halfword-scaled 32-bit fields (±4 GiB) reach, byte-scaled 32-bit and every
+    /// shorter PC-relative field do not; GOT and PLT references go through slots in the module.
+    /// `*DBL` fields count halfwords, so the target must be even.
+    fn check_module_reloc(&self, r: &ModuleReloc) -> Result<(), String> {
+        let t = elf::RelocationType(r.r_type);
+        let halfwords = matches!(
+            t,
+            elf::R_390_PC16DBL | elf::R_390_PC32DBL | elf::R_390_PLT16DBL | elf::R_390_PLT32DBL
+        ) || t == elf::R_390_GOTENT
+            || t == elf::R_390_GOTPCDBL;
+        if halfwords && r.addend % 2 != 0 {
+            return Err("a halfword-scaled field with an odd addend".into());
+        }
+        if let Reach::Kernel { address: Some(a) } = r.reach
+            && halfwords
+            && a % 2 != 0
+            && !matches!(t, elf::R_390_GOTENT | elf::R_390_GOTPCDBL)
+        {
+            return Err(format!(
+                "the target {a:#x} is odd; a halfword-scaled field cannot reach it"
+            ));
+        }
+        if !r.reach.external() {
+            return Ok(());
+        }
+        match t {
+            elf::R_390_NONE
+            | elf::R_390_64
+            | elf::R_390_PC64
+            | elf::R_390_PC32DBL
+            | elf::R_390_PLT32DBL
+            | elf::R_390_PLT32
+            | elf::R_390_PLT64
+            | elf::R_390_GOTENT
+            | elf::R_390_GOT12
+            | elf::R_390_GOT20
+            | elf::R_390_GOT32
+            | elf::R_390_GOT64 => Ok(()),
+            elf::R_390_PC32 | elf::R_390_32 => Err(
+                "a 32-bit byte offset or address cannot reach the kernel from the module area \
+                 (2 GiB below the kernel image)"
+                    .into(),
+            ),
+            elf::R_390_PC16
+            | elf::R_390_PC16DBL
+            | elf::R_390_PLT16DBL
+            | elf::R_390_16
+            | elf::R_390_12
+            | elf::R_390_20
+            | elf::R_390_8 => Err("a field this short cannot reach outside the module".into()),
+            _ => Err("klpx does not know this type to reach outside the module".into()),
         }
     }
     fn reloc_name(&self, r_type: u32) -> String {

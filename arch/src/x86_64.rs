@@ -3,7 +3,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, RelocClass, ResolvedBranch, Site, SpecialSection, Triple,
+    Arch, Backend, Endian, FunctionCode, ModuleReloc, RelocClass, ResolvedBranch, Site,
+    SpecialSection, Triple,
 };
 
 pub struct X86_64;
@@ -94,6 +95,32 @@ impl Backend for X86_64 {
             }
             _ => RelocClass::Other,
         }
+    }
+    /// arch/x86/kernel/module.c applies 64, 32, 32S, PC32, PLT32 and PC64, refuses to write over
+    /// bytes that are not zero, and checks that 32-bit values fit: modules and the kernel live in the
+    /// top 2 GiB, so PC32/PLT32/32S reach, a zero-extended 32 never does.
+    fn check_module_reloc(&self, r: &ModuleReloc) -> Result<(), String> {
+        let size = match elf::RelocationType(r.r_type) {
+            elf::R_X86_64_NONE => return Ok(()),
+            elf::R_X86_64_64 | elf::R_X86_64_PC64 => 8,
+            elf::R_X86_64_32S | elf::R_X86_64_PC32 | elf::R_X86_64_PLT32 => 4,
+            elf::R_X86_64_32 => {
+                return Err(
+                    "a zero-extended 32-bit address cannot hold a kernel or module address \
+                     (they are in the top 2 GiB)"
+                        .into(),
+                );
+            }
+            _ => return Err("the x86_64 module loader does not apply this type".into()),
+        };
+        if let Some(bytes) = r.place
+            && bytes.iter().take(size).any(|&b| b != 0)
+        {
+            return Err(
+                "the relocated bytes are not zero; the kernel refuses to write over them".into(),
+            );
+        }
+        Ok(())
     }
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)

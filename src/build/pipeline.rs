@@ -13,13 +13,14 @@ use super::journal;
 use super::lineno::fix_line_numbers;
 use super::progress::Stages;
 use crate::differ::{self, DiffOptions, Exports, OutTarget, Verdict};
-use crate::error::UserError;
+use crate::error::{Unpatchable, UserError};
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
 use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
 use crate::module::link::make_module;
+use crate::module::reloc_check::check_relocations;
 use crate::module::source::{
     CALLBACK_PREFIXES, FuncSpec, ModuleSpec, ObjectSpec, kbuild_file, module_source, write_headers,
 };
@@ -597,6 +598,16 @@ impl Planned {
                 "the module failed its checks:\n{}",
                 check.problems.join("\n")
             ));
+        }
+        let bad = check_relocations(&req.name, &finished, backend, &tables)?;
+        if !bad.is_empty() {
+            stages.finish();
+            return Err(Unpatchable(format!(
+                "{} relocation(s) of the module cannot be applied right; refusing it:\n{}",
+                bad.len(),
+                bad.join("\n")
+            ))
+            .into());
         }
         std::fs::create_dir_all(&req.output)
             .with_context(|| format!("creating {}", req.output.display()))?;

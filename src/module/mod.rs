@@ -4,5 +4,6 @@
 pub mod check;
 pub mod klp_rela;
 pub mod link;
+pub mod reloc_check;
 pub mod source;
 pub mod sympos;

@@ -116,6 +116,16 @@ impl SymbolTable {
         Ok(table)
     }
 
+    /// The address of symbol `name` at position `pos` (0: the only one, else 1-based in this table's
+    /// order), as the kernel resolves a `.klp.sym` name.
+    pub fn address(&self, name: &str, pos: usize) -> Option<u64> {
+        let v = self.by_name.get(name)?;
+        match pos {
+            0 => (v.len() == 1).then(|| v[0].addr),
+            p => v.get(p - 1).map(|e| e.addr),
+        }
+    }
+
     /// How many symbols are called `name`.
     pub fn count(&self, name: &str) -> usize {
         self.by_name.get(name).map_or(0, Vec::len)
