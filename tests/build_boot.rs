@@ -254,6 +254,10 @@ fn exit_do_exit() {
     run_case("exit-do-exit");
 }
 #[test]
+fn kallsyms_and_stacks_name_the_real_function() {
+    run_case("kallsyms-names");
+}
+#[test]
 fn proc_status_string_table() {
     run_case("proc-status-string-table");
 }
@@ -341,6 +345,10 @@ macro_rules! cross_cases {
                 run_case_on($a, "exit-do-exit");
             }
             #[test]
+            fn kallsyms_and_stacks_name_the_real_function() {
+                run_case_on($a, "kallsyms-names");
+            }
+            #[test]
             fn proc_status_string_table() {
                 run_case_on($a, "proc-status-string-table");
             }
@@ -410,6 +418,10 @@ mod arm64 {
     #[test]
     fn exit_do_exit() {
         run_case_on(Arch::Arm64, "exit-do-exit");
+    }
+    #[test]
+    fn kallsyms_and_stacks_name_the_real_function() {
+        run_case_on(Arch::Arm64, "kallsyms-names");
     }
     #[test]
     fn proc_status_string_table() {

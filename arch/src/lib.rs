@@ -203,6 +203,8 @@ pub struct ModuleReloc<'a> {
     /// The bytes of the relocated section from the relocated field on (at most 16), or `None` for a
     /// section without contents.
     pub place: Option<&'a [u8]>,
+    /// The bytes just before the field (at most 8; empty when none): the start of its instruction.
+    pub preceding: &'a [u8],
     /// The relocated section holds code.
     pub in_code: bool,
     pub reach: Reach,
@@ -298,6 +300,18 @@ pub trait Backend: Send + Sync {
     /// accesses cannot reach the running kernel's data). `Err` carries the reason.
     fn check_external_reference(&self, _r_type: u32) -> Result<(), String> {
         Ok(())
+    }
+    /// A relocation in code that reaches outside the module, written another way that means the
+    /// same and reaches better: the new relocation type and the bytes to change at (offset in
+    /// `code`, new byte). s390: `larl` of a kernel address becomes `lgrl` from a GOT slot of the
+    /// module.
+    fn rewrite_external(
+        &self,
+        _code: &[u8],
+        _offset: usize,
+        _r_type: u32,
+    ) -> Option<(u32, Vec<(usize, u8)>)> {
+        None
     }
     /// Whether the kernel can apply this relocation of a finished module and get it right: a type its
     /// module loader handles, a range that reaches from the module area to where the target lives,
@@ -530,5 +544,157 @@ mod config_tests {
         assert_eq!(Arch::from_config("CONFIG_PPC64=y\n"), None);
         assert_eq!(Arch::from_config("CONFIG_S390=y\n"), Some(Arch::S390x));
         assert_eq!(Arch::from_config("CONFIG_ARM64=y\n"), Some(Arch::Arm64));
+    }
+}
+
+/// The module-relocation rules, each checked against what the kernel's loader does with such a
+/// relocation (the file named in each case).
+#[cfg(test)]
+mod module_reloc_rules {
+    use super::*;
+    use object::elf;
+
+    fn reloc<'a>(
+        r_type: u32,
+        addend: i64,
+        place: Option<&'a [u8]>,
+        reach: Reach,
+    ) -> ModuleReloc<'a> {
+        ModuleReloc {
+            r_type,
+            symbol: "sym",
+            addend,
+            place,
+            preceding: &[],
+            in_code: true,
+            reach,
+        }
+    }
+    const KERNEL: Reach = Reach::Kernel { address: None };
+
+    #[test]
+    fn x86_64() {
+        // arch/x86/kernel/module.c: 32 overflows for kernel addresses; non-zero targets refused.
+        let b = Arch::X86_64.backend();
+        let zero = [0u8; 8];
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_X86_64_PLT32.0, -4, Some(&zero), KERNEL))
+                .is_ok()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_X86_64_32.0, 0, Some(&zero), KERNEL))
+                .is_err()
+        );
+        let dirty = [0u8, 0, 1, 0];
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_X86_64_PC32.0, -4, Some(&dirty), KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_X86_64_GOTPCREL.0, -4, Some(&zero), KERNEL))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn ppc64le() {
+        // arch/powerpc/kernel/module_64.c: calls out go through a stub and need a nop for the TOC
+        // restore (restore_r2), except ftrace's own calls.
+        let b = Arch::Ppc64le.backend();
+        let bl_nop = [0x01, 0x00, 0x00, 0x48, 0x00, 0x00, 0x00, 0x60];
+        let bl_other = [0x01, 0x00, 0x00, 0x48, 0x78, 0x1b, 0x63, 0x7c];
+        let b_only = [0x00, 0x00, 0x00, 0x48, 0x00, 0x00, 0x00, 0x60];
+        let rel24 = elf::R_PPC64_REL24.0;
+        assert!(
+            b.check_module_reloc(&reloc(rel24, 0, Some(&bl_nop), KERNEL))
+                .is_ok()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(rel24, 0, Some(&bl_other), KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(rel24, 0, Some(&b_only), KERNEL))
+                .is_err()
+        );
+        let mut mcount = reloc(rel24, 0, Some(&bl_other), KERNEL);
+        mcount.symbol = "_mcount";
+        assert!(b.check_module_reloc(&mcount).is_ok());
+        assert!(
+            b.check_module_reloc(&reloc(rel24, 0, Some(&b_only), Reach::Module))
+                .is_ok()
+        );
+        let toc = elf::R_PPC64_TOC16_HA.0;
+        assert!(b.check_module_reloc(&reloc(toc, 0, None, KERNEL)).is_err());
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_PPC64_REL32.0, 0, None, Reach::OtherModule))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_PPC64_ADDR64.0, 0, None, KERNEL))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn s390() {
+        // arch/s390/boot/startup.c puts the module area in the 2 GiB below the kernel; module.c
+        // applies *DBL fields as halfwords.
+        let b = Arch::S390x.backend();
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC32DBL.0, 2, None, KERNEL))
+                .is_ok()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC32DBL.0, 3, None, KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC32.0, 0, None, KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC16DBL.0, 2, None, KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC16DBL.0, 2, None, Reach::Module))
+                .is_ok()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_GOTENT.0, 2, None, KERNEL))
+                .is_ok()
+        );
+        let odd = Reach::Kernel {
+            address: Some(0x1001),
+        };
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_390_PC32DBL.0, 2, None, odd))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn arm64() {
+        // arch/arm64/kernel/module.c: LDSTn_ABS_LO12_NC drops the low bits of the target.
+        let b = Arch::Arm64.backend();
+        let at = |a| Reach::Kernel { address: Some(a) };
+        let ld64 = elf::R_AARCH64_LDST64_ABS_LO12_NC.0;
+        assert!(
+            b.check_module_reloc(&reloc(ld64, 0, None, at(0x1000)))
+                .is_ok()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(ld64, 0, None, at(0x1004)))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_AARCH64_CONDBR19.0, 0, None, KERNEL))
+                .is_err()
+        );
+        assert!(
+            b.check_module_reloc(&reloc(elf::R_AARCH64_CALL26.0, 0, None, KERNEL))
+                .is_ok()
+        );
     }
 }

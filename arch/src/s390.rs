@@ -121,6 +121,23 @@ impl Backend for S390x {
         if !r.reach.external() {
             return Ok(());
         }
+        if matches!(t, elf::R_390_PC32DBL | elf::R_390_PLT32DBL) {
+            // Only `brasl`/`brcl` (c0x5, c0x4): QEMU before 8.0 computes the address a `larl`,
+            // `lgrl`, `lrl`, ... reaches beyond 2 GiB 4 GiB too low, and from the module area the
+            // kernel is that far; klpx writes such references through the GOT.
+            let branch = match r.preceding {
+                [.., op, reg] => *op == 0xc0 && matches!(reg & 0x0f, 0x4 | 0x5),
+                _ => true,
+            };
+            if !branch {
+                return Err(
+                    "a relative-long data or address reference from the module area to the \
+                     kernel (more than 2 GiB away; QEMU before 8.0 computes it 4 GiB off); it \
+                     must go through the GOT"
+                        .into(),
+                );
+            }
+        }
         match t {
             elf::R_390_NONE
             | elf::R_390_64
@@ -148,6 +165,33 @@ impl Backend for S390x {
             | elf::R_390_8 => Err("a field this short cannot reach outside the module".into()),
             _ => Err("klpx does not know this type to reach outside the module".into()),
         }
+    }
+    /// `larl %rN, sym` (`c0 N0`, a PC32DBL or PLT32DBL field at +2) loads the address of `sym`; `lgrl %rN,
+    /// sym@GOTENT` (`c4 N8`, same length and field) loads it from the GOT slot the loader fills, which
+    /// is inside the module. kbuild's `-fPIC` code takes the address of a static kernel function with
+    /// `larl`, which from the module area reaches across more than 2 GiB.
+    fn rewrite_external(
+        &self,
+        code: &[u8],
+        offset: usize,
+        r_type: u32,
+    ) -> Option<(u32, Vec<(usize, u8)>)> {
+        // PLT32DBL too: the loader uses the target itself, not the PLT slot, whenever it is within
+        // ±4 GiB (module.c), so `larl %r, f@PLT` is as far as `larl %r, f`.
+        if !matches!(
+            elf::RelocationType(r_type),
+            elf::R_390_PC32DBL | elf::R_390_PLT32DBL
+        ) || offset < 2
+        {
+            return None;
+        }
+        let (op, reg) = (code.get(offset - 2)?, code.get(offset - 1)?);
+        (*op == 0xc0 && reg & 0x0f == 0x00).then(|| {
+            (
+                elf::R_390_GOTENT.0,
+                vec![(offset - 2, 0xc4), (offset - 1, (reg & 0xf0) | 0x08)],
+            )
+        })
     }
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)

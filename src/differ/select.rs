@@ -64,6 +64,9 @@ pub struct Piece {
     /// For `SHF_LINK_ORDER` sections, the input section they describe.
     pub link: Option<usize>,
     pub relocs: Vec<OutReloc>,
+    /// Bytes the output changes: (offset in the piece, new byte), from rewritten instructions
+    /// ([`klpx_arch::Backend::rewrite_external`]).
+    pub edits: Vec<(u64, u8)>,
 }
 
 impl Piece {
@@ -282,6 +285,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             ranges,
             link,
             relocs: Vec::new(),
+            edits: Vec::new(),
         });
         if self.out.pieces[idx].ranges == [(0, self.patched.sections[sec].size)] {
             self.piece_of_section.insert(sec, idx);
@@ -311,20 +315,34 @@ impl<'a, 'd> Selector<'a, 'd> {
                 .map(|&(s, e)| p.relocs_in(sec, s, e).len())
                 .sum();
             let mut relocs = Vec::with_capacity(count);
+            let mut edits = Vec::new();
             let mut base = 0;
+            let code = p.sections[sec].is_exec().then_some(p.sections[sec].data);
             for &(s, e) in &ranges {
                 for r in p.relocs_in(sec, s, e) {
                     let (target, addend) = self.resolve(sec, r);
                     self.check_reach(sec, r, &target);
+                    let mut r_type = r.r_type;
+                    if matches!(target, OutTarget::Klp(_) | OutTarget::Undefined(_))
+                        && let Some(code) = code
+                        && let Some((t, changes)) =
+                            p.backend()
+                                .rewrite_external(code, r.offset as usize, r.r_type)
+                        && changes.iter().all(|&(at, _)| (s..e).contains(&(at as u64)))
+                    {
+                        r_type = t;
+                        edits.extend(changes.iter().map(|&(at, b)| (base + at as u64 - s, b)));
+                    }
                     relocs.push(OutReloc {
                         offset: base + r.offset - s,
-                        r_type: r.r_type,
+                        r_type,
                         target,
                         addend,
                     });
                 }
                 base += e - s;
             }
+            self.out.pieces[idx].edits = edits;
             if p.sections[sec].is_exec() {
                 self.check_calls(sec, idx, &mut relocs);
             }

@@ -72,9 +72,14 @@ pub fn check_relocations(
                 let at = offset as usize;
                 c.get(at..c.len().min(at + 16))
             });
+            let preceding = contents.map_or(&[][..], |c| {
+                let at = (offset as usize).min(c.len());
+                &c[at.saturating_sub(8)..at]
+            });
             let reloc = ModuleReloc {
                 r_type,
                 symbol: &symbol,
+                preceding,
                 addend,
                 place,
                 in_code,

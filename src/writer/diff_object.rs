@@ -232,7 +232,7 @@ pub fn write_object_aliased(
                 )
             })
         };
-        contents.push(match p.ranges.as_slice() {
+        let mut bytes = match p.ranges.as_slice() {
             [one] => Cow::Borrowed(part(one)?),
             ranges => {
                 let mut bytes = Vec::with_capacity(p.size() as usize);
@@ -241,7 +241,17 @@ pub fn write_object_aliased(
                 }
                 Cow::Owned(bytes)
             }
-        });
+        };
+        if !p.edits.is_empty() {
+            let owned = bytes.to_mut();
+            for &(at, b) in &p.edits {
+                let slot = owned.get_mut(at as usize).ok_or_else(|| {
+                    anyhow!("internal: an instruction rewrite beyond {}", section.name)
+                })?;
+                *slot = b;
+            }
+        }
+        contents.push(bytes);
     }
 
     // The pieces cut from each input section: (section, piece), sorted.
