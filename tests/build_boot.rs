@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, build_module, klpx, text};
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -92,21 +92,13 @@ fn run_case_on(arch: Arch, name: &str) {
     ));
     let _ = std::fs::remove_dir_all(&out_dir);
     let before = snapshot(&tree.src, &patch);
-    let out = klpx(&[
-        "build",
-        "--arch",
-        arch.name(),
-        "-s",
-        tree.src.to_str().unwrap(),
-        "-O",
-        tree.out.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "-n",
+    let out = build_module(
+        &tree,
+        &out_dir,
         &format!("livepatch-{}", c.name),
-        "--json",
-        patch.to_str().unwrap(),
-    ]);
+        &["--json"],
+        &[&patch],
+    );
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert_eq!(
@@ -612,20 +604,7 @@ fn callbacks_per_object_on(arch: Arch) {
     let out_dir = std::env::temp_dir().join(format!("klpx-cbobj-{arch}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
     let before = snapshot(&tree.src, &patch);
-    let out = klpx(&[
-        "build",
-        "--arch",
-        arch.name(),
-        "-s",
-        tree.src.to_str().unwrap(),
-        "-O",
-        tree.out.to_str().unwrap(),
-        "-o",
-        out_dir.to_str().unwrap(),
-        "-n",
-        "livepatch-cbobj",
-        patch.to_str().unwrap(),
-    ]);
+    let out = build_module(&tree, &out_dir, "livepatch-cbobj", &[], &[&patch]);
     assert_eq!(
         snapshot(&tree.src, &patch),
         before,

@@ -10,7 +10,7 @@ mod common;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, build_module, klpx, text};
 use klpx_arch::Arch;
 
 /// Builds take the source tree's lock: one at a time within this binary.
@@ -33,21 +33,7 @@ fn build_all(arch: Arch) -> Vec<PathBuf> {
             .join(&case.patch);
         // Module names become livepatch names: at most 55 characters, `-` as `_`.
         let name = format!("lp-{}", case.name);
-        let r = klpx(&[
-            "build",
-            "--arch",
-            arch.name(),
-            "-s",
-            tree.src.to_str().unwrap(),
-            "-O",
-            tree.out.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "-n",
-            &name,
-            "-R",
-            patch.to_str().unwrap(),
-        ]);
+        let r = build_module(&tree, &out, &name, &["-R"], &[&patch]);
         if r.status.code() != Some(0) {
             failures.push(format!(
                 "{arch} {}: klpx build exited {:?}: {}",

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, build_module, klpx, text};
 use klpx::kernel::cache;
 use klpx::patch::source::{DEFAULT_FUZZ, FileEdit, SourcePatch, plan_edits};
 use klpx_arch::Arch;
@@ -215,6 +215,50 @@ const EXIT_EDIT_2: (&str, &str) = (
     "\tret = do_wait(&wo);\n\tif (ret == -ERESTARTSYS)\n\t\tpr_info(\"klpx: kernel_wait interrupted\\n\");\n\tif (ret > 0 && wo.wo_stat)\n",
 );
 
+/// Makes kernel/exit.c under `root` look like a newer kernel's: three lines more near the top, and
+/// kernel_wait's `int ret;` is `long ret;` (a context line of EXIT_EDIT_2's hunk).
+fn make_newer(root: &Path) {
+    edit(
+        root,
+        EXIT_C,
+        "#include <linux/mm.h>\n",
+        "#include <linux/mm.h>\n/*\n * newer\n */\n",
+    );
+    edit(
+        root,
+        EXIT_C,
+        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tint ret;\n",
+        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tlong ret;\n",
+    );
+}
+
+/// Three commits over kernel/exit.c and fs/proc/cmdline.c, as a user's branch would have them.
+fn commit_series(s: &Scratch, first_message: &str) {
+    edit(&s.tree(), EXIT_C, EXIT_EDIT_1.0, EXIT_EDIT_1.1);
+    s.git(&["commit", "-qam", first_message]);
+    edit(
+        &s.tree(),
+        "fs/proc/cmdline.c",
+        "\tseq_puts(m, saved_command_line);",
+        "\tseq_puts(m, \"series \");\n\tseq_puts(m, saved_command_line);",
+    );
+    s.git(&["commit", "-qam", "proc: mark the command line"]);
+    edit(&s.tree(), EXIT_C, EXIT_EDIT_2.0, EXIT_EDIT_2.1);
+    s.git(&["commit", "-qam", "exit: note interrupted waits"]);
+}
+
+/// The series as `git format-patch` writes it into a directory, one mail per commit, in order.
+fn format_patch_files(s: &Scratch) -> Vec<PathBuf> {
+    let out = s.dir.join("mails");
+    s.git(&["format-patch", "-q", "-o", out.to_str().unwrap(), "HEAD~3"]);
+    let mut mails: Vec<PathBuf> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    mails.sort();
+    mails
+}
+
 fn edit_exit(root: &Path) {
     edit(root, EXIT_C, EXIT_EDIT_1.0, EXIT_EDIT_1.1);
     edit(root, EXIT_C, EXIT_EDIT_2.0, EXIT_EDIT_2.1);
@@ -251,21 +295,10 @@ fn git_diff_with_function_headings() {
 fn format_patch_series_in_one_file_and_in_three() {
     let s = Scratch::new("series", &[EXIT_C, "fs/proc/cmdline.c"]);
     let base = s.copy("base");
-    edit(&s.tree(), EXIT_C, EXIT_EDIT_1.0, EXIT_EDIT_1.1);
-    s.git(&[
-        "commit",
-        "-qam",
+    commit_series(
+        &s,
         "exit: note orphaned pgrp checks\n\nA body line.\n---\nnot a separator in the body",
-    ]);
-    edit(
-        &s.tree(),
-        "fs/proc/cmdline.c",
-        "\tseq_puts(m, saved_command_line);",
-        "\tseq_puts(m, \"series \");\n\tseq_puts(m, saved_command_line);",
     );
-    s.git(&["commit", "-qam", "proc: mark the command line"]);
-    edit(&s.tree(), EXIT_C, EXIT_EDIT_2.0, EXIT_EDIT_2.1);
-    s.git(&["commit", "-qam", "exit: note interrupted waits"]);
 
     let mbox = s.git(&["format-patch", "--stdout", "HEAD~3"]);
     assert_eq!(mbox.matches("\nFrom: Dev <dev@example.org>").count(), 3);
@@ -282,13 +315,7 @@ fn format_patch_series_in_one_file_and_in_three() {
         );
     }
 
-    let out = s.dir.join("mails");
-    s.git(&["format-patch", "-q", "-o", out.to_str().unwrap(), "HEAD~3"]);
-    let mut mails: Vec<PathBuf> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    mails.sort();
+    let mails = format_patch_files(&s);
     assert_eq!(mails.len(), 3);
     let refs: Vec<&Path> = mails.iter().map(PathBuf::as_path).collect();
     let three = same_as_gnu_patch(&base, &refs, DEFAULT_FUZZ);
@@ -342,33 +369,39 @@ fn diff_nupr_with_new_and_deleted_files() {
 fn diff_up_and_quilt() {
     let s = Scratch::new("up", &[EXIT_C]);
     let base = s.copy("base");
-    let q = s.copy("linux");
-    std::fs::copy(s.tree().join(EXIT_C), s.dir.join("exit.c.orig")).unwrap();
-    edit_exit(&s.tree());
+    let up = diff_up_patch(&s);
+    same_as_gnu_patch(&base, &[&up], DEFAULT_FUZZ);
+    let quilt = quilt_patch(&s);
+    let t = std::fs::read_to_string(&quilt).unwrap();
+    assert!(t.starts_with("Index: "), "{t}");
+    same_as_gnu_patch(&base, &[&quilt], DEFAULT_FUZZ);
+}
+
+/// `diff -up` of kernel/exit.c in the scratch tree against a copy with `edit_exit`, relabelled a/ and
+/// b/ for `-p1` as a user does with `--label`.
+fn diff_up_patch(s: &Scratch) -> PathBuf {
+    let old = s.copy("up-old");
+    let new = s.copy("up-new");
+    edit_exit(&new);
     let out = Command::new("diff")
-        .args(["-up", "exit.c.orig", "tree/kernel/exit.c"])
-        .current_dir(&s.dir)
-        .output()
-        .unwrap();
-    // diff -up names the files as given; a user relabels them for -p1 with --label.
-    let labeled = Command::new("diff")
         .args([
             "-up",
             "--label",
             "a/kernel/exit.c",
             "--label",
             "b/kernel/exit.c",
-            "exit.c.orig",
-            "tree/kernel/exit.c",
         ])
-        .current_dir(&s.dir)
+        .arg(old.join(EXIT_C))
+        .arg(new.join(EXIT_C))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let p = s.write("up.patch", &text(&labeled.stdout));
-    same_as_gnu_patch(&base, &[&p], DEFAULT_FUZZ);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    s.write("up.patch", &text(&out.stdout))
+}
 
-    // quilt, in a fresh copy of the 6.12 files.
+/// The same change made as a quilt patch, in a fresh copy of the scratch tree.
+fn quilt_patch(s: &Scratch) -> PathBuf {
+    let q = s.copy("linux");
     let quilt = |args: &[&str]| {
         let out = Command::new("quilt")
             .args(args)
@@ -376,7 +409,6 @@ fn diff_up_and_quilt() {
             .env("QUILT_PATCHES", "patches")
             .env("QUILT_REFRESH_ARGS", "")
             .env("QUILT_DIFF_ARGS", "")
-            .env("QUILTRC", "/dev/null")
             .output()
             .expect("quilt");
         assert!(
@@ -389,10 +421,7 @@ fn diff_up_and_quilt() {
     quilt(&["add", EXIT_C]);
     edit_exit(&q);
     quilt(&["refresh", "-p", "1"]);
-    let patch = q.join("patches/exit-notes.patch");
-    let t = std::fs::read_to_string(&patch).unwrap();
-    assert!(t.starts_with("Index: "), "{t}");
-    same_as_gnu_patch(&base, &[&patch], DEFAULT_FUZZ);
+    q.join("patches/exit-notes.patch")
 }
 
 /// A two-hunk patch written against a tree with three more lines at the top applies 3 lines up;
@@ -402,19 +431,7 @@ fn diff_up_and_quilt() {
 fn offset_fuzz_and_already_applied() {
     let s = Scratch::new("offset", &[EXIT_C]);
     let base = s.copy("base");
-    // A newer exit.c: three lines more near the top, and `int ret;` of kernel_wait is `long ret;`.
-    edit(
-        &s.tree(),
-        EXIT_C,
-        "#include <linux/mm.h>\n",
-        "#include <linux/mm.h>\n/*\n * newer\n */\n",
-    );
-    edit(
-        &s.tree(),
-        EXIT_C,
-        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tint ret;\n",
-        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tlong ret;\n",
-    );
+    make_newer(&s.tree());
     s.git(&["commit", "-qam", "newer kernel"]);
     edit(&s.tree(), EXIT_C, EXIT_EDIT_1.0, EXIT_EDIT_1.1);
     let newer_fix = s.write("offset.patch", &s.git(&["diff"]));
@@ -530,22 +547,15 @@ fn build(
         .collect();
     let out_dir =
         std::env::temp_dir().join(format!("klpx-forms-out-{name}-{}", std::process::id()));
-    let mut args: Vec<String> = vec![
-        "build".into(),
-        "-s".into(),
-        tree.src.display().to_string(),
-        "-O".into(),
-        tree.out.display().to_string(),
-        "-o".into(),
-        out_dir.display().to_string(),
-        "-n".into(),
-        format!("livepatch-{name}"),
-        "--json".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(patches.iter().map(|p| p.display().to_string()));
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = klpx(&refs);
+    let mut options = vec!["--json"];
+    options.extend_from_slice(extra);
+    let out = build_module(
+        &tree,
+        &out_dir,
+        &format!("livepatch-{name}"),
+        &options,
+        patches,
+    );
     for (f, b) in files.iter().zip(&before) {
         assert_eq!(
             &std::fs::read(tree.src.join(f)).unwrap(),
@@ -575,17 +585,7 @@ fn changed(report: &serde_json::Value) -> Vec<String> {
 fn build_format_patch_series() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = Scratch::new("build-series", &[EXIT_C, "fs/proc/cmdline.c"]);
-    edit(&s.tree(), EXIT_C, EXIT_EDIT_1.0, EXIT_EDIT_1.1);
-    s.git(&["commit", "-qam", "exit: note orphaned pgrp checks"]);
-    edit(
-        &s.tree(),
-        "fs/proc/cmdline.c",
-        "\tseq_puts(m, saved_command_line);",
-        "\tseq_puts(m, \"series \");\n\tseq_puts(m, saved_command_line);",
-    );
-    s.git(&["commit", "-qam", "proc: mark the command line"]);
-    edit(&s.tree(), EXIT_C, EXIT_EDIT_2.0, EXIT_EDIT_2.1);
-    s.git(&["commit", "-qam", "exit: note interrupted waits"]);
+    commit_series(&s, "exit: note orphaned pgrp checks");
     let mbox = s.write(
         "series.mbox",
         &s.git(&["format-patch", "--stdout", "HEAD~3"]),
@@ -618,13 +618,7 @@ fn build_format_patch_series() {
     ]);
     assert_exit(&v, 0, "klpx verify of the series");
 
-    let out = s.dir.join("mails");
-    s.git(&["format-patch", "-q", "-o", out.to_str().unwrap(), "HEAD~3"]);
-    let mut mails: Vec<PathBuf> = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    mails.sort();
+    let mails = format_patch_files(&s);
     let refs: Vec<&Path> = mails.iter().map(PathBuf::as_path).collect();
     let (code, report, stderr) = build("series3", &refs, &[]);
     assert_eq!(code, Some(0), "{stderr}");
@@ -639,23 +633,12 @@ fn build_format_patch_series() {
 }
 
 /// `diff -Nupr` at an offset, a newer kernel's fix that needs fuzz 1 (refused with `--fuzz 0`), a
-/// CRLF `git diff`, and a quilt-style `diff -up`, each built into a module.
+/// CRLF `git diff`, a `diff -up` and a quilt patch, each built into a module.
 #[test]
 fn build_offset_fuzz_crlf() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = Scratch::new("build-forms", &[EXIT_C]);
-    edit(
-        &s.tree(),
-        EXIT_C,
-        "#include <linux/mm.h>\n",
-        "#include <linux/mm.h>\n/*\n * newer\n */\n",
-    );
-    edit(
-        &s.tree(),
-        EXIT_C,
-        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tint ret;\n",
-        "\t\t.wo_flags\t= WEXITED,\n\t};\n\tlong ret;\n",
-    );
+    make_newer(&s.tree());
     let a = s.copy("a");
     edit_exit(&s.tree());
     let b = s.copy("b");
@@ -689,15 +672,19 @@ fn build_offset_fuzz_crlf() {
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 
-    s.git(&["checkout", "-q", "."]);
-    s.git(&["reset", "-q", "--hard"]);
     let t = Scratch::new("build-crlf", &[EXIT_C]);
     edit_exit(&t.tree());
     let crlf = t.write("crlf.patch", &t.git(&["diff"]).replace('\n', "\r\n"));
-    let (code, report, stderr) = build("crlf", &[&crlf], &[]);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(
-        changed(&report),
-        ["is_current_pgrp_orphaned", "kernel_wait"]
-    );
+    let u = Scratch::new("build-up", &[EXIT_C]);
+    let up = diff_up_patch(&u);
+    let quilt = quilt_patch(&u);
+    for (name, patch) in [("crlf", &crlf), ("up", &up), ("quilt", &quilt)] {
+        let (code, report, stderr) = build(name, &[patch], &[]);
+        assert_eq!(code, Some(0), "{name}: {stderr}");
+        assert_eq!(
+            changed(&report),
+            ["is_current_pgrp_orphaned", "kernel_wait"],
+            "{name}"
+        );
+    }
 }

@@ -440,13 +440,13 @@ impl Planned {
                     if !f.starts_with(p) {
                         continue;
                     }
-                    let Some(sym) = pat
+                    let sym = pat
                         .symbols
                         .iter()
                         .position(|s| s.name == f.as_str() && s.section.is_some())
-                    else {
-                        continue;
-                    };
+                        .ok_or_else(|| {
+                            anyhow!("{}: callback {f} is new but has no symbol", o.object)
+                        })?;
                     let alias = format!("{ALIAS_PREFIX}cb{i}_{field}");
                     if spec.callbacks.insert(field, alias.clone()).is_some() {
                         return Err(UserError::new(format!(

@@ -27,3 +27,30 @@ pub fn assert_exit(out: &Output, code: i32, what: &str) {
         text(&out.stderr)
     );
 }
+
+/// `klpx build --arch <tree's> -s <source> -O <tree> -o <out_dir> -n <name> <extra>... <patches>...`.
+pub fn build_module(
+    tree: &klpx::kernel::tree::KernelTree,
+    out_dir: &std::path::Path,
+    name: &str,
+    extra: &[&str],
+    patches: &[&std::path::Path],
+) -> Output {
+    let mut args: Vec<String> = vec![
+        "build".into(),
+        "--arch".into(),
+        tree.arch.name().into(),
+        "-s".into(),
+        tree.src.display().to_string(),
+        "-O".into(),
+        tree.out.display().to_string(),
+        "-o".into(),
+        out_dir.display().to_string(),
+        "-n".into(),
+        name.into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(patches.iter().map(|p| p.display().to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    klpx(&refs)
+}
