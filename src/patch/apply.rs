@@ -51,28 +51,30 @@ pub struct HunkFailed {
     pub already_applied: bool,
 }
 
-/// The text a patch makes of `old`, and the hunks that needed an offset or fuzz.
+/// The bytes a patch makes of `old`, and the hunks that needed an offset or fuzz. Lines are compared
+/// as bytes, so a source file that is not UTF-8 (an old driver with a Latin-1 name) is patched
+/// byte for byte.
 pub fn apply_hunks(
-    old: &str,
+    old: &[u8],
     hunks: &[Hunk],
     max_fuzz: usize,
-) -> Result<(String, Vec<Placement>), HunkFailed> {
-    let input: Vec<&str> = old.split_inclusive('\n').collect();
-    let mut out = String::with_capacity(old.len() + 256);
+) -> Result<(Vec<u8>, Vec<Placement>), HunkFailed> {
+    let input: Vec<&[u8]> = old.split_inclusive(|&b| b == b'\n').collect();
+    let mut out = Vec::with_capacity(old.len() + 256);
     let mut placements = Vec::new();
     // Lines of `input` already copied or replaced (GNU patch's last_frozen_line).
     let mut frozen = 0usize;
     // The offset the hunks so far needed, carried to the next one (GNU patch's in_offset).
     let mut carried: isize = 0;
     for (i, hunk) in hunks.iter().enumerate() {
-        let pattern: Vec<&str> = old_side(hunk).collect();
+        let pattern: Vec<&[u8]> = old_side(hunk).collect();
         let shape = Shape::of(hunk);
         let max = max_fuzz.min(shape.prefix.max(shape.suffix));
         let found = (0..=max).find_map(|fuzz| {
             locate(&input, &pattern, &shape, frozen, carried, fuzz).map(|at| (at, fuzz))
         });
         let Some((at, fuzz)) = found else {
-            let new_side: Vec<&str> = new_side(hunk).collect();
+            let new_side: Vec<&[u8]> = new_side(hunk).collect();
             let new_shape = Shape {
                 first: hunk.new_start.max(1),
                 ..shape
@@ -97,39 +99,39 @@ pub fn apply_hunks(
         // Unchanged lines up to the hunk, then the hunk with the file's own context lines (under
         // fuzz they may differ from the patch's).
         for l in &input[frozen..at - 1] {
-            out.push_str(l);
+            out.extend_from_slice(l);
         }
         let mut cursor = at - 1;
         for line in &hunk.lines {
             match line {
                 HunkLine::Context(_) => {
-                    out.push_str(input[cursor]);
+                    out.extend_from_slice(input[cursor]);
                     cursor += 1;
                 }
                 HunkLine::Delete(_) => cursor += 1,
-                HunkLine::Insert(text) => out.push_str(text),
+                HunkLine::Insert(text) => out.extend_from_slice(text.as_bytes()),
             }
         }
         frozen = cursor;
     }
     for l in &input[frozen..] {
-        out.push_str(l);
+        out.extend_from_slice(l);
     }
     Ok((out, placements))
 }
 
 /// The lines a hunk expects in the old file.
-fn old_side(h: &Hunk) -> impl Iterator<Item = &str> {
+fn old_side(h: &Hunk) -> impl Iterator<Item = &[u8]> {
     h.lines.iter().filter_map(|l| match l {
-        HunkLine::Context(s) | HunkLine::Delete(s) => Some(s.as_str()),
+        HunkLine::Context(s) | HunkLine::Delete(s) => Some(s.as_bytes()),
         HunkLine::Insert(_) => None,
     })
 }
 
 /// The lines a hunk leaves in the new file.
-fn new_side(h: &Hunk) -> impl Iterator<Item = &str> {
+fn new_side(h: &Hunk) -> impl Iterator<Item = &[u8]> {
     h.lines.iter().filter_map(|l| match l {
-        HunkLine::Context(s) | HunkLine::Insert(s) => Some(s.as_str()),
+        HunkLine::Context(s) | HunkLine::Insert(s) => Some(s.as_bytes()),
         HunkLine::Delete(_) => None,
     })
 }
@@ -164,8 +166,8 @@ impl Shape {
 /// lines, searching outwards from the hunk's line plus the carried offset. A hunk with less context
 /// at one end than the other sits at that end of the file and may only match there.
 fn locate(
-    input: &[&str],
-    pattern: &[&str],
+    input: &[&[u8]],
+    pattern: &[&[u8]],
     shape: &Shape,
     frozen: usize,
     carried: isize,
@@ -231,6 +233,11 @@ mod tests {
             .clone()
     }
 
+    /// `apply_hunks` on text.
+    fn apply(old: &str, h: &[Hunk], fuzz: usize) -> Result<(String, Vec<Placement>), HunkFailed> {
+        apply_hunks(old.as_bytes(), h, fuzz).map(|(b, p)| (String::from_utf8(b).unwrap(), p))
+    }
+
     fn numbered(n: usize) -> String {
         (1..=n).map(|i| format!("line {i}\n")).collect()
     }
@@ -238,13 +245,13 @@ mod tests {
     #[test]
     fn exact_offset_and_fuzz() {
         let d = "--- a/f.c\n+++ b/f.c\n@@ -4,7 +4,7 @@ int f(void)\n line 4\n line 5\n line 6\n-line 7\n+LINE 7\n line 8\n line 9\n line 10\n";
-        let (out, p) = apply_hunks(&numbered(12), &hunks(d), 2).unwrap();
+        let (out, p) = apply(&numbered(12), &hunks(d), 2).unwrap();
         assert!(out.contains("line 6\nLINE 7\nline 8\n"), "{out}");
         assert!(p.is_empty());
 
         // Three lines more at the top: the same hunk applies 3 lines further down.
         let shifted = format!("a\nb\nc\n{}", numbered(12));
-        let (out, p) = apply_hunks(&shifted, &hunks(d), 2).unwrap();
+        let (out, p) = apply(&shifted, &hunks(d), 2).unwrap();
         assert!(out.contains("line 6\nLINE 7\nline 8\n"));
         assert_eq!(
             p,
@@ -262,43 +269,39 @@ mod tests {
 
         // The first context line differs: only with fuzz 1, and the file's own line is kept.
         let changed = numbered(12).replace("line 4\n", "line four\n");
-        let (out, p) = apply_hunks(&changed, &hunks(d), 2).unwrap();
+        let (out, p) = apply(&changed, &hunks(d), 2).unwrap();
         assert!(out.contains("line four\nline 5\nline 6\nLINE 7\n"), "{out}");
         assert_eq!(p[0].fuzz, 1);
-        let e = apply_hunks(&changed, &hunks(d), 0).unwrap_err();
+        let e = apply(&changed, &hunks(d), 0).unwrap_err();
         assert_eq!(e.hunk, 1);
         assert!(!e.already_applied);
 
         // A changed line next to the change is never fuzzed away.
         let inner = numbered(12).replace("line 6\n", "line six\n");
-        assert!(apply_hunks(&inner, &hunks(d), 2).is_err());
+        assert!(apply(&inner, &hunks(d), 2).is_err());
 
         // Applied twice: the second time says it is already there.
-        let (once, _) = apply_hunks(&numbered(12), &hunks(d), 2).unwrap();
-        assert!(
-            apply_hunks(&once, &hunks(d), 2)
-                .unwrap_err()
-                .already_applied
-        );
+        let (once, _) = apply(&numbered(12), &hunks(d), 2).unwrap();
+        assert!(apply(&once, &hunks(d), 2).unwrap_err().already_applied);
     }
 
     #[test]
     fn start_and_end_of_file_and_new_files() {
         // Short context at the top: the hunk belongs at the start of the file only.
         let d = "--- a/f.c\n+++ b/f.c\n@@ -1,4 +1,5 @@\n+top\n line 1\n line 2\n line 3\n line 4\n";
-        let (out, _) = apply_hunks(&numbered(6), &hunks(d), 2).unwrap();
+        let (out, _) = apply(&numbered(6), &hunks(d), 2).unwrap();
         assert!(out.starts_with("top\nline 1\n"));
         let moved = format!("x\n{}", numbered(6));
-        assert!(apply_hunks(&moved, &hunks(d), 0).is_err());
+        assert!(apply(&moved, &hunks(d), 0).is_err());
 
         // Missing newline at the end, on both sides.
         let d = "--- a/f.c\n+++ b/f.c\n@@ -2,2 +2,2 @@\n line 2\n-line 3\n\\ No newline at end of file\n+LINE 3\n\\ No newline at end of file\n";
-        let (out, _) = apply_hunks("line 1\nline 2\nline 3", &hunks(d), 2).unwrap();
+        let (out, _) = apply("line 1\nline 2\nline 3", &hunks(d), 2).unwrap();
         assert_eq!(out, "line 1\nline 2\nLINE 3");
 
         // A new file.
         let d = "--- /dev/null\n+++ b/n.c\n@@ -0,0 +1,2 @@\n+one\n+two\n";
-        let (out, _) = apply_hunks("", &hunks(d), 2).unwrap();
+        let (out, _) = apply("", &hunks(d), 2).unwrap();
         assert_eq!(out, "one\ntwo\n");
     }
 
@@ -306,9 +309,27 @@ mod tests {
     fn second_hunk_carries_the_first_hunks_offset() {
         let d = "--- a/f.c\n+++ b/f.c\n@@ -2,3 +2,3 @@\n line 2\n-line 3\n+LINE 3\n line 4\n@@ -20,3 +20,3 @@\n line 20\n-line 21\n+LINE 21\n line 22\n";
         let text = numbered(30).replace("line 10\n", "line 10\nextra\nextra\n");
-        let (out, p) = apply_hunks(&text, &hunks(d), 2).unwrap();
+        let (out, p) = apply(&text, &hunks(d), 2).unwrap();
         assert!(out.contains("LINE 3\n") && out.contains("line 20\nLINE 21\nline 22\n"));
         assert_eq!(p.len(), 1);
         assert_eq!((p[0].hunk, p[0].line, p[0].offset), (2, 22, 2));
+    }
+}
+
+#[cfg(test)]
+mod bytes {
+    use super::*;
+    use crate::patch::parse::SourcePatch;
+
+    /// A Latin-1 byte in the file (not UTF-8) is kept as it is, and matching is by bytes.
+    #[test]
+    fn patches_a_file_that_is_not_utf8() {
+        let d = "--- a/f.c\n+++ b/f.c\n@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n";
+        let hunks = SourcePatch::parse("t.patch", d).unwrap().files[0]
+            .hunks
+            .clone();
+        let old = b"a\nb\nc\n/* J\xf6rg */\n";
+        let (out, _) = apply_hunks(old, &hunks, 2).unwrap();
+        assert_eq!(out, b"a\nB\nc\n/* J\xf6rg */\n");
     }
 }

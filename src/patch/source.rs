@@ -110,15 +110,7 @@ pub fn plan_edits(
             };
             let e = &mut edits[at];
             let old_bytes = e.after.as_deref().unwrap_or_default();
-            let old_text = std::str::from_utf8(old_bytes).map_err(|err| {
-                UserError::new(format!(
-                    "{}: {}: the file is not UTF-8 text (byte {})",
-                    sp.name,
-                    f.path,
-                    err.valid_up_to()
-                ))
-            })?;
-            let (new_text, placed) = apply_hunks(old_text, &f.hunks, fuzz).map_err(|h| {
+            let (new_bytes, placed) = apply_hunks(old_bytes, &f.hunks, fuzz).map_err(|h| {
                 let why = if h.already_applied {
                     "its change is already in the file (applied before, or a reversed patch?)"
                         .to_string()
@@ -138,7 +130,7 @@ pub fn plan_edits(
             })?;
             e.placements
                 .extend(placed.into_iter().map(|p| (sp.name.clone(), p)));
-            e.after = (!f.deleted).then(|| new_text.into_bytes());
+            e.after = (!f.deleted).then_some(new_bytes);
         }
     }
     Ok(edits)
