@@ -39,6 +39,9 @@ struct Case {
     after: Option<String>,
     #[serde(default)]
     load: Vec<String>,
+    /// Files of the tree put in the guest (`/klpx/files/<name>`) without loading them.
+    #[serde(default)]
+    files: Vec<String>,
     #[serde(default)]
     message: Option<String>,
 }
@@ -182,6 +185,9 @@ fn run_case_on(arch: Arch, name: &str) {
     }
     args.push(ko.display().to_string());
     args.extend(["--tree".into(), tree.out.display().to_string()]);
+    for f in &c.files {
+        args.extend(["--file".into(), tree.out.join(f).display().to_string()]);
+    }
     if let Some(check) = &c.check {
         args.extend(["--check".into(), check.clone()]);
     }

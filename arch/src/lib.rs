@@ -303,13 +303,15 @@ pub trait Backend: Send + Sync {
     }
     /// A relocation in code that reaches outside the module, written another way that means the
     /// same and reaches better: the new relocation type and the bytes to change at (offset in
-    /// `code`, new byte). s390: `larl` of a kernel address becomes `lgrl` from a GOT slot of the
-    /// module.
+    /// `code`, new byte). `to_module` says the target is in a loadable module (which may load, go
+    /// and come back elsewhere) rather than vmlinux. s390: `larl` of a kernel address becomes `lgrl`
+    /// from a GOT slot of the module; `lgrl` from the GOT of a module's address becomes `larl`.
     fn rewrite_external(
         &self,
         _code: &[u8],
         _offset: usize,
         _r_type: u32,
+        _to_module: bool,
     ) -> Option<(u32, Vec<(usize, u8)>)> {
         None
     }

@@ -121,7 +121,25 @@ impl Backend for S390x {
         if !r.reach.external() {
             return Ok(());
         }
-        if matches!(t, elf::R_390_PC32DBL | elf::R_390_PLT32DBL) {
+        let got = matches!(
+            t,
+            elf::R_390_GOTENT
+                | elf::R_390_GOT12
+                | elf::R_390_GOT20
+                | elf::R_390_GOT32
+                | elf::R_390_GOT64
+                | elf::R_390_GOTPCDBL
+        );
+        if got && r.reach == Reach::OtherModule {
+            return Err(
+                "a GOT reference to another module: s390 fills a GOT slot once, so after that \
+                 module reloads elsewhere the slot keeps its old address"
+                    .into(),
+            );
+        }
+        if matches!(t, elf::R_390_PC32DBL | elf::R_390_PLT32DBL)
+            && matches!(r.reach, Reach::Kernel { .. })
+        {
             // Only `brasl`/`brcl` (c0x5, c0x4): QEMU before 8.0 computes the address a `larl`,
             // `lgrl`, `lrl`, ... reaches beyond 2 GiB 4 GiB too low, and from the module area the
             // kernel is that far; klpx writes such references through the GOT.
@@ -166,32 +184,43 @@ impl Backend for S390x {
             _ => Err("klpx does not know this type to reach outside the module".into()),
         }
     }
-    /// `larl %rN, sym` (`c0 N0`, a PC32DBL or PLT32DBL field at +2) loads the address of `sym`; `lgrl %rN,
-    /// sym@GOTENT` (`c4 N8`, same length and field) loads it from the GOT slot the loader fills, which
-    /// is inside the module. kbuild's `-fPIC` code takes the address of a static kernel function with
-    /// `larl`, which from the module area reaches across more than 2 GiB.
+    /// `larl %rN, sym` (`c0 N0`, a PC32DBL or PLT32DBL field at +2) loads the address of `sym`; `lgrl
+    /// %rN, sym@GOTENT` (`c4 N8`, same length and field) loads it from a GOT slot in the module. The
+    /// kernel is more than 2 GiB from the module area, so its addresses go through the GOT (kbuild's
+    /// `-fPIC` code takes the address of a static kernel function with `larl`). A module's address
+    /// must not: s390 fills a GOT slot once (module.c, `got_initialized`), so after the target module
+    /// reloads elsewhere the slot would keep the old address; the module area is 2 GiB, so `larl`
+    /// reaches it and is written again at every load.
     fn rewrite_external(
         &self,
         code: &[u8],
         offset: usize,
         r_type: u32,
+        to_module: bool,
     ) -> Option<(u32, Vec<(usize, u8)>)> {
-        // PLT32DBL too: the loader uses the target itself, not the PLT slot, whenever it is within
-        // ±4 GiB (module.c), so `larl %r, f@PLT` is as far as `larl %r, f`.
-        if !matches!(
-            elf::RelocationType(r_type),
-            elf::R_390_PC32DBL | elf::R_390_PLT32DBL
-        ) || offset < 2
-        {
+        if offset < 2 {
             return None;
         }
-        let (op, reg) = (code.get(offset - 2)?, code.get(offset - 1)?);
-        (*op == 0xc0 && reg & 0x0f == 0x00).then(|| {
-            (
-                elf::R_390_GOTENT.0,
-                vec![(offset - 2, 0xc4), (offset - 1, (reg & 0xf0) | 0x08)],
-            )
-        })
+        let (op, reg) = (*code.get(offset - 2)?, *code.get(offset - 1)?);
+        let t = elf::RelocationType(r_type);
+        if to_module {
+            // lgrl %rN, sym@GOTENT -> larl %rN, sym
+            return (t == elf::R_390_GOTENT && op == 0xc4 && reg & 0x0f == 0x08).then(|| {
+                (
+                    elf::R_390_PC32DBL.0,
+                    vec![(offset - 2, 0xc0), (offset - 1, reg & 0xf0)],
+                )
+            });
+        }
+        // PLT32DBL too: the loader uses the target itself, not the PLT slot, whenever it is within
+        // ±4 GiB (module.c), so `larl %r, f@PLT` is as far as `larl %r, f`.
+        (matches!(t, elf::R_390_PC32DBL | elf::R_390_PLT32DBL) && op == 0xc0 && reg & 0x0f == 0x00)
+            .then(|| {
+                (
+                    elf::R_390_GOTENT.0,
+                    vec![(offset - 2, 0xc4), (offset - 1, (reg & 0xf0) | 0x08)],
+                )
+            })
     }
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)

@@ -323,11 +323,19 @@ impl<'a, 'd> Selector<'a, 'd> {
                     let (target, addend) = self.resolve(sec, r);
                     self.check_reach(sec, r, &target);
                     let mut r_type = r.r_type;
-                    if matches!(target, OutTarget::Klp(_) | OutTarget::Undefined(_))
+                    let to_module = match &target {
+                        OutTarget::Klp(k) => Some(k.object != "vmlinux"),
+                        OutTarget::Undefined(_) => Some(false),
+                        _ => None,
+                    };
+                    if let Some(to_module) = to_module
                         && let Some(code) = code
-                        && let Some((t, changes)) =
-                            p.backend()
-                                .rewrite_external(code, r.offset as usize, r.r_type)
+                        && let Some((t, changes)) = p.backend().rewrite_external(
+                            code,
+                            r.offset as usize,
+                            r.r_type,
+                            to_module,
+                        )
                         && changes.iter().all(|&(at, _)| (s..e).contains(&(at as u64)))
                     {
                         r_type = t;
