@@ -11,13 +11,16 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use common::cli::{assert_exit, build_module, klpx, text};
+use klpx::kernel::tree::KernelTree;
 use klpx_arch::Arch;
 
 /// Builds take the source tree's lock: one at a time within this binary.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Builds every module-verdict case for `arch`; returns the modules.
-fn build_all(arch: Arch) -> Vec<PathBuf> {
+/// Builds every module-verdict case for `arch`; returns the tree and the modules. The tree is taken
+/// here, under the serial lock: taking it takes the source tree's lock for a moment, which would make
+/// another thread's `klpx build` refuse to start.
+fn build_all(arch: Arch) -> (KernelTree, Vec<PathBuf>) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tree = common::kernel::built_tree(arch).unwrap_or_else(|e| panic!("{arch} tree: {e:#}"));
     let out = std::env::temp_dir().join(format!("klpx-corpus-boot-{arch}-{}", std::process::id()));
@@ -47,12 +50,11 @@ fn build_all(arch: Arch) -> Vec<PathBuf> {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(modules.len() >= 15, "only {} module cases", modules.len());
-    modules
+    (tree, modules)
 }
 
 fn boot_all(arch: Arch) {
-    let modules = build_all(arch);
-    let tree = common::kernel::built_tree(arch).unwrap();
+    let (tree, modules) = build_all(arch);
     let mut args: Vec<String> = vec!["verify".into()];
     args.extend(modules.iter().map(|m| m.display().to_string()));
     args.extend([
@@ -104,8 +106,7 @@ fn s390_corpus_modules_load_and_run() {
 /// checks (links, livepatch relocations resolve, relocation rules, patchable entries).
 #[test]
 fn arm64_corpus_modules_build_and_check() {
-    let modules = build_all(Arch::Arm64);
-    let tree = common::kernel::built_tree(Arch::Arm64).unwrap();
+    let (tree, modules) = build_all(Arch::Arm64);
     for m in &modules {
         let v = klpx(&[
             "verify",

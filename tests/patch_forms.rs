@@ -54,6 +54,9 @@ impl Scratch {
         let _ = std::fs::remove_dir_all(&dir);
         let tree = dir.join("tree");
         let src = linux();
+        // The builds below patch the source tree for a while (under SERIAL): copy only while none
+        // is running, or the copy could be of a patched file.
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         for f in files {
             let to = tree.join(f);
             std::fs::create_dir_all(to.parent().unwrap()).unwrap();
@@ -533,12 +536,14 @@ fn tree() -> klpx::kernel::tree::KernelTree {
 }
 
 /// Runs `klpx build --json` with `patches` on the tiny tree; returns the exit status, the report and
-/// stderr, and checks that the source tree is as it was.
+/// stderr, and checks that the source tree is as it was. Holds SERIAL throughout: the build patches
+/// the source tree, and taking the tree takes its lock.
 fn build(
     name: &str,
     patches: &[&Path],
     extra: &[&str],
 ) -> (Option<i32>, serde_json::Value, String) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tree = tree();
     let files = [EXIT_C, "fs/proc/cmdline.c", "fs/proc/version.c"];
     let before: Vec<Vec<u8>> = files
@@ -583,7 +588,6 @@ fn changed(report: &serde_json::Value) -> Vec<String> {
 /// built, booted, the change seen in /proc/cmdline; then the same series as three mail files.
 #[test]
 fn build_format_patch_series() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = Scratch::new("build-series", &[EXIT_C, "fs/proc/cmdline.c"]);
     commit_series(&s, "exit: note orphaned pgrp checks");
     let mbox = s.write(
@@ -600,7 +604,10 @@ fn build_format_patch_series() {
             "kernel_wait"
         ]
     );
-    let tree = tree();
+    let tree = {
+        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        tree()
+    };
     let ko = std::env::temp_dir()
         .join(format!("klpx-forms-out-series-{}", std::process::id()))
         .join("livepatch-series.ko");
@@ -636,7 +643,6 @@ fn build_format_patch_series() {
 /// CRLF `git diff`, a `diff -up` and a quilt patch, each built into a module.
 #[test]
 fn build_offset_fuzz_crlf() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let s = Scratch::new("build-forms", &[EXIT_C]);
     make_newer(&s.tree());
     let a = s.copy("a");
