@@ -205,8 +205,6 @@ pub struct ModuleReloc<'a> {
     pub place: Option<&'a [u8]>,
     /// The bytes just before the field (at most 8; empty when none): the start of its instruction.
     pub preceding: &'a [u8],
-    /// The relocated section holds code.
-    pub in_code: bool,
     pub reach: Reach,
 }
 
@@ -568,7 +566,6 @@ mod module_reloc_rules {
             addend,
             place,
             preceding: &[],
-            in_code: true,
             reach,
         }
     }

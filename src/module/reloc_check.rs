@@ -50,7 +50,6 @@ pub fn check_relocations(
         } else {
             Some(target.data(endian, data)?)
         };
-        let in_code = target.sh_flags(endian).0 & elf::SHF_EXECINSTR.0 != 0;
         for r in relas {
             let offset = r.r_offset(endian);
             let r_type = r.r_type(endian, false).0;
@@ -82,7 +81,6 @@ pub fn check_relocations(
                 preceding,
                 addend,
                 place,
-                in_code,
                 reach,
             };
             if let Err(why) = backend.check_module_reloc(&reloc) {
