@@ -270,6 +270,17 @@ pub struct BuildArgs {
     /// A compiler launcher: ccache, sccache, distcc.
     #[arg(long)]
     pub launcher: Option<String>,
+    /// Build for a distribution's own kernel from its packages, with no kernel build: `debian`
+    /// (the release of linux-source-6.12's version) or `debian:RELEASE` (what uname -r prints).
+    #[arg(long, value_name = "debian[:RELEASE]", conflicts_with_all = ["sourcedir", "objdir", "config", "vmlinux", "symvers"])]
+    pub distro: Option<String>,
+    /// The target kernel's Module.symvers: with -s and -c, build against a kernel that was never
+    /// built here (a prepared tree, in -O or the cache), as for --distro.
+    #[arg(long, value_name = "FILE", requires_all = ["config", "vmlinux"])]
+    pub symvers: Option<PathBuf>,
+    /// The target kernel's modules directory (lib/modules/RELEASE), for -t on a module, with --symvers.
+    #[arg(long, value_name = "DIR", requires = "symvers")]
+    pub modules: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

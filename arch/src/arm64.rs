@@ -227,4 +227,7 @@ impl Backend for Arm64 {
     fn debian_arch(&self) -> &'static str {
         "arm64"
     }
+    fn debian_flavour(&self) -> &'static str {
+        "arm64"
+    }
 }

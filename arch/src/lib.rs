@@ -354,6 +354,9 @@ pub trait Backend: Send + Sync {
     fn kernel_image(&self) -> &'static str;
     /// Debian's name for the architecture, for foreign packages (`busybox-static:<name>`).
     fn debian_arch(&self) -> &'static str;
+    /// The flavour of Debian's default kernel image for this architecture: the last part of its
+    /// release (`6.12.117+deb12-amd64`, `6.1.0-50-s390x`).
+    fn debian_flavour(&self) -> &'static str;
     /// The busybox command that ends the guest so that qemu (run with `-no-reboot`) exits.
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"

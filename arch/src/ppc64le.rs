@@ -286,6 +286,9 @@ impl Backend for Ppc64le {
     fn debian_arch(&self) -> &'static str {
         "ppc64el"
     }
+    fn debian_flavour(&self) -> &'static str {
+        "powerpc64le"
+    }
 }
 
 #[cfg(test)]

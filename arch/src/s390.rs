@@ -300,4 +300,7 @@ impl Backend for S390x {
     fn debian_arch(&self) -> &'static str {
         "s390x"
     }
+    fn debian_flavour(&self) -> &'static str {
+        "s390x"
+    }
 }

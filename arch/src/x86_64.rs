@@ -211,6 +211,9 @@ impl Backend for X86_64 {
     fn debian_arch(&self) -> &'static str {
         "amd64"
     }
+    fn debian_flavour(&self) -> &'static str {
+        "amd64"
+    }
     fn guest_halt(&self) -> &'static str {
         // Tiny kernels have no ACPI, so a power-off hangs; a reboot ends qemu under -no-reboot.
         "reboot -f"

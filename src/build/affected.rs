@@ -65,6 +65,49 @@ impl LinkMap {
 }
 
 impl LinkMap {
+    /// The links of a prepared tree (never built): each object kbuild compiled there belongs to the
+    /// module its flags name (`-DMODULE`, `KBUILD_MODNAME`), else to vmlinux; the modules are the
+    /// shipped kernel's, from `modules.order` under `modules` (compressed or not).
+    pub fn prepared(objdir: &Path, modules: Option<&Path>) -> Result<LinkMap, UserError> {
+        let mut map = LinkMap::default();
+        for path in cmd_files(objdir) {
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let Ok(cmd) = CmdFile::parse(&text) else {
+                continue;
+            };
+            let owner = if cmd.command.split_whitespace().any(|w| w == "-DMODULE") {
+                match modname(&cmd.command) {
+                    Some(m) => m,
+                    None => continue,
+                }
+            } else {
+                "vmlinux".to_string()
+            };
+            map.owner.insert(cmd.target.clone(), owner);
+        }
+        if let Some(dir) = modules {
+            let order_file = dir.join("modules.order");
+            let order = std::fs::read_to_string(&order_file).map_err(|e| {
+                UserError::new(format!("{}: cannot read: {e}", order_file.display()))
+            })?;
+            for line in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                let ko = dir.join(line);
+                let found = [".xz", ".zst", ".gz"]
+                    .iter()
+                    .map(|z| PathBuf::from(format!("{}{z}", ko.display())))
+                    .chain([ko.clone()])
+                    .find(|p| p.is_file());
+                if let Some(p) = found {
+                    map.modules
+                        .insert(module_name(line), p.display().to_string());
+                }
+            }
+        }
+        Ok(map)
+    }
+
     /// Adds an out-of-tree module, built with `make M=`: its `.mod` file (beside the `.ko`) lists its
     /// objects by absolute path. Returns the module's name.
     pub fn add_module(&mut self, ko: &Path) -> Result<String, UserError> {
@@ -83,6 +126,15 @@ impl LinkMap {
         self.modules.insert(name.clone(), path);
         Ok(name)
     }
+}
+
+/// The module name a compile command gives (`-DKBUILD_MODNAME='"dummy"'`).
+fn modname(command: &str) -> Option<String> {
+    let at = command.find("-DKBUILD_MODNAME=")? + "-DKBUILD_MODNAME=".len();
+    let rest = &command[at..];
+    let word = rest.split_whitespace().next()?;
+    let name = word.trim_matches(|c| c == '\'' || c == '"' || c == '\\');
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// The name the kernel gives the module built as `dir/name-x.ko`: `name_x`.
@@ -263,6 +315,16 @@ fn cmd_files(objdir: &Path) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn modname_from_flags() {
+        assert_eq!(
+            modname("gcc -DMODULE -DKBUILD_BASENAME='\"dummy\"' -DKBUILD_MODNAME='\"dummy\"' -c")
+                .as_deref(),
+            Some("dummy")
+        );
+        assert_eq!(modname("gcc -c x.c"), None);
+    }
 
     #[test]
     fn module_names_use_underscores() {

@@ -16,6 +16,7 @@ use crate::differ::{self, DiffOptions, Exports, OutTarget, Verdict};
 use crate::error::{Unpatchable, UserError};
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
 use crate::kbuild::objpair::SourceLock;
+use crate::kbuild::prepared::compile_objects;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
@@ -59,6 +60,17 @@ pub struct BuildRequest {
     /// An out-of-tree module to patch instead of the kernel tree: its built `.ko` and its source
     /// directory (which the patches apply to).
     pub oot: Option<OotModule>,
+    /// Set when `objdir` is a prepared tree of a kernel that was never built here (a
+    /// distribution's): kbuild compiles the edited objects once before planning, and modules come
+    /// from the shipped kernel.
+    pub shipped: Option<ShippedKernel>,
+}
+
+/// The shipped kernel behind a prepared tree.
+#[derive(Debug, Clone)]
+pub struct ShippedKernel {
+    /// The shipped modules, `lib/modules/<release>` (with `modules.order`), when known.
+    pub modules: Option<PathBuf>,
 }
 
 /// An out-of-tree module built with `make -C <objdir> M=<src>`.
@@ -183,7 +195,19 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         notes.push(n);
     }
     check_edits(&edits, req.oot.is_none())?;
-    let mut links = LinkMap::load(&req.objdir)?;
+    let mut links = match &req.shipped {
+        Some(shipped) => {
+            stages.start("kbuild", "compiling the edited objects once with kbuild");
+            let objects: Vec<String> = edits
+                .iter()
+                .filter(|e| e.rel.ends_with(".c") && e.before.is_some())
+                .map(|e| format!("{}.o", e.rel.trim_end_matches(".c")))
+                .collect();
+            compile_objects(&req.srcdir, &req.objdir, &req.toolchain, req.jobs, &objects)?;
+            LinkMap::prepared(&req.objdir, shipped.modules.as_deref())?
+        }
+        None => LinkMap::load(&req.objdir)?,
+    };
     let mut targets = req.targets.clone();
     if let Some(o) = &req.oot {
         targets = vec![links.add_module(&o.ko)?];
@@ -560,6 +584,13 @@ impl Planned {
         std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
         for (n, (_, bytes)) in parts.iter().enumerate() {
             std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
+            // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
+            // lines), which kbuild's copy of a shipped object does not write. The parts export
+            // nothing: an empty record says so.
+            std::fs::write(
+                mdir.join(format!(".part-{n}.o.cmd")),
+                format!("savedcmd_part-{n}.o := klpx diff\n"),
+            )?;
         }
         let clang_tree = std::fs::read_to_string(req.objdir.join(".config"))
             .map(|c| c.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y"))

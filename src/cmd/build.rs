@@ -8,11 +8,15 @@ use klpx_arch::Arch;
 
 use crate::build::journal;
 use crate::build::pipeline::{
-    BuildReport, BuildRequest, OotModule, Outcome, build, default_workdir,
+    BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, build, default_workdir,
 };
 use crate::cli::BuildArgs;
+use crate::distro::debian;
 use crate::error::{UserError, exit};
 use crate::kbuild::objpair::SourceLock;
+use crate::kbuild::prepared::{
+    PREPARED_MAKE_VARS, PrepareRequest, check_tools, compiler_prefix, config_compiler, prepare,
+};
 use crate::kbuild::toolchain::Toolchain;
 use crate::module::source::{default_name, sanitize_name};
 use crate::patch::source::{SourcePatch, plan_edits};
@@ -58,6 +62,9 @@ impl Env {
 
 /// Resolves options, environment and defaults into a request; checks what can be checked up front.
 pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
+    if a.distro.is_some() || a.symvers.is_some() {
+        return prepared_request(a, env);
+    }
     let oot = match (&a.oot_module, &a.oot_module_src) {
         (Some(ko), Some(src)) => {
             if !ko.is_file() {
@@ -192,6 +199,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         cross: compiler.prefix.clone(),
         llvm,
         cc: a.cc.clone(),
+        extra_vars: Vec::new(),
         launcher: a.launcher.clone(),
     };
     // The patches must read, and apply, before any long work. Reading is checked here; applying
@@ -229,7 +237,213 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         skip_compiler_check: a.skip_compiler_check,
         quiet: a.json,
         oot,
+        shipped: None,
     })
+}
+
+/// The module name `-n` asks for, or the default from the first patch.
+fn module_name(a: &BuildArgs) -> Result<String> {
+    Ok(match &a.name {
+        Some(n) => {
+            let s = sanitize_name(n);
+            if s.is_empty() {
+                return Err(UserError::new("--name: empty after sanitising").into());
+            }
+            s
+        }
+        None => default_name(&a.patches[0]),
+    })
+}
+
+/// A build against a kernel that was never built here: a distribution's, from its packages
+/// (`--distro`), or any kernel's source, config, Module.symvers and vmlinux (`--symvers`). klpx
+/// prepares a scratch output tree once per kernel (in the cache) and kbuild compiles only the objects
+/// the patch touches.
+fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
+    // Cheap checks first: options, the patches, the release in the package indexes.
+    let patches: Vec<SourcePatch> = a
+        .patches
+        .iter()
+        .map(|p| SourcePatch::load(p))
+        .collect::<Result<_, _>>()?;
+    let name = module_name(&a)?;
+    let jobs = a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    });
+    let arch: Option<Arch> = match a.arch.clone().or(env.arch.clone()) {
+        Some(n) => Some(
+            n.parse()
+                .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+        ),
+        None => None,
+    };
+    let quiet = a.json;
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("klpx: {m}");
+        }
+    };
+    let target = match &a.distro {
+        Some(spec) => {
+            let release = debian::parse_distro(spec)?;
+            let arch = arch.unwrap_or(Arch::X86_64);
+            let rel = debian::resolve(arch, release.as_deref())?;
+            say(&format!(
+                "Debian {} ({}, {})",
+                rel.release, rel.version, rel.image_package
+            ));
+            let k = debian::fetch(&rel, &say)?;
+            PreparedTarget {
+                arch,
+                srcdir: k.source.clone(),
+                config: k.config.clone(),
+                symvers: k.symvers.clone(),
+                vmlinux: k.vmlinux.clone(),
+                modules: Some(k.modules.clone()),
+                objdir: k.dir.join("obj"),
+            }
+        }
+        None => {
+            let need = |o: &Option<PathBuf>, what: &str| -> Result<PathBuf> {
+                let p = o
+                    .clone()
+                    .ok_or_else(|| UserError::new(format!("--symvers needs {what}")))?;
+                if !p.exists() {
+                    return Err(UserError::new(format!("{}: no such file", p.display())).into());
+                }
+                Ok(absolute(&p))
+            };
+            let config = need(&a.config, "-c CONFIG")?;
+            let srcdir = absolute(&a.sourcedir.clone().unwrap_or_else(|| PathBuf::from(".")));
+            if !srcdir.join("Makefile").is_file() || !srcdir.join("Kconfig").is_file() {
+                return Err(UserError::new(format!(
+                    "{}: not a kernel source tree (no Makefile and Kconfig); give it with -s",
+                    srcdir.display()
+                ))
+                .into());
+            }
+            let text = std::fs::read_to_string(&config)
+                .map_err(|e| UserError::new(format!("{}: cannot read: {e}", config.display())))?;
+            let arch = match (arch, Arch::from_config(&text)) {
+                (Some(a), Some(c)) if a != c => {
+                    return Err(UserError::new(format!(
+                        "{}: configures {c}, not --arch {a}",
+                        config.display()
+                    ))
+                    .into());
+                }
+                (a, c) => a.or(c).unwrap_or(Arch::X86_64),
+            };
+            let objdir = match &a.objdir {
+                Some(o) => absolute(o),
+                None => crate::kernel::cache::root().join("prepared").join(format!(
+                    "{}-{:016x}",
+                    arch,
+                    path_hash(&config)
+                )),
+            };
+            PreparedTarget {
+                arch,
+                srcdir,
+                config,
+                symvers: need(&a.symvers, "--symvers FILE")?,
+                vmlinux: need(&a.vmlinux, "-v VMLINUX")?,
+                modules: a.modules.as_deref().map(absolute),
+                objdir,
+            }
+        }
+    };
+    let config_text = std::fs::read_to_string(&target.config)
+        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", target.config.display())))?;
+    if let Some(c) = Arch::from_config(&config_text)
+        && c != target.arch
+    {
+        return Err(UserError::new(format!(
+            "{}: configures {c}, not {}",
+            target.config.display(),
+            target.arch
+        ))
+        .into());
+    }
+    let cc = match &a.cc {
+        Some(cc) => cc.clone(),
+        None => config_compiler(&config_text).ok_or_else(|| {
+            UserError::new(format!(
+                "{}: no CONFIG_CC_VERSION_TEXT; give the compiler with --cc",
+                target.config.display()
+            ))
+        })?,
+    };
+    check_tools(&target.config, &config_text, &cc)?;
+    let toolchain = Toolchain {
+        arch: target.arch,
+        cross: a.cross.clone().unwrap_or_else(|| compiler_prefix(&cc)),
+        llvm: a.llvm,
+        cc: Some(cc),
+        launcher: a.launcher.clone(),
+        extra_vars: PREPARED_MAKE_VARS.iter().map(|v| v.to_string()).collect(),
+    };
+    {
+        // The source must not be patched by another klpx while kbuild reads it.
+        let _lock = SourceLock::try_take(&target.srcdir)?;
+        journal::recover(&target.srcdir)?;
+        plan_edits(&patches, &target.srcdir, a.fuzz)?;
+        prepare(
+            &PrepareRequest {
+                srcdir: &target.srcdir,
+                config: &target.config,
+                symvers: &target.symvers,
+                objdir: &target.objdir,
+                toolchain: &toolchain,
+                jobs,
+            },
+            &say,
+        )?;
+    }
+    Ok(BuildRequest {
+        patches: a.patches.iter().map(|p| absolute(p)).collect(),
+        fuzz: a.fuzz,
+        srcdir: target.srcdir,
+        objdir: target.objdir,
+        toolchain,
+        vmlinux: Some(target.vmlinux),
+        jobs,
+        targets: a.targets.clone(),
+        workdir: default_workdir(&name),
+        output: absolute(&a.output.clone().unwrap_or_else(|| PathBuf::from("."))),
+        name,
+        keep_workdir: a.debug > 0 || a.skip_cleanup,
+        replace: !a.non_replace,
+        skip_compiler_check: a.skip_compiler_check,
+        quiet,
+        oot: None,
+        shipped: Some(ShippedKernel {
+            modules: target.modules,
+        }),
+    })
+}
+
+/// The files a prepared build takes its kernel from.
+struct PreparedTarget {
+    arch: Arch,
+    srcdir: PathBuf,
+    config: PathBuf,
+    symvers: PathBuf,
+    vmlinux: PathBuf,
+    modules: Option<PathBuf>,
+    objdir: PathBuf,
+}
+
+/// A stable name for a cache directory made from a file's absolute path.
+fn path_hash(p: &Path) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in p.display().to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Builds a configured but unbuilt tree once with make, passing make's progress through.

@@ -68,6 +68,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
             cross: tree.cross.clone(),
             llvm: false,
             cc: None,
+            extra_vars: Vec::new(),
             launcher: None,
         },
         vmlinux: None,
@@ -81,6 +82,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
         skip_compiler_check: false,
         quiet: false,
         oot: None,
+        shipped: None,
     })?;
     for o in &report.objects {
         println!(

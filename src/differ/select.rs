@@ -609,6 +609,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             };
             let mut kept = Vec::new();
             let mut kept_index = Vec::new();
+            let mut kept_owner = Vec::new();
             for (n, &(s, e)) in entries.iter().enumerate() {
                 let owner = p.relocs_in(sec, s, e).iter().find_map(|r| {
                     let t = &p.symbols[r.sym()];
@@ -623,6 +624,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 {
                     kept.push((s, e));
                     kept_index.push(n);
+                    kept_owner.push(tsec);
                 }
             }
             if kept.is_empty() {
@@ -631,8 +633,24 @@ impl<'a, 'd> Selector<'a, 'd> {
             self.out
                 .special_entries
                 .push((section.name.to_string(), kept.len()));
-            let link = section.is_link_order().then_some(section.link as usize);
-            self.add_piece(sec, kept.clone(), link);
+            if section.is_link_order() {
+                // A link-order table belongs to the code its entries describe. gcc may put the
+                // entries of several functions in one such section linked to the first function's
+                // section (`__patchable_function_entries` → `.init.text`), which is not emitted: each
+                // run of entries goes out linked to the section it describes, as the linker needs
+                // every input section of the name to be link-order.
+                let mut start = 0;
+                while start < kept.len() {
+                    let owner = kept_owner[start];
+                    let end = (start..kept.len())
+                        .find(|&i| kept_owner[i] != owner)
+                        .unwrap_or(kept.len());
+                    self.add_piece(sec, kept[start..end].to_vec(), Some(owner));
+                    start = end;
+                }
+            } else {
+                self.add_piece(sec, kept.clone(), None);
+            }
             self.check_keys(section.name, &kept);
             if let Some((parallel, size)) = spec.parallel
                 && let Some(psec) = p

@@ -3,4 +3,5 @@
 pub mod cmdfile;
 pub mod compile;
 pub mod objpair;
+pub mod prepared;
 pub mod toolchain;

@@ -19,6 +19,9 @@ pub struct Toolchain {
     pub cc: Option<String>,
     /// A compiler launcher put in front of the compiler.
     pub launcher: Option<String>,
+    /// More make variables every make run on the tree must repeat, as the tree was configured with
+    /// them (a prepared distribution tree: `RUSTC=/nonexistent`, or Kconfig reconfigures it).
+    pub extra_vars: Vec<String>,
 }
 
 /// Extra `make` variables for the tree's toolchain.
@@ -56,6 +59,7 @@ impl Toolchain {
                 None => v.push(format!("CC={cc}")),
             }
         }
+        v.extend(self.extra_vars.iter().cloned());
         MakeVars(v)
     }
 
@@ -73,6 +77,7 @@ impl Toolchain {
         if !words.is_empty() {
             v.push(format!("CC={}", words.join(" ")));
         }
+        v.extend(self.extra_vars.iter().cloned());
         MakeVars(v)
     }
 
@@ -185,6 +190,7 @@ mod tests {
             llvm: false,
             cc: cc.map(str::to_string),
             launcher: launcher.map(str::to_string),
+            extra_vars: Vec::new(),
         }
     }
 

@@ -240,6 +240,7 @@ fn request(
             cross: tree.cross.clone(),
             llvm: e.compiler == Compiler::Clang,
             cc: None,
+            extra_vars: Vec::new(),
             launcher: e.launcher.clone(),
         },
         vmlinux: None,
@@ -253,5 +254,6 @@ fn request(
         skip_compiler_check: false,
         quiet: true,
         oot: None,
+        shipped: None,
     }
 }

@@ -48,8 +48,29 @@ impl SymbolTable {
     /// Reads the symbol table of vmlinux (`module == false`: address order) or of a module's `.ko`
     /// (table order, core kallsyms only).
     pub fn load(path: &Path, module: bool) -> Result<SymbolTable> {
-        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        SymbolTable::parse(&path.display().to_string(), &data, module)
+        let name = path.display().to_string();
+        let tool = [("xz", "xz"), ("zst", "zstd"), ("gz", "gzip")]
+            .into_iter()
+            .find(|(ext, _)| path.extension().is_some_and(|e| e == *ext));
+        if let Some((_, tool)) = tool {
+            // Distributions ship modules compressed (`.ko.xz`).
+            let out = duct::cmd!(tool, "-dc", path)
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .run()
+                .with_context(|| format!("running {tool} on {name}"))?;
+            if !out.status.success() {
+                return Err(UserError::new(format!(
+                    "{name}: cannot decompress with {tool}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+                .into());
+            }
+            return SymbolTable::parse(&name, &out.stdout, module);
+        }
+        let data = crate::mapped::MappedFile::open(path)?;
+        SymbolTable::parse(&name, &data, module)
     }
 
     pub fn parse(name: &str, data: &[u8], module: bool) -> Result<SymbolTable> {

@@ -1,0 +1,370 @@
+//! Debian's own kernels, from Debian's packages: which release a `--distro debian[:RELEASE]` means,
+//! and the files klpx takes from its packages into the cache.
+//!
+//! A release (what `uname -r` prints, `6.12.117+deb12-amd64`) is served by four packages of one
+//! version: the image (`linux-image-<release>-unsigned` where Debian signs, else
+//! `linux-image-<release>`: vmlinuz, the modules), the headers (`linux-headers-<release>`: the config
+//! and `Module.symvers`), the debug image (`linux-image-<release>-dbg`: vmlinux with symbols, the real
+//! System.map; the image package's System.map is a placeholder) and the source
+//! (`linux-source-<series>`, Debian-patched, of the same version).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use klpx_arch::Arch;
+
+use super::apt;
+use crate::error::UserError;
+
+/// The kernel series klpx takes by default (the one `linux-source-6.12` serves).
+pub const DEFAULT_SERIES: &str = "6.12";
+
+/// A Debian kernel release, resolved against the package indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebianRelease {
+    pub arch: Arch,
+    /// `uname -r`: `6.12.117+deb12-amd64`.
+    pub release: String,
+    /// The packages' version: `6.12.117-1~deb12u1`.
+    pub version: String,
+    /// The image package's name.
+    pub image_package: String,
+    /// `6.12`: names the source package.
+    pub series: String,
+}
+
+/// The files of one release, in klpx's cache.
+#[derive(Debug, Clone)]
+pub struct DebianKernel {
+    pub release: DebianRelease,
+    /// Debian's config for the release.
+    pub config: PathBuf,
+    pub symvers: PathBuf,
+    /// vmlinux with symbols, from the debug package.
+    pub vmlinux: PathBuf,
+    pub vmlinuz: PathBuf,
+    /// `lib/modules/<release>` of the image package.
+    pub modules: PathBuf,
+    /// The unpacked source of the release's version.
+    pub source: PathBuf,
+    /// Where the release's files and its prepared tree live.
+    pub dir: PathBuf,
+}
+
+/// `debian` or `debian:RELEASE`, as `--distro` takes it.
+pub fn parse_distro(spec: &str) -> Result<Option<String>, UserError> {
+    let (name, release) = match spec.split_once(':') {
+        Some((n, r)) => (n, Some(r)),
+        None => (spec, None),
+    };
+    if name != "debian" {
+        return Err(UserError::new(format!(
+            "--distro {spec}: klpx knows Debian's packages (debian or debian:RELEASE); for another \
+             distribution give its files: -s SRC -c CONFIG --symvers FILE -v VMLINUX"
+        )));
+    }
+    if let Some(r) = release {
+        check_release_name(r)?;
+    }
+    Ok(release.map(str::to_string))
+}
+
+/// A release name must be what `uname -r` prints: it names cache directories and packages.
+fn check_release_name(r: &str) -> Result<(), UserError> {
+    let ok = !r.is_empty()
+        && r.len() <= 64
+        && r.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && r.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | '_' | '~'))
+        && r.contains('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::new(format!(
+            "--distro debian:{r}: not a kernel release; give what uname -r prints \
+             (e.g. 6.12.117+deb12-amd64)"
+        )))
+    }
+}
+
+/// The series (`6.12`) of a release or version.
+fn series_of(release: &str) -> String {
+    release
+        .split(['.', '-', '+'])
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+/// Resolves `--distro debian[:RELEASE]` for `arch` against the package indexes: cheap (apt-cache
+/// only), so it runs before any download.
+pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
+    let b = arch.backend();
+    let deb_arch = b.debian_arch();
+    let known = |pkg: &str| apt::versions(&format!("{pkg}:{deb_arch}"));
+    let release = match release {
+        Some(r) => r.to_string(),
+        None => default_release(arch)?,
+    };
+    for image in [
+        format!("linux-image-{release}-unsigned"),
+        format!("linux-image-{release}"),
+    ] {
+        if let Some(version) = known(&image)?.into_iter().next() {
+            return Ok(DebianRelease {
+                arch,
+                series: series_of(&release),
+                release,
+                version,
+                image_package: image,
+            });
+        }
+    }
+    Err(UserError::new(format!(
+        "Debian's package indexes know no image of release {release} for {deb_arch} \
+         (linux-image-{release}[-unsigned]:{deb_arch}); run apt-get update{}, or name a release \
+         apt-cache knows",
+        if std::process::Command::new("dpkg")
+            .arg("--print-foreign-architectures")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(deb_arch))
+            .unwrap_or(true)
+            || b.debian_arch() == host_deb_arch().as_deref().unwrap_or("")
+        {
+            String::new()
+        } else {
+            format!(" after dpkg --add-architecture {deb_arch}")
+        }
+    ))
+    .into())
+}
+
+/// dpkg's own architecture.
+fn host_deb_arch() -> Option<String> {
+    let out = std::process::Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The release of the architecture's default flavour whose version is the one apt serves of
+/// `linux-source-6.12`.
+fn default_release(arch: Arch) -> Result<String> {
+    let b = arch.backend();
+    let source = format!("linux-source-{DEFAULT_SERIES}");
+    let version = apt::candidate_version(&source)?.ok_or_else(|| {
+        UserError::new(format!(
+            "apt-cache knows no {source}; run apt-get update, or name the release: \
+             --distro debian:RELEASE"
+        ))
+    })?;
+    let flavour = format!("-{}", b.debian_flavour());
+    let mut candidates: Vec<String> =
+        apt::names_with_prefix(&format!("linux-image-{DEFAULT_SERIES}."))?
+            .into_iter()
+            .filter_map(|n| {
+                let r = n.strip_prefix("linux-image-")?;
+                let r = r.strip_suffix("-unsigned").unwrap_or(r);
+                let abi = r.strip_suffix(&flavour)?;
+                (!abi.contains('-')).then(|| r.to_string())
+            })
+            .collect();
+    candidates.dedup();
+    for r in candidates.iter().rev() {
+        for image in [
+            format!("linux-image-{r}-unsigned"),
+            format!("linux-image-{r}"),
+        ] {
+            if apt::versions(&format!("{image}:{}", b.debian_arch()))?.contains(&version) {
+                return Ok(r.clone());
+            }
+        }
+    }
+    Err(UserError::new(format!(
+        "no Debian {} image of {source} {version} in the package indexes; name a release: \
+         --distro debian:RELEASE",
+        b.debian_flavour()
+    ))
+    .into())
+}
+
+/// Root of klpx's Debian cache.
+pub fn cache_dir() -> PathBuf {
+    crate::kernel::cache::root().join("distro").join("debian")
+}
+
+/// Downloads and unpacks what `rel` needs, each part once: later runs find it in the cache.
+pub fn fetch(rel: &DebianRelease, progress: &dyn Fn(&str)) -> Result<DebianKernel> {
+    let root = cache_dir();
+    let debs = root.join("debs");
+    std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
+    let deb_arch = rel.arch.backend().debian_arch();
+    let dir = root.join(&rel.release);
+    let r = &rel.release;
+    let get = |name: &str, arch: &str, qualifier: Option<&str>| -> Result<PathBuf> {
+        let file = debs.join(apt::deb_file_name(name, &rel.version, arch));
+        if !file.is_file() {
+            progress(&format!("downloading {name} {}", rel.version));
+        }
+        apt::download(name, &rel.version, arch, qualifier, &debs)
+    };
+
+    let headers_pkg = format!("linux-headers-{r}");
+    let headers = once(&dir.join("headers"), |tmp| {
+        let deb = get(&headers_pkg, deb_arch, Some(deb_arch))?;
+        let base = format!("./usr/src/linux-headers-{r}");
+        apt::extract(
+            &deb,
+            tmp,
+            &[
+                &format!("{base}/.config"),
+                &format!("{base}/Module.symvers"),
+            ],
+        )?;
+        let from = tmp.join(&base[2..]);
+        std::fs::rename(from.join(".config"), tmp.join("config"))?;
+        std::fs::rename(from.join("Module.symvers"), tmp.join("Module.symvers"))?;
+        std::fs::remove_dir_all(tmp.join("usr"))?;
+        Ok(())
+    })?;
+
+    let dbg_pkg = format!("linux-image-{r}-dbg");
+    let dbg = once(&dir.join("dbg"), |tmp| {
+        let deb = get(&dbg_pkg, deb_arch, Some(deb_arch))?;
+        progress(&format!("unpacking vmlinux from {dbg_pkg}"));
+        let base = "./usr/lib/debug/boot";
+        apt::extract(
+            &deb,
+            tmp,
+            &[
+                &format!("{base}/vmlinux-{r}"),
+                &format!("{base}/System.map-{r}"),
+            ],
+        )?;
+        let from = tmp.join(&base[2..]);
+        std::fs::rename(from.join(format!("vmlinux-{r}")), tmp.join("vmlinux"))?;
+        std::fs::rename(from.join(format!("System.map-{r}")), tmp.join("System.map"))?;
+        std::fs::remove_dir_all(tmp.join("usr"))?;
+        Ok(())
+    })?;
+
+    let image = once(&dir.join("image"), |tmp| {
+        let deb = get(&rel.image_package, deb_arch, Some(deb_arch))?;
+        progress(&format!("unpacking {}", rel.image_package));
+        apt::extract(&deb, tmp, &[])?;
+        Ok(())
+    })?;
+
+    let source_pkg = format!("linux-source-{}", rel.series);
+    let source_root = once(&root.join("source").join(&rel.version), |tmp| {
+        let deb = get(&source_pkg, "all", None)?;
+        progress(&format!(
+            "unpacking {source_pkg} {} (once per version; about a minute)",
+            rel.version
+        ));
+        let tarball = tmp.join("source.tar.xz");
+        apt::extract_to_file(
+            &deb,
+            &format!("./usr/src/linux-source-{}.tar.xz", rel.series),
+            &tarball,
+        )?;
+        let out = duct::cmd!("tar", "-xf", &tarball, "-C", tmp)
+            .stderr_to_stdout()
+            .stdout_capture()
+            .unchecked()
+            .run()?;
+        if !out.status.success() {
+            return Err(UserError::new(format!(
+                "{}: cannot unpack {}: {}",
+                deb.display(),
+                tarball.display(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ))
+            .into());
+        }
+        std::fs::remove_file(&tarball)?;
+        Ok(())
+    })?;
+    let source = source_root.join(format!("linux-source-{}", rel.series));
+    if !source.join("Makefile").is_file() {
+        return Err(UserError::new(format!(
+            "{}: the unpacked {source_pkg} has no Makefile",
+            source.display()
+        ))
+        .into());
+    }
+
+    let vmlinuz = image.join("boot").join(format!("vmlinuz-{r}"));
+    let vmlinuz = if vmlinuz.is_file() {
+        vmlinuz
+    } else {
+        // ppc64el and s390x ship the image as boot/vmlinux-<release>.
+        image.join("boot").join(format!("vmlinux-{r}"))
+    };
+    Ok(DebianKernel {
+        release: rel.clone(),
+        config: headers.join("config"),
+        symvers: headers.join("Module.symvers"),
+        vmlinux: dbg.join("vmlinux"),
+        vmlinuz,
+        modules: image.join("lib").join("modules").join(r),
+        source,
+        dir,
+    })
+}
+
+/// Makes `dir` once: `fill` writes into a temporary sibling, which is renamed to `dir` only when it
+/// is complete, so an interrupted run never leaves a half-made part behind under the real name.
+fn once(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+    if dir.is_dir() {
+        return Ok(dir.to_path_buf());
+    }
+    let parent = dir.parent().context("cache directory has no parent")?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let tmp = parent.join(format!(
+        ".{}.partial-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    match fill(&tmp) {
+        Ok(()) => {
+            std::fs::rename(&tmp, dir).with_context(|| format!("creating {}", dir.display()))?;
+            Ok(dir.to_path_buf())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distro_specs() {
+        assert_eq!(parse_distro("debian").unwrap(), None);
+        assert_eq!(
+            parse_distro("debian:6.12.117+deb12-amd64")
+                .unwrap()
+                .as_deref(),
+            Some("6.12.117+deb12-amd64")
+        );
+        assert!(parse_distro("ubuntu").is_err());
+        assert!(parse_distro("debian:../../etc").is_err());
+        assert!(parse_distro("debian:").is_err());
+        assert!(parse_distro("debian:6.12 amd64").is_err());
+    }
+
+    #[test]
+    fn series() {
+        assert_eq!(series_of("6.12.117+deb12-amd64"), "6.12");
+        assert_eq!(series_of("6.1.0-50-s390x"), "6.1");
+    }
+}
