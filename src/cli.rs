@@ -153,11 +153,14 @@ pub struct VerifyArgs {
     #[arg(required = true, value_name = "MODULE.ko")]
     pub modules: Vec<PathBuf>,
     /// The kernel image to boot (bzImage on x86_64, vmlinux on ppc64le).
-    #[arg(long, value_name = "IMAGE", required_unless_present = "tree")]
+    #[arg(long, value_name = "IMAGE", required_unless_present_any = ["tree", "distro"])]
     pub kernel: Option<PathBuf>,
     /// A built kernel output tree: boot the architecture's image in it.
     #[arg(long, value_name = "DIR", conflicts_with = "kernel")]
     pub tree: Option<PathBuf>,
+    /// Boot a distribution's own kernel, from its packages (as `klpx build --distro`).
+    #[arg(long, value_name = "debian[:RELEASE]", conflicts_with_all = ["kernel", "tree"])]
+    pub distro: Option<String>,
     /// The kernel's architecture (default: the module's).
     #[arg(long)]
     pub arch: Option<String>,

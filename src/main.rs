@@ -42,6 +42,7 @@ fn main() {
             modules: a.modules,
             kernel: a.kernel,
             tree: a.tree,
+            distro: a.distro,
             arch: a.arch,
             checks: a.checks,
             expect_before: a.expect_before,

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Unpatchable, UserError};
 use crate::kbuild::cmdfile::CmdFile;
+use crate::kernel::units::CompileUnits;
 use crate::patch::source::FileEdit;
 
 /// An object the patch affects.
@@ -29,6 +30,8 @@ pub struct LinkMap {
     pub owner: HashMap<String, String>,
     /// Module name → its `.ko` path relative to the output tree.
     pub modules: BTreeMap<String, String>,
+    /// Made from a prepared tree, where an object with a record may still not be the kernel's.
+    pub prepared: bool,
 }
 
 impl LinkMap {
@@ -68,8 +71,22 @@ impl LinkMap {
     /// The links of a prepared tree (never built): each object kbuild compiled there belongs to the
     /// module its flags name (`-DMODULE`, `KBUILD_MODNAME`), else to vmlinux; the modules are the
     /// shipped kernel's, from `modules.order` under `modules` (compressed or not).
-    pub fn prepared(objdir: &Path, modules: Option<&Path>) -> Result<LinkMap, UserError> {
-        let mut map = LinkMap::default();
+    pub fn prepared(
+        srcdir: &Path,
+        objdir: &Path,
+        modules: Option<&Path>,
+        units: &CompileUnits,
+    ) -> Result<LinkMap, UserError> {
+        // kbuild records `$(srctree)/fs/x.c` in `O=` builds.
+        let src_prefix = format!("{}/", srcdir.display());
+        let in_vmlinux = |source: &str| {
+            let rel = source.strip_prefix(&src_prefix).unwrap_or(source);
+            units.contains(rel.strip_prefix("./").unwrap_or(rel))
+        };
+        let mut map = LinkMap {
+            prepared: true,
+            ..LinkMap::default()
+        };
         for path in cmd_files(objdir) {
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
@@ -82,8 +99,11 @@ impl LinkMap {
                     Some(m) => m,
                     None => continue,
                 }
-            } else {
+            } else if cmd.source.as_deref().is_some_and(in_vmlinux) {
                 "vmlinux".to_string()
+            } else {
+                // Compiled here, but not part of the shipped kernel.
+                continue;
             };
             map.owner.insert(cmd.target.clone(), owner);
         }
@@ -189,12 +209,10 @@ pub fn affected_objects(
     // A header, or a .c file with no object of its own (kernel/sched/idle.c is #included by
     // build_policy.c): found through the recorded dependency lists of every object.
     let own_object = |e: &FileEdit| {
+        let object = format!("{}.o", e.rel.trim_end_matches(".c"));
         e.rel.ends_with(".c")
-            && crate::kbuild::cmdfile::cmd_path(
-                cmd_root,
-                &format!("{}.o", e.rel.trim_end_matches(".c")),
-            )
-            .is_file()
+            && crate::kbuild::cmdfile::cmd_path(cmd_root, &object).is_file()
+            && (!links.prepared || links.owner.contains_key(&object))
     };
     let headers = edits.iter().any(|e| !own_object(e));
     let basenames: std::collections::HashSet<&str> = edits

@@ -14,10 +14,13 @@ use super::lineno::fix_line_numbers;
 use super::progress::Stages;
 use crate::differ::{self, DiffOptions, Exports, OutTarget, Verdict};
 use crate::error::{Unpatchable, UserError};
+use crate::kbuild::cmdfile::cmd_path;
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
+use crate::kbuild::includes::including_units;
 use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::prepared::compile_objects;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
+use crate::kernel::units::CompileUnits;
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
 use crate::module::link::make_module;
@@ -196,16 +199,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
     }
     check_edits(&edits, req.oot.is_none())?;
     let mut links = match &req.shipped {
-        Some(shipped) => {
-            stages.start("kbuild", "compiling the edited objects once with kbuild");
-            let objects: Vec<String> = edits
-                .iter()
-                .filter(|e| e.rel.ends_with(".c") && e.before.is_some())
-                .map(|e| format!("{}.o", e.rel.trim_end_matches(".c")))
-                .collect();
-            compile_objects(&req.srcdir, &req.objdir, &req.toolchain, req.jobs, &objects)?;
-            LinkMap::prepared(&req.objdir, shipped.modules.as_deref())?
-        }
+        Some(shipped) => prepared_links(req, shipped, &edits, &mut stages, &mut notes)?,
         None => LinkMap::load(&req.objdir)?,
     };
     let mut targets = req.targets.clone();
@@ -286,6 +280,94 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
             keep: req.keep_workdir,
         },
     })
+}
+
+/// The links of a prepared tree, after kbuild compiled, once, every object the edits may affect:
+/// each edited `.c` file's object, and where a header (or a `.c` file another one includes) is
+/// edited, every translation unit that includes it. A compiled object counts only when the shipped
+/// kernel has it: a compile unit of vmlinux's debug information, or an object of a module.
+fn prepared_links(
+    req: &BuildRequest,
+    shipped: &ShippedKernel,
+    edits: &[FileEdit],
+    stages: &mut Stages,
+    notes: &mut Vec<String>,
+) -> Result<LinkMap> {
+    stages.start("kbuild", "compiling the edited objects once with kbuild");
+    let object_of = |c: &str| format!("{}.o", c.trim_end_matches(".c"));
+    let vmlinux = req
+        .vmlinux
+        .as_deref()
+        .ok_or_else(|| UserError::new("a prepared tree needs the kernel's vmlinux (-v)"))?;
+    let units = CompileUnits::read(vmlinux)?;
+    if units.count == 0 {
+        return Err(UserError::new(format!(
+            "{}: no debug information (no compile units); give the vmlinux with debug info \
+             (Debian: the -dbg package)",
+            vmlinux.display()
+        ))
+        .into());
+    }
+    let links_now =
+        || LinkMap::prepared(&req.srcdir, &req.objdir, shipped.modules.as_deref(), &units);
+    let own: Vec<String> = edits
+        .iter()
+        .filter(|e| e.rel.ends_with(".c") && e.before.is_some())
+        .map(|e| object_of(&e.rel))
+        .collect();
+    compile_objects(
+        &req.srcdir,
+        &req.objdir,
+        &req.toolchain,
+        req.jobs,
+        &own,
+        false,
+    )?;
+    let links = links_now()?;
+    let included: Vec<String> = edits
+        .iter()
+        .filter(|e| e.rel.ends_with(".h") || !links.owner.contains_key(&object_of(&e.rel)))
+        .map(|e| e.rel.clone())
+        .collect();
+    if included.is_empty() {
+        return Ok(links);
+    }
+    let arch_dir = req.toolchain.arch.backend().kernel_arch();
+    let candidates = including_units(&req.srcdir, arch_dir, &included);
+    notes.push(if candidates.is_empty() {
+        format!(
+            "{}: not part of this kernel (no compile unit of vmlinux, no module object) and \
+             included by no translation unit",
+            included.join(", ")
+        )
+    } else {
+        format!(
+            "{} may be included by {} translation unit(s); kbuild compiles each once in {}",
+            included.join(", "),
+            candidates.len(),
+            req.objdir.display()
+        )
+    });
+    let objects: Vec<String> = candidates.iter().map(|c| object_of(c)).collect();
+    // Keep going: a candidate the config does not build may not compile at all.
+    compile_objects(
+        &req.srcdir,
+        &req.objdir,
+        &req.toolchain,
+        req.jobs,
+        &objects,
+        true,
+    )?;
+    for c in &candidates {
+        if units.contains(c) && !cmd_path(&req.objdir, &object_of(c)).is_file() {
+            return Err(UserError::new(format!(
+                "{c}: part of the kernel, but kbuild could not compile it in {}",
+                req.objdir.display()
+            ))
+            .into());
+        }
+    }
+    Ok(links_now()?)
 }
 
 impl Planned {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use klpx_arch::Arch;
 
+use crate::distro::debian;
 use crate::error::{UserError, exit};
 use crate::verify::{self, CommandResult, VerifyReport, VerifyRequest};
 
@@ -16,6 +17,8 @@ pub struct VerifyArgs {
     pub modules: Vec<PathBuf>,
     pub kernel: Option<PathBuf>,
     pub tree: Option<PathBuf>,
+    /// `debian[:RELEASE]`: boot the distribution's own kernel image.
+    pub distro: Option<String>,
     pub arch: Option<String>,
     pub checks: Vec<String>,
     pub expect_before: Option<String>,
@@ -42,6 +45,18 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
     };
     let kernel_image = match (&a.kernel, &a.tree) {
         (Some(k), _) => k.clone(),
+        (None, None) if a.distro.is_some() => {
+            let spec = a.distro.as_deref().unwrap_or_default();
+            let release = debian::parse_distro(spec)?;
+            let rel = debian::resolve(arch, release.as_deref()).map_err(as_user)?;
+            let k = debian::fetch(&rel, &|m| {
+                if !a.json {
+                    eprintln!("klpx: {m}")
+                }
+            })
+            .map_err(as_user)?;
+            k.vmlinuz
+        }
         (None, Some(t)) => {
             if !t.is_dir() {
                 return Err(UserError::new(format!(
@@ -72,6 +87,15 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
         .parse()
         .map_err(|e| UserError::new(format!("--accel: {e}")))?;
     Ok(req)
+}
+
+/// A failure to resolve or fetch a distribution's kernel, as the user's to fix (bad release,
+/// unreachable mirror).
+fn as_user(e: anyhow::Error) -> UserError {
+    match e.downcast::<UserError>() {
+        Ok(u) => u,
+        Err(e) => UserError::new(format!("{e:#}")),
+    }
 }
 
 /// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).

@@ -103,7 +103,12 @@ pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
     let deb_arch = b.debian_arch();
     let known = |pkg: &str| apt::versions(&format!("{pkg}:{deb_arch}"));
     let release = match release {
-        Some(r) => r.to_string(),
+        Some(r) => {
+            if let Some(known) = resolved_before(arch, r) {
+                return Ok(known);
+            }
+            r.to_string()
+        }
         None => default_release(arch)?,
     };
     for image in [
@@ -137,6 +142,22 @@ pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
         }
     ))
     .into())
+}
+
+/// The record [`fetch`] leaves of a release it fetched: `version image_package`.
+const RESOLVED: &str = "resolved";
+
+/// A release fetched before, from its record: naming the release again needs no index.
+fn resolved_before(arch: Arch, release: &str) -> Option<DebianRelease> {
+    let text = std::fs::read_to_string(cache_dir().join(release).join(RESOLVED)).ok()?;
+    let (version, image) = text.trim().split_once(' ')?;
+    Some(DebianRelease {
+        arch,
+        release: release.to_string(),
+        version: version.to_string(),
+        image_package: image.to_string(),
+        series: series_of(release),
+    })
 }
 
 /// dpkg's own architecture.
@@ -295,6 +316,11 @@ pub fn fetch(rel: &DebianRelease, progress: &dyn Fn(&str)) -> Result<DebianKerne
         .into());
     }
 
+    std::fs::write(
+        dir.join(RESOLVED),
+        format!("{} {}\n", rel.version, rel.image_package),
+    )
+    .with_context(|| format!("writing {}", dir.join(RESOLVED).display()))?;
     let vmlinuz = image.join("boot").join(format!("vmlinuz-{r}"));
     let vmlinuz = if vmlinuz.is_file() {
         vmlinuz

@@ -2,6 +2,7 @@
 
 pub mod cmdfile;
 pub mod compile;
+pub mod includes;
 pub mod objpair;
 pub mod prepared;
 pub mod toolchain;

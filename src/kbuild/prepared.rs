@@ -209,13 +209,15 @@ fn config_drift(want: &str, got: &str) -> Vec<String> {
 }
 
 /// Compiles single objects (`path/file.o`) of a prepared tree with kbuild, which records their
-/// commands and dependencies; objects already compiled are left as they are.
+/// commands and dependencies; objects already compiled are left as they are. With `keep_going`,
+/// objects that do not compile are left out and the caller looks at what was made.
 pub fn compile_objects(
     srcdir: &Path,
     objdir: &Path,
     toolchain: &Toolchain,
     jobs: usize,
     objects: &[String],
+    keep_going: bool,
 ) -> Result<()> {
     let missing: Vec<&String> = objects
         .iter()
@@ -231,8 +233,14 @@ pub fn compile_objects(
         format!("-j{}", jobs.max(1)),
     ];
     argv.extend(toolchain.make_vars().args());
+    if keep_going {
+        argv.push("-k".into());
+    }
     argv.extend(missing.into_iter().cloned());
-    run_make(&argv, "compiling the original objects once with kbuild")
+    match run_make(&argv, "compiling the original objects once with kbuild") {
+        Err(_) if keep_going => Ok(()),
+        r => r,
+    }
 }
 
 fn run_make(argv: &[String], what: &str) -> Result<()> {

@@ -3,3 +3,4 @@
 pub mod cache;
 pub mod configs;
 pub mod tree;
+pub mod units;

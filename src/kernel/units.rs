@@ -1,0 +1,100 @@
+//! The translation units linked into a kernel, from its debug information: every compile unit of
+//! vmlinux's DWARF names its source file. This is what a never-built tree cannot tell: whether the
+//! config builds a `.c` file into the kernel.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use object::{Object, ObjectSection};
+
+use crate::error::UserError;
+use crate::mapped::MappedFile;
+
+/// The source files of vmlinux's compile units, as every `/`-suffix of their names (`a/b/c.c`,
+/// `b/c.c`, `c.c`), so that a tree-relative path matches whatever directory the kernel was built in.
+#[derive(Debug, Default)]
+pub struct CompileUnits {
+    suffixes: HashSet<String>,
+    /// How many compile units there were: 0 means the kernel has no debug information.
+    pub count: usize,
+}
+
+impl CompileUnits {
+    /// Reads the compile units of `vmlinux` (an ELF with `.debug_info`).
+    pub fn read(vmlinux: &Path) -> Result<CompileUnits> {
+        let data = MappedFile::open(vmlinux)?;
+        let file = object::File::parse(&*data)
+            .map_err(|e| UserError::new(format!("{}: not an ELF file: {e}", vmlinux.display())))?;
+        let endian = if file.is_little_endian() {
+            gimli::RunTimeEndian::Little
+        } else {
+            gimli::RunTimeEndian::Big
+        };
+        let load = |id: gimli::SectionId| -> Result<gimli::EndianSlice<'_, gimli::RunTimeEndian>> {
+            let bytes: &[u8] = match file.section_by_name(id.name()) {
+                Some(s) => s.data().unwrap_or(&[]),
+                None => &[],
+            };
+            Ok(gimli::EndianSlice::new(bytes, endian))
+        };
+        let dwarf = gimli::Dwarf::load(load)?;
+        let mut units = CompileUnits::default();
+        let mut headers = dwarf.units();
+        while let Some(header) = headers
+            .next()
+            .with_context(|| format!("{}: reading .debug_info", vmlinux.display()))?
+        {
+            let Ok(unit) = dwarf.unit(header) else {
+                continue;
+            };
+            let mut entries = unit.entries();
+            let Ok(Some((_, root))) = entries.next_dfs() else {
+                continue;
+            };
+            let Ok(Some(name)) = root.attr_value(gimli::DW_AT_name) else {
+                continue;
+            };
+            let Ok(name) = dwarf.attr_string(&unit, name) else {
+                continue;
+            };
+            units.count += 1;
+            units.add(&name.to_string_lossy());
+        }
+        Ok(units)
+    }
+
+    fn add(&mut self, name: &str) {
+        let mut rest = name;
+        loop {
+            let clean = rest.trim_start_matches("./");
+            if !clean.is_empty() && !clean.starts_with("../") {
+                self.suffixes.insert(clean.to_string());
+            }
+            match rest.find('/') {
+                Some(i) => rest = &rest[i + 1..],
+                None => break,
+            }
+        }
+    }
+
+    /// Whether the tree-relative source `rel` (`fs/proc/cmdline.c`) is one of the kernel's units.
+    pub fn contains(&self, rel: &str) -> bool {
+        self.suffixes.contains(rel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suffixes_match_tree_paths() {
+        let mut u = CompileUnits::default();
+        u.add("/build/linux-6.12/fs/proc/cmdline.c");
+        u.add("../kernel/fork.c");
+        assert!(u.contains("fs/proc/cmdline.c"));
+        assert!(u.contains("kernel/fork.c"));
+        assert!(!u.contains("fs/proc/version.c"));
+    }
+}
