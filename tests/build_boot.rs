@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::cases::{case, cases};
 use common::cli::{assert_exit, build_module, klpx, text};
 
 use std::path::{Path, PathBuf};
@@ -14,49 +15,9 @@ use std::sync::Mutex;
 
 use klpx::kernel::tree::KernelTree;
 use klpx_arch::Arch;
-use serde::Deserialize;
 
 /// Builds take a lock on the source tree: run them one at a time within this binary.
 static SERIAL: Mutex<()> = Mutex::new(());
-
-#[derive(Debug, Deserialize)]
-struct Case {
-    name: String,
-    patch: String,
-    outcome: String,
-    #[serde(default)]
-    changed: Vec<String>,
-    /// Where an architecture names the changed functions differently (syscall wrappers).
-    #[serde(default)]
-    changed_by_arch: std::collections::HashMap<String, Vec<String>>,
-    #[serde(default)]
-    new: Vec<String>,
-    #[serde(default)]
-    check: Option<String>,
-    #[serde(default)]
-    before: Option<String>,
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    load: Vec<String>,
-    /// Files of the tree put in the guest (`/klpx/files/<name>`) without loading them.
-    #[serde(default)]
-    files: Vec<String>,
-    #[serde(default)]
-    message: Option<String>,
-}
-
-fn cases() -> Vec<Case> {
-    let path = common::kernel::repo().join("tests/boot/cases.yaml");
-    serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-}
-
-fn case(name: &str) -> Case {
-    cases()
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no case {name} in tests/boot/cases.yaml"))
-}
 
 fn tree() -> KernelTree {
     tree_for(Arch::X86_64)
@@ -443,11 +404,12 @@ mod arm64 {
     }
 }
 
-/// Every case in the YAML has a test above.
+/// Every case in the YAML has a test above (those for distribution kernels only are in
+/// distro_boot.rs).
 #[test]
 fn every_case_has_a_test() {
     let src = std::fs::read_to_string(file!()).unwrap();
-    for c in cases() {
+    for c in cases().into_iter().filter(|c| !c.distro_only) {
         assert!(
             src.contains(&format!("run_case(\"{}\")", c.name)),
             "case {} has no test",

@@ -117,6 +117,8 @@ pub struct BuildReport {
     /// Whether the target kernel can load livepatches at all (`CONFIG_LIVEPATCH`); when not (Linux
     /// 6.12 on arm64), the module is built and checked but cannot be loaded.
     pub loadable: bool,
+    /// The release the module is built for (its vermagic): the tree's `kernel.release`.
+    pub kernel_release: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -137,7 +139,12 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let mut planned = plan(req)?;
     planned.compile("orig", "original build")?;
     planned.compile_patched()?;
-    planned.finish()
+    let mut report = planned.finish()?;
+    report.kernel_release =
+        std::fs::read_to_string(req.objdir.join("include/config/kernel.release"))
+            .ok()
+            .map(|r| r.trim().to_string());
+    Ok(report)
 }
 
 /// The tree the patches apply to: the kernel source, or an out-of-tree module's directory.
@@ -760,6 +767,7 @@ fn report(
             .collect(),
         peak_rss_kib: peak_rss_kib(),
         loadable,
+        kernel_release: None,
         notes,
     }
 }

@@ -297,6 +297,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             let k = debian::fetch(&rel, &say)?;
             PreparedTarget {
                 arch,
+                release: Some(rel.release.clone()),
                 srcdir: k.source.clone(),
                 config: k.config.clone(),
                 symvers: k.symvers.clone(),
@@ -346,6 +347,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             };
             PreparedTarget {
                 arch,
+                release: a.archversion.clone(),
                 srcdir,
                 config,
                 symvers: need(&a.symvers, "--symvers FILE")?,
@@ -383,7 +385,11 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         llvm: a.llvm,
         cc: Some(cc),
         launcher: a.launcher.clone(),
-        extra_vars: PREPARED_MAKE_VARS.iter().map(|v| v.to_string()).collect(),
+        extra_vars: PREPARED_MAKE_VARS
+            .iter()
+            .map(|v| v.to_string())
+            .chain(target.release.iter().map(|r| format!("KERNELRELEASE={r}")))
+            .collect(),
     };
     {
         // The source must not be patched by another klpx while kbuild reads it.
@@ -428,6 +434,8 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
 /// The files a prepared build takes its kernel from.
 struct PreparedTarget {
     arch: Arch,
+    /// The kernel's release (`uname -r`), which the module's vermagic names.
+    release: Option<String>,
     srcdir: PathBuf,
     config: PathBuf,
     symvers: PathBuf,

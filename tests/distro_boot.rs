@@ -1,0 +1,237 @@
+//! `klpx build --distro debian` on Debian's own amd64 kernel, from Debian's packages, with no kernel
+//! build: the patches of tests/boot/cases.yaml are built against the release that pairs with
+//! `linux-source-6.12` (Debian's config: IBT, call padding, retpolines and return thunks, call depth
+//! tracking, MODVERSIONS, BTF, dynamic debug), and `klpx verify --distro debian` boots Debian's own
+//! vmlinuz in qemu, loads each module, and checks the behaviour before, after and once it is removed.
+//! The packages and the prepared tree are cached (`~/.cache/klpx/distro/debian`) across runs.
+
+mod common;
+
+use common::cases::case;
+use common::cli::{assert_exit, klpx, text};
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Builds take the Debian source's lock: one at a time within this binary.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// `klpx build --distro debian --json -o OUT -n NAME EXTRA... PATCH`.
+fn build(out_dir: &Path, name: &str, extra: &[&str], patch: &Path) -> std::process::Output {
+    let mut args = vec![
+        "build",
+        "--distro",
+        "debian",
+        "--json",
+        "-o",
+        out_dir.to_str().unwrap(),
+        "-n",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    args.push(patch.to_str().unwrap());
+    klpx(&args)
+}
+
+/// A module of the release's image package (`kernel/fs/binfmt_misc.ko`), decompressed into `dir`.
+fn shipped_module(release: &str, rel: &str, dir: &Path) -> PathBuf {
+    let cache = std::env::var_os("KLPX_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let xz = cache
+        .join("distro/debian")
+        .join(release)
+        .join("image/lib/modules")
+        .join(release)
+        .join(format!("{rel}.xz"));
+    let out = dir.join(Path::new(rel).file_name().unwrap());
+    let data = std::process::Command::new("xz")
+        .arg("-dc")
+        .arg(&xz)
+        .output()
+        .expect("running xz");
+    assert!(data.status.success(), "{}: cannot decompress", xz.display());
+    std::fs::write(&out, data.stdout).unwrap();
+    out
+}
+
+fn run_case(name: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let c = case(name);
+    let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
+    let out_dir =
+        std::env::temp_dir().join(format!("klpx-distro-{}-{}", c.name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let module = format!("livepatch-{}", c.name);
+    let out = build(&out_dir, &module, &[], &patch);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let ko = out_dir.join(format!("{module}.ko"));
+    match c.outcome.as_str() {
+        "refused" => {
+            assert_eq!(out.status.code(), Some(3), "{name}: {stdout}\n{stderr}");
+            let msg = c.message.as_deref().unwrap();
+            assert!(
+                stderr.contains(msg) || stdout.contains(msg),
+                "{name}: the refusal does not name {msg}:\n{stdout}\n{stderr}"
+            );
+            assert!(!ko.exists(), "{name}: a module was written");
+            return;
+        }
+        "no-change" => {
+            assert_eq!(out.status.code(), Some(1), "{name}: {stdout}\n{stderr}");
+            assert!(!ko.exists(), "{name}: a module was written");
+            return;
+        }
+        _ => assert_eq!(out.status.code(), Some(0), "{name}: {stdout}\n{stderr}"),
+    }
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("build --json");
+    let mut changed: Vec<String> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["changed_functions"].as_array().unwrap().clone())
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    changed.sort();
+    let mut want = c
+        .changed_on_debian
+        .clone()
+        .unwrap_or_else(|| c.changed.clone());
+    want.sort();
+    assert_eq!(changed, want, "{name}: changed functions");
+    let release = report["kernel_release"].as_str().expect("kernel_release");
+    assert!(
+        release.ends_with("-amd64"),
+        "{name}: the module is not built for Debian's release: {release}"
+    );
+
+    let mut args: Vec<String> = vec![
+        "verify".into(),
+        ko.display().to_string(),
+        "--distro".into(),
+        format!("debian:{release}"),
+    ];
+    for f in &c.shipped_files {
+        let path = shipped_module(release, f, &out_dir);
+        args.extend(["--file".into(), path.display().to_string()]);
+    }
+    if let Some(check) = &c.check {
+        args.extend(["--check".into(), check.clone()]);
+    }
+    if let Some(b) = &c.before {
+        args.extend(["--expect-before".into(), b.clone()]);
+    }
+    if let Some(a) = &c.after {
+        args.extend(["--expect-after".into(), a.clone()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = klpx(&refs);
+    assert_exit(&v, 0, &format!("{name}: verify on Debian's kernel"));
+    let said = text(&v.stdout);
+    assert!(
+        said.contains(&format!("x86_64 {release}")),
+        "{name}: the guest did not run Debian's kernel:\n{said}"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn string_change() {
+    run_case("string-change");
+}
+
+#[test]
+fn new_function() {
+    run_case("new-function");
+}
+
+#[test]
+fn new_global_function_called_from_another_file() {
+    run_case("new-global-function");
+}
+
+#[test]
+fn new_static_data() {
+    run_case("new-static-data");
+}
+
+#[test]
+fn static_local_variable() {
+    run_case("static-local");
+}
+
+#[test]
+fn header_edit_included_by_several_files() {
+    run_case("header-edit");
+}
+
+#[test]
+fn callbacks() {
+    run_case("callbacks");
+}
+
+#[test]
+fn shadow_variable() {
+    run_case("shadow-variable");
+}
+
+#[test]
+fn syscall() {
+    run_case("syscall");
+}
+
+#[test]
+fn fork_copy_process_many_data_references() {
+    run_case("fork-copy-process");
+}
+
+#[test]
+fn exit_do_exit() {
+    run_case("exit-do-exit");
+}
+
+#[test]
+fn proc_status_string_table() {
+    run_case("proc-status-string-table");
+}
+
+#[test]
+fn sys_prctl_jump_table() {
+    run_case("sys-prctl-jump-table");
+}
+
+#[test]
+fn kallsyms_and_stacks_name_the_real_function() {
+    run_case("kallsyms-names");
+}
+
+#[test]
+fn shipped_module_function_patched_as_it_loads() {
+    run_case("binfmt-misc-module");
+}
+
+#[test]
+fn refuses_changed_global_data() {
+    run_case("refuse-global-data");
+}
+
+#[test]
+fn refuses_init_change() {
+    run_case("refuse-init");
+}
+
+#[test]
+fn refuses_assembly() {
+    run_case("refuse-asm");
+}
+
+#[test]
+fn refuses_lib() {
+    run_case("refuse-lib");
+}
+
+#[test]
+fn line_shift_only_is_no_change() {
+    run_case("line-shift-only");
+}
