@@ -37,7 +37,7 @@ pub enum Command {
     },
     /// Builds a livepatch module from source patches against an already-built kernel tree.
     #[command(after_help = BUILD_HELP)]
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Builds one livepatch for several architectures at once and reports what differs.
     #[command(after_help = MATRIX_HELP)]
     Matrix(MatrixArgs),
@@ -281,6 +281,10 @@ pub struct BuildArgs {
     /// built here (a prepared tree, in -O or the cache), as for --distro.
     #[arg(long, value_name = "FILE", requires_all = ["config", "vmlinux"])]
     pub symvers: Option<PathBuf>,
+    /// With --distro or --symvers: build without proving that the rebuilt original functions are
+    /// the shipped kernel's.
+    #[arg(long)]
+    pub skip_identity_check: bool,
     /// The target kernel's modules directory (lib/modules/RELEASE), for -t on a module, with --symvers.
     #[arg(long, value_name = "DIR", requires = "symvers")]
     pub modules: Option<PathBuf>,

@@ -35,7 +35,7 @@ fn main() {
             object: a.object,
             symvers: a.symvers,
         }),
-        Command::Build(a) => cmd::build::run(a),
+        Command::Build(a) => cmd::build::run(*a),
         Command::Matrix(a) => cmd::matrix::run(a),
         Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&cmd::verify::VerifyArgs {

@@ -235,3 +235,39 @@ fn refuses_lib() {
 fn line_shift_only_is_no_change() {
     run_case("line-shift-only");
 }
+
+/// The rebuilt original must be the shipped kernel's function: a compiler that reports the same
+/// version but generates other code (here a launcher that adds -O1, as a differently patched gcc
+/// would) is refused with the function named, and no module is written; --skip-identity-check
+/// builds anyway.
+#[test]
+fn identity_check_refuses_code_the_shipped_kernel_does_not_have() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("klpx-distro-identity-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let launcher = dir.join("other-codegen");
+    std::fs::write(&launcher, "#!/bin/sh\nexec \"$@\" -O1\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out_dir = dir.join("out");
+    let l = launcher.to_str().unwrap();
+    let out = build(&out_dir, "livepatch-identity", &["--launcher", l], &patch);
+    assert_exit(&out, 2, "identity check");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cmdline_proc_show: the rebuilt original differs from the shipped kernel's"),
+        "{err}"
+    );
+    assert!(!out_dir.join("livepatch-identity.ko").exists());
+    let out = build(
+        &out_dir,
+        "livepatch-identity",
+        &["--launcher", l, "--skip-identity-check"],
+        &patch,
+    );
+    assert_exit(&out, 0, "--skip-identity-check");
+    assert!(out_dir.join("livepatch-identity.ko").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -287,6 +287,20 @@ pub trait Backend: Send + Sync {
     fn target_offset(&self, r_type: u32, addend: i64, site: Site) -> i64;
     /// The 64-bit absolute relocation type, used for klpx's own side tables.
     fn abs64(&self) -> u32;
+    /// The bytes a relocation of `r_type` at `offset` lets the linker write, as `(start, length)`:
+    /// what a comparison of one function from two links must leave out.
+    fn reloc_field(&self, r_type: u32, offset: u64) -> (u64, u64) {
+        if r_type == self.abs64() {
+            (offset, 8)
+        } else {
+            (offset, 4)
+        }
+    }
+    /// The length of the jump-label site at the start of `code`, which the kernel's link may have
+    /// rewritten (objtool turns x86 jumps of disabled keys into NOPs).
+    fn jump_label_len(&self, _code: &[u8]) -> u64 {
+        4
+    }
     /// Where the function's ftrace entry is, if it has one: `Ok(description)` or `Err(what was seen)`.
     fn find_entry(&self, f: &FunctionCode) -> Result<&'static str, String>;
     /// Whether a call from patch code at `relocs[index]` can reach a symbol outside the module

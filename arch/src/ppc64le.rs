@@ -283,6 +283,14 @@ impl Backend for Ppc64le {
     fn kernel_image(&self) -> &'static str {
         "vmlinux"
     }
+    fn reloc_field(&self, r_type: u32, offset: u64) -> (u64, u64) {
+        // Half-word fields (TOC16_HA/LO) sit inside 4-byte instructions: the instruction.
+        if r_type == self.abs64() {
+            (offset, 8)
+        } else {
+            (offset & !3, 4)
+        }
+    }
     fn debian_arch(&self) -> &'static str {
         "ppc64el"
     }

@@ -208,6 +208,13 @@ impl Backend for X86_64 {
     fn kernel_image(&self) -> &'static str {
         "arch/x86/boot/bzImage"
     }
+    fn jump_label_len(&self, code: &[u8]) -> u64 {
+        // `jmp rel8` (eb) or its 2-byte NOP (66 90); else `jmp rel32` or a 5-byte NOP.
+        match code {
+            [0xeb, ..] | [0x66, 0x90, ..] => 2,
+            _ => 5,
+        }
+    }
     fn debian_arch(&self) -> &'static str {
         "amd64"
     }

@@ -20,6 +20,7 @@ use crate::kbuild::includes::including_units;
 use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::prepared::compile_objects;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
+use crate::kernel::identity::{KernelImage, first_difference};
 use crate::kernel::units::CompileUnits;
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
@@ -59,6 +60,8 @@ pub struct BuildRequest {
     pub keep_workdir: bool,
     pub replace: bool,
     pub skip_compiler_check: bool,
+    /// Build for a shipped kernel without proving the rebuilt originals are its functions.
+    pub skip_identity_check: bool,
     pub quiet: bool,
     /// An out-of-tree module to patch instead of the kernel tree: its built `.ko` and its source
     /// directory (which the patches apply to).
@@ -474,6 +477,8 @@ impl Planned {
         let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
         let mut refused = false;
         let mut diffs = Vec::with_capacity(objects.len());
+        // Objects whose changed functions must be proven the shipped kernel's: (object, names).
+        let mut identity: Vec<(usize, Vec<String>)> = Vec::new();
         for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
             let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
             let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
@@ -498,6 +503,12 @@ impl Planned {
                     .collect(),
             });
             refused |= d.verdict == Verdict::Unpatchable;
+            if req.shipped.is_some() && !req.skip_identity_check && o.target == "vmlinux" {
+                identity.push((
+                    i,
+                    d.changed_functions.iter().map(|f| f.name.clone()).collect(),
+                ));
+            }
             diffs.push((pat, d));
         }
         // Each translation unit's local symbol names, by its source file name: what tells a local
@@ -639,6 +650,50 @@ impl Planned {
             let locals = units.get(s)?;
             locals.contains(name).then(|| (s.to_string(), locals))
         };
+        if !identity.is_empty() {
+            stages.start(
+                "identity",
+                "comparing the rebuilt original functions with the shipped kernel's",
+            );
+            let data = crate::mapped::MappedFile::open(&vmlinux)?;
+            let image = KernelImage::parse(&data)
+                .map_err(|e| UserError::new(format!("{}: {e}", vmlinux.display())))?;
+            let table = &tables["vmlinux"];
+            for (i, names) in &identity {
+                let orig = ObjectFile::parse(&dirs[*i].join("orig.o"), &bytes[*i].0)?;
+                let source = orig.source_name.map(str::to_string);
+                for name in names {
+                    let unit = unit_of(&source, name);
+                    let pos = table
+                        .sympos(name, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
+                        .map_err(UserError::new)?;
+                    let size = orig
+                        .symbols
+                        .iter()
+                        .find(|s| s.name == name.as_str() && s.section.is_some())
+                        .map_or(0, |s| s.size);
+                    let shipped = table
+                        .address(name, pos as usize)
+                        .and_then(|a| image.code(a, size));
+                    let differs = match shipped {
+                        None => Some(0),
+                        Some(code) => {
+                            first_difference(&orig, name, code).map_err(UserError::new)?
+                        }
+                    };
+                    if let Some(at) = differs {
+                        return Err(UserError::new(format!(
+                            "{}: {name}: the rebuilt original differs from the shipped kernel's at \
+                             +{at:#x} ({}): the source, config or compiler is not the kernel's \
+                             (--skip-identity-check builds anyway)",
+                            objects[*i].object,
+                            vmlinux.display()
+                        ))
+                        .into());
+                    }
+                }
+            }
+        }
         for (target, old, alias, source) in pending_funcs {
             let unit = unit_of(&source, &old);
             let pos = tables[&target]

@@ -235,6 +235,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         keep_workdir: a.debug > 0 || a.skip_cleanup,
         replace: !a.non_replace,
         skip_compiler_check: a.skip_compiler_check,
+        skip_identity_check: a.skip_identity_check,
         quiet: a.json,
         oot,
         shipped: None,
@@ -423,6 +424,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         keep_workdir: a.debug > 0 || a.skip_cleanup,
         replace: !a.non_replace,
         skip_compiler_check: a.skip_compiler_check,
+        skip_identity_check: a.skip_identity_check,
         quiet,
         oot: None,
         shipped: Some(ShippedKernel {

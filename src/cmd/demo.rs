@@ -80,6 +80,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
         keep_workdir: false,
         replace: true,
         skip_compiler_check: false,
+        skip_identity_check: false,
         quiet: false,
         oot: None,
         shipped: None,

@@ -104,7 +104,11 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
             &config,
             &symvers,
             req.srcdir.display().to_string().as_bytes(),
-            req.toolchain.make_vars().args().join(" ").as_bytes(),
+            without_launcher(req.toolchain)
+                .make_vars()
+                .args()
+                .join(" ")
+                .as_bytes(),
         ])
     );
     let marker = req.objdir.join(MARKER);
@@ -141,7 +145,7 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
         format!("O={}", req.objdir.display()),
         format!("-j{}", req.jobs.max(1)),
     ];
-    argv.extend(req.toolchain.make_vars().args());
+    argv.extend(without_launcher(req.toolchain).make_vars().args());
     argv.extend(["olddefconfig".into(), "modules_prepare".into()]);
     run_make(&argv, "preparing the tree")?;
     let got = std::fs::read_to_string(req.objdir.join(".config"))?;
@@ -232,7 +236,7 @@ pub fn compile_objects(
         format!("O={}", objdir.display()),
         format!("-j{}", jobs.max(1)),
     ];
-    argv.extend(toolchain.make_vars().args());
+    argv.extend(without_launcher(toolchain).make_vars().args());
     if keep_going {
         argv.push("-k".into());
     }
@@ -240,6 +244,15 @@ pub fn compile_objects(
     match run_make(&argv, "compiling the original objects once with kbuild") {
         Err(_) if keep_going => Ok(()),
         r => r,
+    }
+}
+
+/// The toolchain without its launcher: the tree and its recorded commands must not depend on a
+/// launcher one build used (klpx puts the launcher of each build in front of the recorded command).
+fn without_launcher(t: &Toolchain) -> Toolchain {
+    Toolchain {
+        launcher: None,
+        ..t.clone()
     }
 }
 

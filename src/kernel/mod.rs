@@ -2,5 +2,6 @@
 
 pub mod cache;
 pub mod configs;
+pub mod identity;
 pub mod tree;
 pub mod units;

@@ -252,6 +252,7 @@ fn request(
         keep_workdir: false,
         replace: req.replace,
         skip_compiler_check: false,
+        skip_identity_check: false,
         quiet: true,
         oot: None,
         shipped: None,
