@@ -79,9 +79,9 @@ impl LinkMap {
     ) -> Result<LinkMap, UserError> {
         // kbuild records `$(srctree)/fs/x.c` in `O=` builds.
         let src_prefix = format!("{}/", srcdir.display());
-        let in_vmlinux = |source: &str| {
+        let in_vmlinux = |source: &str, object: &str| {
             let rel = source.strip_prefix(&src_prefix).unwrap_or(source);
-            units.contains(rel.strip_prefix("./").unwrap_or(rel))
+            units.has(rel.strip_prefix("./").unwrap_or(rel), &objdir.join(object))
         };
         let mut map = LinkMap {
             prepared: true,
@@ -99,7 +99,11 @@ impl LinkMap {
                     Some(m) => m,
                     None => continue,
                 }
-            } else if cmd.source.as_deref().is_some_and(in_vmlinux) {
+            } else if cmd
+                .source
+                .as_deref()
+                .is_some_and(|s| in_vmlinux(s, &cmd.target))
+            {
                 "vmlinux".to_string()
             } else {
                 // Compiled here, but not part of the shipped kernel.

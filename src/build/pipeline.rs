@@ -311,12 +311,11 @@ fn prepared_links(
         .ok_or_else(|| UserError::new("a prepared tree needs the kernel's vmlinux (-v)"))?;
     let units = CompileUnits::read(vmlinux)?;
     if units.count == 0 {
-        return Err(UserError::new(format!(
-            "{}: no debug information (no compile units); give the vmlinux with debug info \
-             (Debian: the -dbg package)",
+        notes.push(format!(
+            "{}: no debug information; which objects are the kernel's is judged by its symbol \
+             table's file blocks",
             vmlinux.display()
-        ))
-        .into());
+        ));
     }
     let links_now =
         || LinkMap::prepared(&req.srcdir, &req.objdir, shipped.modules.as_deref(), &units);
@@ -369,7 +368,7 @@ fn prepared_links(
         true,
     )?;
     for c in &candidates {
-        if units.contains(c) && !cmd_path(&req.objdir, &object_of(c)).is_file() {
+        if units.count > 0 && units.contains(c) && !cmd_path(&req.objdir, &object_of(c)).is_file() {
             return Err(UserError::new(format!(
                 "{c}: part of the kernel, but kbuild could not compile it in {}",
                 req.objdir.display()

@@ -1,6 +1,7 @@
 //! The translation units linked into a kernel, from its debug information: every compile unit of
 //! vmlinux's DWARF names its source file. This is what a never-built tree cannot tell: whether the
-//! config builds a `.c` file into the kernel.
+//! config builds a `.c` file into the kernel. A vmlinux without debug information is judged by its
+//! symbol table's file blocks instead.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -10,6 +11,8 @@ use object::{Object, ObjectSection};
 
 use crate::error::UserError;
 use crate::mapped::MappedFile;
+use crate::module::sympos::SymbolTable;
+use crate::objfile::SymKind;
 
 /// The source files of vmlinux's compile units, as every `/`-suffix of their names (`a/b/c.c`,
 /// `b/c.c`, `c.c`), so that a tree-relative path matches whatever directory the kernel was built in.
@@ -18,6 +21,8 @@ pub struct CompileUnits {
     suffixes: HashSet<String>,
     /// How many compile units there were: 0 means the kernel has no debug information.
     pub count: usize,
+    /// Without debug information: the symbol table, whose file blocks judge a compiled object.
+    symbols: Option<SymbolTable>,
 }
 
 impl CompileUnits {
@@ -61,7 +66,43 @@ impl CompileUnits {
             units.count += 1;
             units.add(&name.to_string_lossy());
         }
+        if units.count == 0 {
+            units.symbols = Some(SymbolTable::parse(
+                &vmlinux.display().to_string(),
+                &data,
+                false,
+            )?);
+        }
         Ok(units)
+    }
+
+    /// Whether the kernel has the translation unit `rel` (`fs/proc/cmdline.c`), whose object kbuild
+    /// compiled at `object`: by its compile unit, or without debug information by the object's
+    /// symbols in the file block of its name (as kpatch finds a unit's symbols).
+    pub fn has(&self, rel: &str, object: &Path) -> bool {
+        let Some(table) = &self.symbols else {
+            return self.contains(rel);
+        };
+        let Ok(data) = std::fs::read(object) else {
+            return false;
+        };
+        let Ok(obj) = crate::objfile::ObjectFile::parse(object, &data) else {
+            return false;
+        };
+        let defined = |global: bool| {
+            obj.symbols
+                .iter()
+                .filter(move |s| {
+                    s.global == global
+                        && s.section.is_some()
+                        && !s.name.is_empty()
+                        && matches!(s.kind, SymKind::Func | SymKind::Object)
+                })
+                .map(|s| s.name.to_string())
+        };
+        let locals: HashSet<String> = defined(false).collect();
+        let globals: Vec<String> = defined(true).collect();
+        table.has_unit(rel, &locals, &globals)
     }
 
     fn add(&mut self, name: &str) {

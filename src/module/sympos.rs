@@ -147,6 +147,26 @@ impl SymbolTable {
         }
     }
 
+    /// Whether a translation unit whose file is `file` (base name), with these local and global
+    /// symbol names, is linked into this kernel, judged from the symbol table alone (for a vmlinux
+    /// without debug information): a file block of that name holds one of its locals, or, for a
+    /// unit without locals, one of its globals is defined here.
+    pub fn has_unit(&self, file: &str, locals: &HashSet<String>, globals: &[String]) -> bool {
+        let base = file.rsplit('/').next().unwrap_or(file);
+        let blocks: Vec<&Block> = self.blocks.iter().filter(|b| b.file == base).collect();
+        if blocks.is_empty() {
+            return false;
+        }
+        if !locals.is_empty() {
+            return blocks.iter().any(|b| !b.locals.is_disjoint(locals));
+        }
+        globals.iter().any(|g| {
+            self.by_name
+                .get(g)
+                .is_some_and(|v| v.iter().any(|e| e.block.is_none()))
+        })
+    }
+
     /// How many symbols are called `name`.
     pub fn count(&self, name: &str) -> usize {
         self.by_name.get(name).map_or(0, Vec::len)
