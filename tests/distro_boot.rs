@@ -271,3 +271,69 @@ fn identity_check_refuses_code_the_shipped_kernel_does_not_have() {
     assert!(out_dir.join("livepatch-identity.ko").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The objects of a header edit, found without a full build (through `#include` lines, compiled by
+/// kbuild in a prepared tree and judged by vmlinux's symbols), are the objects the built tree's
+/// recorded dependencies name: the tiny x86_64 tree, once as built, once as a never-built kernel
+/// given by its source, config, Module.symvers and vmlinux (kpatch-build's shape).
+#[test]
+fn prepared_tree_finds_the_objects_the_built_tree_finds() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = common::kernel::built_tree(klpx_arch::Arch::X86_64).expect("the tiny x86_64 tree");
+    let patch = common::kernel::repo().join("tests/boot/header-edit.patch");
+    let dir = std::env::temp_dir().join(format!("klpx-prepared-equal-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let objects = |out: &std::process::Output, what: &str| -> Vec<(String, String)> {
+        assert_exit(out, 0, what);
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut v: Vec<(String, String)> = r["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["object"].as_str().unwrap().to_string(),
+                    o["verdict"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let built = common::cli::build_module(
+        &tree,
+        &dir.join("built"),
+        "livepatch-hdr-built",
+        &["--json"],
+        &[&patch],
+    );
+    let built = objects(&built, "built tree");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let prepared = klpx(&[
+        "build",
+        "--json",
+        "-s",
+        &s(&tree.src),
+        "-c",
+        &s(&tree.out.join(".config")),
+        "--symvers",
+        &s(&tree.out.join("Module.symvers")),
+        "-v",
+        &s(&tree.out.join("vmlinux")),
+        "-O",
+        &s(&dir.join("prepared-tree")),
+        "-o",
+        &s(&dir.join("prepared")),
+        "-n",
+        "livepatch-hdr-prepared",
+        &s(&patch),
+    ]);
+    let prepared = objects(&prepared, "prepared tree");
+    assert!(
+        built.len() > 10,
+        "the header reaches many objects: {built:?}"
+    );
+    assert_eq!(prepared, built, "objects and verdicts, prepared vs built");
+    assert!(dir.join("prepared/livepatch-hdr-prepared.ko").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

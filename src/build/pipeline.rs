@@ -208,6 +208,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         notes.push(n);
     }
     check_edits(&edits, req.oot.is_none())?;
+    let printed = notes.len();
     let mut links = match &req.shipped {
         Some(shipped) => prepared_links(req, shipped, &edits, &mut stages, &mut notes)?,
         None => LinkMap::load(&req.objdir)?,
@@ -228,7 +229,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         &targets,
         &mut notes,
     )?;
-    for n in &notes {
+    for n in &notes[printed..] {
         stages.note(n);
     }
     let loadable = std::fs::read_to_string(req.objdir.join(".config"))
@@ -236,10 +237,14 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         .unwrap_or(false);
     if !loadable {
         let n = format!(
-            "{} has no CONFIG_LIVEPATCH (Linux 6.12 has none on {}): the module is built and checked, \
-             but this kernel cannot load it",
+            "{} has no CONFIG_LIVEPATCH{}: the module is built and checked, but this kernel cannot \
+             load it",
             req.objdir.display(),
-            req.toolchain.arch
+            if req.toolchain.arch.backend().livepatch_loadable() {
+                String::new()
+            } else {
+                format!(" (Linux 6.12 has none on {})", req.toolchain.arch)
+            }
         );
         stages.note(&n);
         notes.push(n);

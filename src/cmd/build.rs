@@ -178,16 +178,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     {
         return Err(UserError::new(format!("{}: no such vmlinux", v.display())).into());
     }
-    let name = match &a.name {
-        Some(n) => {
-            let s = sanitize_name(n);
-            if s.is_empty() {
-                return Err(UserError::new("--name: empty after sanitising").into());
-            }
-            s
-        }
-        None => default_name(&a.patches[0]),
-    };
+    let name = module_name(&a)?;
     let llvm = a.llvm || env.llvm.as_deref().is_some_and(|v| v != "0");
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -372,12 +363,30 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     }
     let cc = match &a.cc {
         Some(cc) => cc.clone(),
-        None => config_compiler(&config_text).ok_or_else(|| {
-            UserError::new(format!(
-                "{}: no CONFIG_CC_VERSION_TEXT; give the compiler with --cc",
-                target.config.display()
-            ))
-        })?,
+        None => {
+            let cc = config_compiler(&config_text).ok_or_else(|| {
+                UserError::new(format!(
+                    "{}: no CONFIG_CC_VERSION_TEXT; give the compiler with --cc",
+                    target.config.display()
+                ))
+            })?;
+            // A kernel built natively names its compiler without a target (`gcc-12` on s390x):
+            // here it is the same compiler for the target, the cross one.
+            let host =
+                target.arch.backend().triple().architecture.to_string() == std::env::consts::ARCH;
+            if compiler_prefix(&cc).is_empty() && !host {
+                format!(
+                    "{}{cc}",
+                    a.cross.clone().unwrap_or_else(|| target
+                        .arch
+                        .backend()
+                        .default_cross_prefix()
+                        .to_string())
+                )
+            } else {
+                cc
+            }
+        }
     };
     check_tools(&target.config, &config_text, &cc)?;
     let toolchain = Toolchain {

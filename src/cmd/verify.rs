@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Result;
 use klpx_arch::Arch;
 
-use crate::distro::debian;
+use crate::distro::debian::{self, DebianKernel};
 use crate::error::{UserError, exit};
 use crate::verify::{self, CommandResult, VerifyReport, VerifyRequest};
 
@@ -34,6 +34,40 @@ pub struct VerifyArgs {
 /// Turns the command line's values into a request: the architecture is `--arch`, else the first
 /// module's; the image is `--kernel`, else the architecture's image in `--tree`.
 pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
+    request_for(a, None)
+}
+
+/// The architecture `--arch` names, else the first module's, else x86_64.
+fn arch_of(a: &VerifyArgs) -> Result<Arch, UserError> {
+    Ok(match &a.arch {
+        Some(name) => name
+            .parse::<Arch>()
+            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+        None => match a.modules.first() {
+            Some(m) if m.is_file() => verify::module::read_module(m)?.arch,
+            _ => Arch::X86_64,
+        },
+    })
+}
+
+/// The distribution kernel `--distro` names, fetched into the cache.
+fn distro_kernel(a: &VerifyArgs) -> Result<Option<DebianKernel>, UserError> {
+    let Some(spec) = &a.distro else {
+        return Ok(None);
+    };
+    let release = debian::parse_distro(spec)?;
+    let rel = debian::resolve(arch_of(a)?, release.as_deref()).map_err(as_user)?;
+    let k = debian::fetch(&rel, &|m| {
+        if !a.json {
+            eprintln!("klpx: {m}")
+        }
+    })
+    .map_err(as_user)?;
+    Ok(Some(k))
+}
+
+/// [`request`], with the distribution kernel `--distro` named, fetched.
+fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRequest, UserError> {
     let arch = match &a.arch {
         Some(name) => name
             .parse::<Arch>()
@@ -45,18 +79,7 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
     };
     let kernel_image = match (&a.kernel, &a.tree) {
         (Some(k), _) => k.clone(),
-        (None, None) if a.distro.is_some() => {
-            let spec = a.distro.as_deref().unwrap_or_default();
-            let release = debian::parse_distro(spec)?;
-            let rel = debian::resolve(arch, release.as_deref()).map_err(as_user)?;
-            let k = debian::fetch(&rel, &|m| {
-                if !a.json {
-                    eprintln!("klpx: {m}")
-                }
-            })
-            .map_err(as_user)?;
-            k.vmlinuz
-        }
+        (None, None) if distro.is_some() => distro.map(|k| k.vmlinuz.clone()).unwrap_or_default(),
         (None, Some(t)) => {
             if !t.is_dir() {
                 return Err(UserError::new(format!(
@@ -100,8 +123,9 @@ fn as_user(e: anyhow::Error) -> UserError {
 
 /// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).
 pub fn run(a: &VerifyArgs) -> Result<i32> {
-    let req = request(a)?;
-    if let Some(code) = without_loading(a, &req)? {
+    let distro = distro_kernel(a)?;
+    let req = request_for(a, distro.as_ref())?;
+    if let Some(code) = without_loading(a, &req, distro.as_ref())? {
         return Ok(code);
     }
     let report = verify::run(&req)?;
@@ -214,17 +238,52 @@ fn print_result(when: &str, r: Option<&CommandResult>) {
 /// A kernel that cannot load livepatches (no `CONFIG_LIVEPATCH` in the tree, as on Linux 6.12
 /// arm64) is not booted: the module is checked against the tree's vmlinux instead, and the output
 /// says so. Returns the exit status when that is the case.
-fn without_loading(a: &VerifyArgs, req: &VerifyRequest) -> Result<Option<i32>> {
-    let config = a
-        .tree
-        .as_ref()
-        .and_then(|t| std::fs::read_to_string(t.join(".config")).ok());
+fn without_loading(
+    a: &VerifyArgs,
+    req: &VerifyRequest,
+    distro: Option<&DebianKernel>,
+) -> Result<Option<i32>> {
+    let config = match distro {
+        Some(k) => std::fs::read_to_string(&k.config).ok(),
+        None => a
+            .tree
+            .as_ref()
+            .and_then(|t| std::fs::read_to_string(t.join(".config")).ok()),
+    };
     let loadable = match &config {
         Some(c) => c.lines().any(|l| l == "CONFIG_LIVEPATCH=y"),
         None => req.arch.backend().livepatch_loadable(),
     };
     if loadable {
         return Ok(None);
+    }
+    let backend = req.arch.backend();
+    if let Some(k) = distro {
+        // The distribution's modules ship compressed: livepatches of vmlinux are checked.
+        let links = crate::build::affected::LinkMap::default();
+        let mut all_passed = true;
+        for m in &a.modules {
+            if !m.is_file() {
+                return Err(
+                    UserError::new(format!("{}: no such kernel module", m.display())).into(),
+                );
+            }
+            let r = crate::verify::without_loading::check_against(
+                m,
+                &k.vmlinux,
+                &k.symvers,
+                &k.dir,
+                &links,
+                &|n| backend.is_module_provided(n),
+            )?;
+            all_passed &= r.passed;
+            print_static(a, m, &r)?;
+        }
+        return Ok(Some(if all_passed {
+            exit::OK
+        } else {
+            exit::UNPATCHABLE
+        }));
     }
     let Some(tree) = &a.tree else {
         return Err(UserError::new(format!(
@@ -234,7 +293,6 @@ fn without_loading(a: &VerifyArgs, req: &VerifyRequest) -> Result<Option<i32>> {
         ))
         .into());
     };
-    let backend = req.arch.backend();
     let mut all_passed = true;
     for m in &a.modules {
         if !m.is_file() {
@@ -242,38 +300,47 @@ fn without_loading(a: &VerifyArgs, req: &VerifyRequest) -> Result<Option<i32>> {
         }
         let r = crate::verify::without_loading::check(m, tree, &|n| backend.is_module_provided(n))?;
         all_passed &= r.passed;
-        if a.json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
-        } else {
-            println!(
-                "{}: {} cannot load livepatches (no CONFIG_LIVEPATCH); the module was not loaded",
-                m.display(),
-                req.arch
-            );
-            for (f, ok) in &r.functions {
-                println!(
-                    "  {f}: {}",
-                    if *ok {
-                        "patchable entry in vmlinux"
-                    } else {
-                        "NO patchable entry"
-                    }
-                );
-            }
-            println!(
-                "{}: {}",
-                if r.passed {
-                    "PASS (without loading)"
-                } else {
-                    "FAIL"
-                },
-                r.reason
-            );
-        }
+        print_static(a, m, &r)?;
     }
     Ok(Some(if all_passed {
         exit::OK
     } else {
         exit::UNPATCHABLE
     }))
+}
+
+/// Prints the outcome of checking a module without loading it.
+fn print_static(
+    a: &VerifyArgs,
+    m: &std::path::Path,
+    r: &crate::verify::without_loading::StaticReport,
+) -> Result<()> {
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(r)?);
+        return Ok(());
+    }
+    println!(
+        "{}: this kernel cannot load livepatches (no CONFIG_LIVEPATCH); the module was not loaded",
+        m.display()
+    );
+    for (f, ok) in &r.functions {
+        println!(
+            "  {f}: {}",
+            if *ok {
+                "patchable entry in vmlinux"
+            } else {
+                "NO patchable entry"
+            }
+        );
+    }
+    println!(
+        "{}: {}",
+        if r.passed {
+            "PASS (without loading)"
+        } else {
+            "FAIL"
+        },
+        r.reason
+    );
+    Ok(())
 }

@@ -27,9 +27,15 @@ const EDITS: &[(&str, Option<&str>)] = &[
     ("CONFIG_MODULE_SIG_ALL", None),
 ];
 
-/// Options that record tool versions: a difference there is the compiler check's business.
+/// Options that record tool versions (a difference there is the compiler check's business), and
+/// whether the compiler can link user programs (a cross compiler without the target's C library
+/// cannot; only user-space test programs depend on it).
 fn is_tool_version(key: &str) -> bool {
-    key.ends_with("_VERSION") || key == "CONFIG_CC_VERSION_TEXT"
+    key.ends_with("_VERSION")
+        || matches!(
+            key,
+            "CONFIG_CC_VERSION_TEXT" | "CONFIG_CC_CAN_LINK" | "CONFIG_CC_CAN_LINK_STATIC"
+        )
 }
 
 /// What a prepared tree is made from.
@@ -132,6 +138,10 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
     }
     std::fs::create_dir_all(req.objdir)
         .with_context(|| format!("creating {}", req.objdir.display()))?;
+    // Marked as klpx's before anything is written, so that a failed or interrupted preparation is
+    // cleared by the next one; the fingerprint replaces it once the tree is complete.
+    std::fs::write(&marker, "incomplete\n")
+        .with_context(|| format!("writing {}", marker.display()))?;
     let text = String::from_utf8_lossy(&config);
     std::fs::write(req.objdir.join(".config"), edited_config(&text))
         .with_context(|| format!("writing {}/.config", req.objdir.display()))?;

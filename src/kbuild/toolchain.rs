@@ -159,7 +159,15 @@ pub fn compiler_version(compiler: &[String]) -> Result<String, UserError> {
         .to_string())
 }
 
-/// Refuses a compiler that is not the one the kernel was built with.
+/// A `--version` line without the program name, which differs between a native and a cross build
+/// of one compiler (`gcc-12 (Debian 12.2.0-14) 12.2.0`, `s390x-linux-gnu-gcc-12 (Debian 12.2.0-14)
+/// 12.2.0`).
+fn without_program(version: &str) -> &str {
+    version.split_once(' ').map_or(version, |(_, rest)| rest)
+}
+
+/// Refuses a compiler that is not the one the kernel was built with (the same version line, but
+/// for the program's name).
 pub fn check_compiler(objdir: &Path, compiler: &[String]) -> Result<(), UserError> {
     let Some(want) = configured_version(objdir) else {
         return Err(UserError::new(format!(
@@ -169,7 +177,7 @@ pub fn check_compiler(objdir: &Path, compiler: &[String]) -> Result<(), UserErro
         )));
     };
     let got = compiler_version(compiler)?;
-    if got != want {
+    if without_program(&got) != without_program(&want) {
         return Err(UserError::new(format!(
             "compiler mismatch: the kernel was built with '{want}' but {} is '{got}'; \
              use the same compiler (--cc, --cross) or pass --skip-compiler-check",

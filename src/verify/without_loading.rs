@@ -36,21 +36,39 @@ type Hdr = elf::FileHeader64<object::Endianness>;
 
 /// Checks `module` against the built tree `tree` (its vmlinux and Module.symvers).
 pub fn check(module: &Path, tree: &Path, provided: &dyn Fn(&str) -> bool) -> Result<StaticReport> {
+    let links = crate::build::affected::LinkMap::load(tree)?;
+    check_against(
+        module,
+        &tree.join("vmlinux"),
+        &tree.join("Module.symvers"),
+        tree,
+        &links,
+        provided,
+    )
+}
+
+/// [`check`] against a kernel's files: its vmlinux, its `Module.symvers`, and its modules (paths
+/// in `links`, relative to `modules_root`).
+pub fn check_against(
+    module: &Path,
+    vmlinux_path: &Path,
+    symvers_path: &Path,
+    modules_root: &Path,
+    links: &crate::build::affected::LinkMap,
+    provided: &dyn Fn(&str) -> bool,
+) -> Result<StaticReport> {
     let name = module.display().to_string();
     let data = std::fs::read(module).with_context(|| format!("reading {name}"))?;
-    let vmlinux_path = tree.join("vmlinux");
-    let vmlinux = std::fs::read(&vmlinux_path)
-        .with_context(|| format!("reading {}", vmlinux_path.display()))?;
-    let symvers = std::fs::read_to_string(tree.join("Module.symvers")).unwrap_or_default();
+    let vmlinux = crate::mapped::MappedFile::open(vmlinux_path)?;
+    let symvers = std::fs::read_to_string(symvers_path).unwrap_or_default();
     let exported: HashSet<String> = Exports::from_symvers(&symvers).symbols.unwrap_or_default();
     let table = SymbolTable::parse(&vmlinux_path.display().to_string(), &vmlinux, false)?;
     let mut tables = HashMap::new();
     tables.insert("vmlinux".to_string(), table);
     // The tree's modules, for livepatch symbols and functions of module objects.
-    let links = crate::build::affected::LinkMap::load(tree)?;
     let mut module_files: HashMap<String, Vec<u8>> = HashMap::new();
     for (m, ko) in &links.modules {
-        let path = tree.join(ko);
+        let path = modules_root.join(ko);
         if let Ok(bytes) = std::fs::read(&path) {
             tables.insert(
                 m.clone(),
