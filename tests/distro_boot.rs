@@ -237,23 +237,27 @@ fn line_shift_only_is_no_change() {
 }
 
 /// The rebuilt original must be the shipped kernel's function: a compiler that reports the same
-/// version but generates other code (here a launcher that adds -O1, as a differently patched gcc
-/// would) is refused with the function named, and no module is written; --skip-identity-check
-/// builds anyway.
+/// version as Debian's but generates other code (a wrapper adding -fno-omit-frame-pointer, as a
+/// differently built gcc would) is refused with the function named, and no module is written; --skip-identity-check
+/// builds anyway. The other compiler gets its own prepared tree, removed afterwards.
 #[test]
 fn identity_check_refuses_code_the_shipped_kernel_does_not_have() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("klpx-distro-identity-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let launcher = dir.join("other-codegen");
-    std::fs::write(&launcher, "#!/bin/sh\nexec \"$@\" -O1\n").unwrap();
+    let cc = dir.join("x86_64-linux-gnu-gcc-12");
+    std::fs::write(
+        &cc,
+        "#!/bin/sh\nexec /usr/bin/x86_64-linux-gnu-gcc-12 \"$@\" -fno-omit-frame-pointer\n",
+    )
+    .unwrap();
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&launcher, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cc, std::fs::Permissions::from_mode(0o755)).unwrap();
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
     let out_dir = dir.join("out");
-    let l = launcher.to_str().unwrap();
-    let out = build(&out_dir, "livepatch-identity", &["--launcher", l], &patch);
+    let cc = cc.to_str().unwrap();
+    let out = build(&out_dir, "livepatch-identity", &["--cc", cc], &patch);
     assert_exit(&out, 2, "identity check");
     let err = text(&out.stderr);
     assert!(
@@ -264,12 +268,39 @@ fn identity_check_refuses_code_the_shipped_kernel_does_not_have() {
     let out = build(
         &out_dir,
         "livepatch-identity",
-        &["--launcher", l, "--skip-identity-check"],
+        &["--cc", cc, "--skip-identity-check"],
         &patch,
     );
     assert_exit(&out, 0, "--skip-identity-check");
     assert!(out_dir.join("livepatch-identity.ko").is_file());
+    for t in other_trees() {
+        let _ = std::fs::remove_dir_all(t);
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Prepared trees of other compilers in the cache (`distro/debian/*/obj-*`).
+fn other_trees() -> Vec<PathBuf> {
+    let cache = std::env::var_os("KLPX_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let mut out = Vec::new();
+    for rel in std::fs::read_dir(cache.join("distro/debian"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for e in std::fs::read_dir(rel.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with("obj-") {
+                out.push(e.path());
+            }
+        }
+    }
+    out
 }
 
 /// The objects of a header edit, found without a full build (through `#include` lines, compiled by
@@ -335,5 +366,90 @@ fn prepared_tree_finds_the_objects_the_built_tree_finds() {
     );
     assert_eq!(prepared, built, "objects and verdicts, prepared vs built");
     assert!(dir.join("prepared/livepatch-hdr-prepared.ko").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Debian's s390x kernel (only its 6.1 series is served for s390x here, as `--distro debian:6.1`
+/// resolves it) has HAVE_LIVEPATCH but not LIVEPATCH: patches from tests/boot/cases.yaml that apply
+/// to 6.1 are built against its packages, pass the identity check against its vmlinux, and are
+/// checked by `klpx verify --distro` without loading, which says why. The changed functions are
+/// their own symbols in that vmlinux (nm: t cmdline_proc_show, T do_exit, T proc_pid_status, ...).
+#[test]
+fn s390x_debian_6_1_built_and_checked() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let cases = [
+        "string-change",
+        "new-function",
+        "new-static-data",
+        "static-local",
+        "exit-do-exit",
+        "proc-status-string-table",
+        "kallsyms-names",
+        "fork-copy-process",
+    ];
+    let dir = std::env::temp_dir().join(format!("klpx-distro-s390x-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    for name in cases {
+        let c = case(name);
+        let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
+        let module = format!("livepatch-{name}");
+        let out = klpx(&[
+            "build",
+            "--distro",
+            "debian:6.1",
+            "--arch",
+            "s390",
+            "--json",
+            "-o",
+            dir.to_str().unwrap(),
+            "-n",
+            &module,
+            patch.to_str().unwrap(),
+        ]);
+        assert_exit(&out, 0, &format!("{name} on Debian's s390x 6.1"));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let mut changed: Vec<String> = r["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|o| o["changed_functions"].as_array().unwrap().clone())
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        changed.sort();
+        let mut want = c
+            .changed_by_arch
+            .get("s390")
+            .cloned()
+            .unwrap_or(c.changed.clone());
+        want.sort();
+        assert_eq!(changed, want, "{name}: changed functions");
+        let release = r["kernel_release"].as_str().unwrap().to_string();
+        assert!(
+            release.starts_with("6.1.") && release.ends_with("-s390x"),
+            "{release}"
+        );
+        assert_eq!(r["loadable"], false, "{name}");
+        let ko = dir.join(format!("{module}.ko"));
+        let v = klpx(&[
+            "verify",
+            ko.to_str().unwrap(),
+            "--distro",
+            &format!("debian:{release}"),
+            "--arch",
+            "s390",
+        ]);
+        assert_exit(&v, 0, &format!("{name}: verify without loading"));
+        let said = text(&v.stdout);
+        assert!(
+            said.contains("no CONFIG_LIVEPATCH") && said.contains("was not loaded"),
+            "{said}"
+        );
+        for f in &want {
+            assert!(
+                said.contains(&format!("{f}: patchable entry in vmlinux")),
+                "{said}"
+            );
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -664,7 +664,13 @@ impl Planned {
                 .map_err(|e| UserError::new(format!("{}: {e}", vmlinux.display())))?;
             let table = &tables["vmlinux"];
             for (i, names) in &identity {
-                let orig = ObjectFile::parse(&dirs[*i].join("orig.o"), &bytes[*i].0)?;
+                // kbuild's own compile of the object, with the kernel's flags only: klpx's build
+                // adds its own (one section per function, and on some architectures code-model
+                // flags that change the code), so it is not the one to compare.
+                let path = req.objdir.join(&objects[*i].object);
+                let data =
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+                let orig = ObjectFile::parse(&path, &data)?;
                 let source = orig.source_name.map(str::to_string);
                 for name in names {
                     let unit = unit_of(&source, name);

@@ -295,7 +295,15 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 symvers: k.symvers.clone(),
                 vmlinux: k.vmlinux.clone(),
                 modules: Some(k.modules.clone()),
-                objdir: k.dir.join("obj"),
+                // A compiler other than the kernel's gets a prepared tree of its own.
+                objdir: if a.cc.is_none() && a.cross.is_none() && !a.llvm {
+                    k.dir.join("obj")
+                } else {
+                    k.dir.join(format!(
+                        "obj-{:016x}",
+                        path_hash(Path::new(&format!("{:?} {:?} {}", a.cc, a.cross, a.llvm)))
+                    ))
+                },
             }
         }
         None => {
@@ -398,7 +406,13 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         extra_vars: PREPARED_MAKE_VARS
             .iter()
             .map(|v| v.to_string())
-            .chain(target.release.iter().map(|r| format!("KERNELRELEASE={r}")))
+            // 6.12's kbuild takes KERNELRELEASE; older ones (6.1) build it from KERNELVERSION.
+            .chain(
+                target
+                    .release
+                    .iter()
+                    .flat_map(|r| [format!("KERNELRELEASE={r}"), format!("KERNELVERSION={r}")]),
+            )
             .collect(),
     };
     {

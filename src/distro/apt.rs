@@ -2,6 +2,7 @@
 //! `apt-get download` to fetch them into klpx's cache (nothing is installed), `dpkg-deb` and `tar` to
 //! take files out of them.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -30,6 +31,34 @@ pub fn versions(pkg: &str) -> Result<Vec<String>> {
         .filter_map(|l| l.strip_prefix("Version: "))
         .map(|v| v.trim().to_string())
         .collect())
+}
+
+/// The versions the indexes know of each of `pkgs` (`name:arch`), by name, from one `apt-cache`
+/// run: unknown names are simply absent.
+pub fn versions_by_package(pkgs: &[String]) -> Result<HashMap<String, Vec<String>>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    if pkgs.is_empty() {
+        return Ok(out);
+    }
+    let run = duct::cmd(
+        "apt-cache",
+        std::iter::once("show".to_string()).chain(pkgs.iter().cloned()),
+    )
+    .env("LC_ALL", "C")
+    .stdout_capture()
+    .stderr_null()
+    .unchecked()
+    .run()
+    .context("running apt-cache (is this a Debian system?)")?;
+    let mut package: Option<String> = None;
+    for line in String::from_utf8_lossy(&run.stdout).lines() {
+        if let Some(p) = line.strip_prefix("Package: ") {
+            package = Some(p.trim().to_string());
+        } else if let (Some(v), Some(p)) = (line.strip_prefix("Version: "), &package) {
+            out.entry(p.clone()).or_default().push(v.trim().to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Package names starting with `prefix` that the indexes know.

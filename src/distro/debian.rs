@@ -51,7 +51,8 @@ pub struct DebianKernel {
     pub dir: PathBuf,
 }
 
-/// `debian` or `debian:RELEASE`, as `--distro` takes it.
+/// `debian`, `debian:RELEASE` or `debian:SERIES` (`6.1`: its newest release), as `--distro`
+/// takes it.
 pub fn parse_distro(spec: &str) -> Result<Option<String>, UserError> {
     let (name, release) = match spec.split_once(':') {
         Some((n, r)) => (n, Some(r)),
@@ -76,7 +77,7 @@ fn check_release_name(r: &str) -> Result<(), UserError> {
         && r.chars().next().is_some_and(|c| c.is_ascii_digit())
         && r.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '-' | '_' | '~'))
-        && r.contains('-');
+        && (r.contains('-') || is_series(r));
     if ok {
         Ok(())
     } else {
@@ -103,13 +104,14 @@ pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
     let deb_arch = b.debian_arch();
     let known = |pkg: &str| apt::versions(&format!("{pkg}:{deb_arch}"));
     let release = match release {
+        Some(series) if is_series(series) => default_release(arch, series)?,
         Some(r) => {
             if let Some(known) = resolved_before(arch, r) {
                 return Ok(known);
             }
             r.to_string()
         }
-        None => default_release(arch)?,
+        None => default_release(arch, DEFAULT_SERIES)?,
     };
     for image in [
         format!("linux-image-{release}-unsigned"),
@@ -169,41 +171,69 @@ fn host_deb_arch() -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The release of the architecture's default flavour whose version is the one apt serves of
-/// `linux-source-6.12`.
-fn default_release(arch: Arch) -> Result<String> {
+/// `6.12`, `6.1`: a series, which `--distro debian:SERIES` takes as its newest release.
+fn is_series(s: &str) -> bool {
+    let mut parts = s.split('.');
+    let ok =
+        |p: Option<&str>| p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// The newest release of the architecture's default flavour in `series` for which apt serves the
+/// source of the same version (`linux-source-<series>`): the source's newest version first, older
+/// ones when the architecture's index lags (s390x has no security suite here).
+fn default_release(arch: Arch, series: &str) -> Result<String> {
     let b = arch.backend();
-    let source = format!("linux-source-{DEFAULT_SERIES}");
-    let version = apt::candidate_version(&source)?.ok_or_else(|| {
-        UserError::new(format!(
+    let source = format!("linux-source-{series}");
+    let versions = apt::versions(&source)?;
+    if versions.is_empty() {
+        return Err(UserError::new(format!(
             "apt-cache knows no {source}; run apt-get update, or name the release: \
              --distro debian:RELEASE"
         ))
-    })?;
+        .into());
+    }
     let flavour = format!("-{}", b.debian_flavour());
-    let mut candidates: Vec<String> =
-        apt::names_with_prefix(&format!("linux-image-{DEFAULT_SERIES}."))?
-            .into_iter()
-            .filter_map(|n| {
-                let r = n.strip_prefix("linux-image-")?;
-                let r = r.strip_suffix("-unsigned").unwrap_or(r);
-                let abi = r.strip_suffix(&flavour)?;
-                (!abi.contains('-')).then(|| r.to_string())
-            })
-            .collect();
+    let mut candidates: Vec<String> = apt::names_with_prefix(&format!("linux-image-{series}."))?
+        .into_iter()
+        .filter_map(|n| {
+            let r = n.strip_prefix("linux-image-")?;
+            let r = r.strip_suffix("-unsigned").unwrap_or(r);
+            let abi = r.strip_suffix(&flavour)?;
+            // `6.12.117+deb12`, `6.1.0-50`; not another flavour (`6.12.117+deb12-cloud`).
+            let mut parts = abi.split('-');
+            parts.next();
+            parts
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| r.to_string())
+        })
+        .collect();
     candidates.dedup();
-    for r in candidates.iter().rev() {
-        for image in [
-            format!("linux-image-{r}-unsigned"),
-            format!("linux-image-{r}"),
-        ] {
-            if apt::versions(&format!("{image}:{}", b.debian_arch()))?.contains(&version) {
-                return Ok(r.clone());
+    let images: Vec<String> = candidates
+        .iter()
+        .flat_map(|r| {
+            [
+                format!("linux-image-{r}-unsigned"),
+                format!("linux-image-{r}"),
+            ]
+        })
+        .map(|image| format!("{image}:{}", b.debian_arch()))
+        .collect();
+    let known = apt::versions_by_package(&images)?;
+    for version in &versions {
+        for r in candidates.iter().rev() {
+            for image in [
+                format!("linux-image-{r}-unsigned"),
+                format!("linux-image-{r}"),
+            ] {
+                if known.get(&image).is_some_and(|v| v.contains(version)) {
+                    return Ok(r.clone());
+                }
             }
         }
     }
     Err(UserError::new(format!(
-        "no Debian {} image of {source} {version} in the package indexes; name a release: \
+        "no Debian {} image of any version of {source} in the package indexes; name a release: \
          --distro debian:RELEASE",
         b.debian_flavour()
     ))
@@ -386,6 +416,9 @@ mod tests {
         assert!(parse_distro("debian:../../etc").is_err());
         assert!(parse_distro("debian:").is_err());
         assert!(parse_distro("debian:6.12 amd64").is_err());
+        assert_eq!(parse_distro("debian:6.1").unwrap().as_deref(), Some("6.1"));
+        assert!(is_series("6.12") && is_series("6.1"));
+        assert!(!is_series("6.12.117+deb12-amd64") && !is_series("6") && !is_series("6.x"));
     }
 
     #[test]

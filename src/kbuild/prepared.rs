@@ -62,8 +62,10 @@ pub fn config_compiler(config: &str) -> Option<String> {
 
 /// The `CROSS_COMPILE` prefix of a compiler name (`x86_64-linux-gnu-gcc-12` → `x86_64-linux-gnu-`).
 pub fn compiler_prefix(cc: &str) -> String {
-    match cc.rfind("gcc").or_else(|| cc.rfind("clang")) {
-        Some(i) => cc[..i].to_string(),
+    // The binutils are found through PATH: a compiler given by path names its prefix by its name.
+    let name = cc.rsplit('/').next().unwrap_or(cc);
+    match name.rfind("gcc").or_else(|| name.rfind("clang")) {
+        Some(i) => name[..i].to_string(),
         None => String::new(),
     }
 }
@@ -223,8 +225,9 @@ fn config_drift(want: &str, got: &str) -> Vec<String> {
 }
 
 /// Compiles single objects (`path/file.o`) of a prepared tree with kbuild, which records their
-/// commands and dependencies; objects already compiled are left as they are. With `keep_going`,
-/// objects that do not compile are left out and the caller looks at what was made.
+/// commands and dependencies. With `keep_going` (candidates that may not be the kernel's), objects
+/// compiled before are left as they are, those that do not compile are left out, and the caller
+/// looks at what was made.
 pub fn compile_objects(
     srcdir: &Path,
     objdir: &Path,
@@ -233,9 +236,11 @@ pub fn compile_objects(
     objects: &[String],
     keep_going: bool,
 ) -> Result<()> {
+    // Candidates compiled before are not asked for again; the objects of edited files are, so that
+    // make brings them up to date with their sources (the identity check reads them).
     let missing: Vec<&String> = objects
         .iter()
-        .filter(|o| !super::cmdfile::cmd_path(objdir, o).is_file())
+        .filter(|o| !keep_going || !super::cmdfile::cmd_path(objdir, o).is_file())
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -314,6 +319,10 @@ mod tests {
             "x86_64-linux-gnu-"
         );
         assert_eq!(compiler_prefix("gcc"), "");
+        assert_eq!(
+            compiler_prefix("/opt/x/aarch64-linux-gnu-gcc-12"),
+            "aarch64-linux-gnu-"
+        );
         assert_eq!(compiler_prefix("clang"), "");
     }
 

@@ -22,9 +22,19 @@ impl<'d> KernelImage<'d> {
         })
     }
 
-    /// `len` bytes at address `addr`, when one section with contents holds them.
+    /// `len` bytes at address `addr`, when one allocated section with contents holds them (debug
+    /// sections sit at address 0 and may span a low-based kernel's addresses: s390's starts at 1 MiB).
     pub fn code(&self, addr: u64, len: u64) -> Option<&'d [u8]> {
         self.file.sections().find_map(|s| {
+            let alloc = match s.flags() {
+                object::SectionFlags::Elf { sh_flags, .. } => {
+                    sh_flags.0 & object::elf::SHF_ALLOC.0 != 0
+                }
+                _ => true,
+            };
+            if !alloc {
+                return None;
+            }
             let start = s.address();
             if addr < start || addr + len > start + s.size() {
                 return None;
