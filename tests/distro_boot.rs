@@ -212,6 +212,16 @@ fn shipped_module_function_patched_as_it_loads() {
 }
 
 #[test]
+fn dynamic_debug_site_of_a_changed_function() {
+    run_case("dynamic-debug");
+}
+
+#[test]
+fn symbol_namespace_imported() {
+    run_case("symbol-namespace");
+}
+
+#[test]
 fn refuses_changed_global_data() {
     run_case("refuse-global-data");
 }

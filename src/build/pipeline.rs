@@ -715,7 +715,18 @@ impl Planned {
                 sympos: pos,
             });
         }
+        // Namespaces of the exports the parts use.
+        let mut imports = std::collections::BTreeSet::new();
+        for (_, bytes) in &parts {
+            let part = ObjectFile::parse(Path::new("part.o"), bytes)?;
+            for sym in part.symbols.iter().filter(|s| s.is_undefined()) {
+                if let Some(ns) = exports.namespaces.get(sym.name) {
+                    imports.insert(ns.clone());
+                }
+            }
+        }
         let spec = ModuleSpec {
+            imports,
             name: req.name.clone(),
             replace: req.replace,
             objects: specs,

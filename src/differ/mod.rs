@@ -25,6 +25,9 @@ pub use select::{FuncStatus, KlpTarget, OutReloc, OutTarget, Piece, Selection};
 pub struct Exports {
     /// Symbols exported to modules (from `Module.symvers`), or `None` when unknown.
     pub symbols: Option<HashSet<String>>,
+    /// Exports in a symbol namespace (`EXPORT_SYMBOL_NS`): symbol → namespace. A module that uses
+    /// one must import the namespace, or modpost and the module loader refuse it.
+    pub namespaces: std::collections::HashMap<String, String>,
 }
 
 impl Exports {
@@ -40,16 +43,24 @@ impl Exports {
     /// Parses a kbuild `Module.symvers` (`crc<TAB>symbol<TAB>module<TAB>export<TAB>namespace`), keeping
     /// what vmlinux exports: a module's own exports are no use to a patch that may load before it.
     pub fn from_symvers(text: &str) -> Exports {
-        let symbols = text
-            .lines()
-            .filter_map(|l| {
-                let mut f = l.split('\t');
-                let (_, sym, module) = (f.next()?, f.next()?, f.next()?);
-                (module == "vmlinux").then(|| sym.to_string())
-            })
-            .collect();
+        let mut symbols = HashSet::new();
+        let mut namespaces = std::collections::HashMap::new();
+        for l in text.lines() {
+            let mut f = l.split('\t');
+            let (Some(_), Some(sym), Some(module)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            if module != "vmlinux" {
+                continue;
+            }
+            symbols.insert(sym.to_string());
+            if let Some(ns) = f.nth(1).map(str::trim).filter(|ns| !ns.is_empty()) {
+                namespaces.insert(sym.to_string(), ns.to_string());
+            }
+        }
         Exports {
             symbols: Some(symbols),
+            namespaces,
         }
     }
 }

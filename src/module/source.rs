@@ -57,6 +57,8 @@ pub struct ModuleSpec {
     pub objects: BTreeMap<String, ObjectSpec>,
     /// Shown in `MODULE_DESCRIPTION`.
     pub description: String,
+    /// Symbol namespaces the module's code uses exports of (`MODULE_INFO(import_ns, ...)`).
+    pub imports: std::collections::BTreeSet<String>,
 }
 
 /// Sanitises a module name: letters, digits, `-` and `_`, at most 55 characters (the livepatch core's
@@ -184,14 +186,18 @@ pub fn module_source(spec: &ModuleSpec) -> String {
         spec.replace
     );
     c.push_str(
-        "/* notrace: no patchable-entry records here, so that the part objects' records (which carry\n\
-         * no link order after klpx rewrote them) are not mixed with ordered ones in one link. */\n\
+        "/* notrace: the livepatch's own init and exit are no ftrace targets. */\n\
          static notrace int __init klpx_init(void)\n{\n\treturn klp_enable_patch(&klpx_patch);\n}\n\n\
          static notrace void __exit klpx_exit(void)\n{\n}\n\n\
          module_init(klpx_init);\nmodule_exit(klpx_exit);\n\
          MODULE_LICENSE(\"GPL\");\nMODULE_INFO(livepatch, \"Y\");\n",
     );
     let _ = writeln!(c, "MODULE_DESCRIPTION({});", c_string(&spec.description));
+    for ns in &spec.imports {
+        // What MODULE_IMPORT_NS expands to, in every kernel generation (its argument changed from an
+        // identifier to a string in 6.13).
+        let _ = writeln!(c, "MODULE_INFO(import_ns, {});", c_string(ns));
+    }
     c
 }
 
@@ -245,6 +251,7 @@ mod tests {
             replace: true,
             objects,
             description: "t".into(),
+            imports: ["EFIVAR".to_string()].into_iter().collect(),
         });
         assert!(src.contains("extern void klpx_f0_0(void);"));
         assert!(src.contains(".old_name = \"cmdline_proc_show\", .new_func = klpx_f0_0"));
@@ -252,5 +259,6 @@ mod tests {
         assert!(src.contains(".pre_patch = klpx_pre_patch_cb_x"));
         assert!(src.contains(".replace = true"));
         assert!(src.contains("MODULE_INFO(livepatch, \"Y\")"));
+        assert!(src.contains("MODULE_INFO(import_ns, \"EFIVAR\");"));
     }
 }
