@@ -224,6 +224,15 @@ impl Backend for Arm64 {
     fn kernel_image(&self) -> &'static str {
         "arch/arm64/boot/Image"
     }
+    fn entry_record_before(&self) -> u64 {
+        8
+    }
+    fn compat_compiler(&self) -> Option<(&'static str, &'static str)> {
+        Some((
+            "CROSS_COMPILE_COMPAT=arm-linux-gnueabihf-",
+            "gcc-arm-linux-gnueabihf",
+        ))
+    }
     fn debian_arch(&self) -> &'static str {
         "arm64"
     }

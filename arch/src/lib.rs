@@ -375,6 +375,18 @@ pub trait Backend: Send + Sync {
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"
     }
+    /// How many bytes before a function's symbol its ftrace record may point: arm64 with
+    /// DYNAMIC_FTRACE_WITH_CALL_OPS (`-fpatchable-function-entry=4,2`) records the first of two
+    /// NOPs placed before the function.
+    fn entry_record_before(&self) -> u64 {
+        0
+    }
+    /// Make variables naming the compiler of the architecture's 32-bit compat code, with the
+    /// Debian package that provides it: arm64's compat vDSO (COMPAT_VDSO) is built with
+    /// `CROSS_COMPILE_COMPAT`, and without it Kconfig drops the option a distribution config has.
+    fn compat_compiler(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
     /// Kconfig symbols that are all `=y` in a `.config` for this architecture (and not for another).
     fn config_marks(&self) -> &'static [&'static str];
     /// Whether Linux 6.12 can load livepatches here (`HAVE_LIVEPATCH`); arm64 gained it in 6.17.

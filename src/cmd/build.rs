@@ -17,7 +17,7 @@ use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::prepared::{
     PREPARED_MAKE_VARS, PrepareRequest, check_tools, compiler_prefix, config_compiler, prepare,
 };
-use crate::kbuild::toolchain::Toolchain;
+use crate::kbuild::toolchain::{Toolchain, check_compiler_text};
 use crate::module::source::{default_name, sanitize_name};
 use crate::patch::source::{SourcePatch, plan_edits};
 use crate::toolchain::find_compiler;
@@ -397,6 +397,26 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         }
     };
     check_tools(&target.config, &config_text, &cc)?;
+    if !a.skip_compiler_check {
+        // Against the kernel's own config: the prepared tree's records whatever compiler prepared it.
+        check_compiler_text(&target.config, &config_text, &cc)?;
+    }
+    // The compat compiler, where the architecture has one and the config builds compat code.
+    let compat: Vec<String> = match target.arch.backend().compat_compiler() {
+        Some((var, package)) if config_text.lines().any(|l| l == "CONFIG_COMPAT=y") => {
+            let prefix = var.split_once('=').map_or("", |(_, p)| p);
+            if which::which(format!("{prefix}gcc")).is_err() {
+                return Err(UserError::new(format!(
+                    "{}: the kernel's compat code is built with {prefix}gcc, which is not \
+                     installed (Debian: apt-get install {package})",
+                    target.config.display()
+                ))
+                .into());
+            }
+            vec![var.to_string()]
+        }
+        _ => Vec::new(),
+    };
     let toolchain = Toolchain {
         arch: target.arch,
         cross: a.cross.clone().unwrap_or_else(|| compiler_prefix(&cc)),
@@ -406,6 +426,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         extra_vars: PREPARED_MAKE_VARS
             .iter()
             .map(|v| v.to_string())
+            .chain(compat)
             // 6.12's kbuild takes KERNELRELEASE; older ones (6.1) build it from KERNELVERSION.
             .chain(
                 target

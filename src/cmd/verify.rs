@@ -269,12 +269,7 @@ fn without_loading(
                 );
             }
             let r = crate::verify::without_loading::check_against(
-                m,
-                &k.vmlinux,
-                &k.symvers,
-                &k.dir,
-                &links,
-                &|n| backend.is_module_provided(n),
+                m, &k.vmlinux, &k.symvers, &k.dir, &links, backend,
             )?;
             all_passed &= r.passed;
             print_static(a, m, &r)?;
@@ -298,7 +293,7 @@ fn without_loading(
         if !m.is_file() {
             return Err(UserError::new(format!("{}: no such kernel module", m.display())).into());
         }
-        let r = crate::verify::without_loading::check(m, tree, &|n| backend.is_module_provided(n))?;
+        let r = crate::verify::without_loading::check(m, tree, backend)?;
         all_passed &= r.passed;
         print_static(a, m, &r)?;
     }

@@ -166,6 +166,26 @@ fn without_program(version: &str) -> &str {
     version.split_once(' ').map_or(version, |(_, rest)| rest)
 }
 
+/// Refuses a compiler that is not the one the config `config` (read from `path`) was made with.
+pub fn check_compiler_text(path: &Path, config: &str, compiler: &str) -> Result<(), UserError> {
+    let Some(want) = config.lines().find_map(|l| {
+        l.strip_prefix("CONFIG_CC_VERSION_TEXT=")
+            .map(|v| v.trim_matches('"').to_string())
+    }) else {
+        return Ok(());
+    };
+    let got = compiler_version(&[compiler.to_string()])?;
+    if without_program(&got) != without_program(&want) {
+        return Err(UserError::new(format!(
+            "compiler mismatch: {} was built with '{want}' but {compiler} is '{got}'; use the \
+             same compiler (--cc) or pass --skip-compiler-check (the identity check still compares \
+             the changed functions)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a compiler that is not the one the kernel was built with (the same version line, but
 /// for the program's name).
 pub fn check_compiler(objdir: &Path, compiler: &[String]) -> Result<(), UserError> {

@@ -35,7 +35,7 @@ pub struct StaticReport {
 type Hdr = elf::FileHeader64<object::Endianness>;
 
 /// Checks `module` against the built tree `tree` (its vmlinux and Module.symvers).
-pub fn check(module: &Path, tree: &Path, provided: &dyn Fn(&str) -> bool) -> Result<StaticReport> {
+pub fn check(module: &Path, tree: &Path, backend: &dyn klpx_arch::Backend) -> Result<StaticReport> {
     let links = crate::build::affected::LinkMap::load(tree)?;
     check_against(
         module,
@@ -43,7 +43,7 @@ pub fn check(module: &Path, tree: &Path, provided: &dyn Fn(&str) -> bool) -> Res
         &tree.join("Module.symvers"),
         tree,
         &links,
-        provided,
+        backend,
     )
 }
 
@@ -55,8 +55,10 @@ pub fn check_against(
     symvers_path: &Path,
     modules_root: &Path,
     links: &crate::build::affected::LinkMap,
-    provided: &dyn Fn(&str) -> bool,
+    backend: &dyn klpx_arch::Backend,
 ) -> Result<StaticReport> {
+    let provided = |n: &str| backend.is_module_provided(n);
+    let before = backend.entry_record_before();
     let name = module.display().to_string();
     let data = std::fs::read(module).with_context(|| format!("reading {name}"))?;
     let vmlinux = crate::mapped::MappedFile::open(vmlinux_path)?;
@@ -77,7 +79,7 @@ pub fn check_against(
             module_files.insert(m.clone(), bytes);
         }
     }
-    let mc = check_module(&name, &data, &exported, provided, &tables)?;
+    let mc = check_module(&name, &data, &exported, &provided, &tables)?;
     let mut problems = mc.problems.clone();
 
     let sites = mcount_sites(&vmlinux).context("reading vmlinux's __mcount_loc")?;
@@ -86,7 +88,7 @@ pub fn check_against(
     for f in replaced_functions(&data)? {
         let in_vmlinux = addrs.get(&f).map(|v| {
             v.iter().any(|&a| {
-                let i = sites.partition_point(|&s| s < a);
+                let i = sites.partition_point(|&s| s < a.saturating_sub(before));
                 sites.get(i).is_some_and(|&s| s < a + 16)
             })
         });
@@ -94,7 +96,7 @@ pub fn check_against(
             Some(ok) => ok,
             None => module_files
                 .values()
-                .any(|ko| module_entry(ko, &f).unwrap_or(false)),
+                .any(|ko| module_entry(ko, &f, before).unwrap_or(false)),
         };
         if !ok {
             problems.push(format!(
@@ -149,7 +151,10 @@ fn mcount_sites(data: &[u8]) -> Result<Vec<u64>> {
         .iter()
         .find(|s| {
             let a = s.sh_addr(endian);
-            s.sh_type(endian) != elf::SHT_NOBITS && a <= start && stop <= a + s.sh_size(endian)
+            s.sh_type(endian) != elf::SHT_NOBITS
+                && s.sh_flags(endian).0 & elf::SHF_ALLOC.0 != 0
+                && a <= start
+                && stop <= a + s.sh_size(endian)
         })
         .context("no section holds the __mcount_loc table")?;
     let bytes = sec.data(endian, data)?;
@@ -169,6 +174,22 @@ fn mcount_sites(data: &[u8]) -> Result<Vec<u64>> {
             }
         })
         .collect();
+    // A relocatable kernel linked as PIE (arm64, ppc64le) leaves its absolute addresses to the
+    // dynamic relocations it applies to itself at boot: symbol-less (relative) ones give the value.
+    for rs in sections.iter() {
+        if rs.sh_type(endian) != elf::SHT_RELA || rs.sh_flags(endian).0 & elf::SHF_ALLOC.0 == 0 {
+            continue;
+        }
+        let Some((relas, _)) = rs.rela(endian, data)? else {
+            continue;
+        };
+        for r in relas {
+            let at = r.r_offset(endian);
+            if at >= start && at < stop && (at - start) % 8 == 0 && r.r_sym(endian, false) == 0 {
+                sites[((at - start) / 8) as usize] = r.r_addend(endian) as u64;
+            }
+        }
+    }
     sites.sort_unstable();
     Ok(sites)
 }
@@ -250,7 +271,7 @@ fn replaced_functions(data: &[u8]) -> Result<Vec<String>> {
 
 /// Whether the module `ko` defines function `name` with a patchable entry: a relocation of its
 /// `__patchable_function_entries` (or `__mcount_loc`) table points into the function's first 16 bytes.
-fn module_entry(ko: &[u8], name: &str) -> Result<bool> {
+fn module_entry(ko: &[u8], name: &str, before: u64) -> Result<bool> {
     let header = Hdr::parse(ko)?;
     let endian = header.endian()?;
     let sections = header.sections(endian, ko)?;
@@ -280,7 +301,7 @@ fn module_entry(ko: &[u8], name: &str) -> Result<bool> {
                 let t = symbols.symbol(object::SymbolIndex(r.r_sym(endian, false) as usize))?;
                 let at = t.st_value(endian).wrapping_add(r.r_addend(endian) as u64);
                 if t.st_shndx(endian).index().map(usize::from) == fsec
-                    && at >= start
+                    && at >= start.saturating_sub(before)
                     && at < start + 16
                 {
                     return Ok(true);
