@@ -277,6 +277,9 @@ pub struct BuildArgs {
     /// (the release of linux-source-6.12's version) or `debian:RELEASE` (what uname -r prints).
     #[arg(long, value_name = "debian[:RELEASE]", conflicts_with_all = ["sourcedir", "objdir", "config", "vmlinux", "symvers"])]
     pub distro: Option<String>,
+    /// A kernel source RPM (.src.rpm): its %prep (rpmbuild -bp) makes the source, instead of -s.
+    #[arg(short = 'r', long = "sourcerpm", value_name = "SRPM", conflicts_with_all = ["sourcedir", "distro"], requires = "symvers")]
+    pub sourcerpm: Option<PathBuf>,
     /// The target kernel's Module.symvers: with -s and -c, build against a kernel that was never
     /// built here (a prepared tree, in -O or the cache), as for --distro.
     #[arg(long, value_name = "FILE", requires_all = ["config", "vmlinux"])]

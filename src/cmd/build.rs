@@ -317,7 +317,12 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 Ok(absolute(&p))
             };
             let config = need(&a.config, "-c CONFIG")?;
-            let srcdir = absolute(&a.sourcedir.clone().unwrap_or_else(|| PathBuf::from(".")));
+            let symvers = need(&a.symvers, "--symvers FILE")?;
+            let vmlinux = need(&a.vmlinux, "-v VMLINUX")?;
+            let srcdir = match &a.sourcerpm {
+                Some(srpm) => crate::distro::srpm::prepared_source(srpm, &say)?,
+                None => absolute(&a.sourcedir.clone().unwrap_or_else(|| PathBuf::from("."))),
+            };
             if !srcdir.join("Makefile").is_file() || !srcdir.join("Kconfig").is_file() {
                 return Err(UserError::new(format!(
                     "{}: not a kernel source tree (no Makefile and Kconfig); give it with -s",
@@ -350,8 +355,8 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 release: a.archversion.clone(),
                 srcdir,
                 config,
-                symvers: need(&a.symvers, "--symvers FILE")?,
-                vmlinux: need(&a.vmlinux, "-v VMLINUX")?,
+                symvers,
+                vmlinux,
                 modules: a.modules.as_deref().map(absolute),
                 objdir,
             }
@@ -492,12 +497,7 @@ struct PreparedTarget {
 
 /// A stable name for a cache directory made from a file's absolute path.
 fn path_hash(p: &Path) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in p.display().to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::kernel::cache::fingerprint(&[p.display().to_string().as_bytes()])
 }
 
 /// Builds a configured but unbuilt tree once with make, passing make's progress through.

@@ -372,7 +372,7 @@ pub fn fetch(rel: &DebianRelease, progress: &dyn Fn(&str)) -> Result<DebianKerne
 
 /// Makes `dir` once: `fill` writes into a temporary sibling, which is renamed to `dir` only when it
 /// is complete, so an interrupted run never leaves a half-made part behind under the real name.
-fn once(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub(crate) fn once(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
     if dir.is_dir() {
         return Ok(dir.to_path_buf());
     }

@@ -108,7 +108,7 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
         .map_err(|e| UserError::new(format!("{}: cannot read: {e}", req.symvers.display())))?;
     let fingerprint = format!(
         "{:016x}",
-        fnv1a(&[
+        crate::kernel::cache::fingerprint(&[
             &config,
             &symvers,
             req.srcdir.display().to_string().as_bytes(),
@@ -289,18 +289,6 @@ fn run_make(argv: &[String], what: &str) -> Result<()> {
         .into());
     }
     Ok(())
-}
-
-/// FNV-1a over several byte strings: a stable fingerprint (std's hasher may change between builds).
-fn fnv1a(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter().chain(&[0xff]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
 }
 
 #[cfg(test)]

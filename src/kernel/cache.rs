@@ -37,3 +37,16 @@ pub fn debian_source() -> Result<PathBuf> {
     std::fs::write(src.join(".klpx-unpacked"), "").context("marking the source unpacked")?;
     Ok(src)
 }
+
+/// A stable 64-bit fingerprint (FNV-1a) of byte strings, for cache directory names and markers: the
+/// standard library's hasher may change between Rust releases, and a cache outlives a build.
+pub fn fingerprint(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in p.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
