@@ -291,6 +291,13 @@ pub struct BuildArgs {
     /// The target kernel's modules directory (lib/modules/RELEASE), for -t on a module, with --symvers.
     #[arg(long, value_name = "DIR", requires = "symvers")]
     pub modules: Option<PathBuf>,
+    /// Sign the module with this private key (PEM) through the kernel's scripts/sign-file, for
+    /// kernels that enforce module signatures (Secure Boot).
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM) of --sign-key.
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,

@@ -668,3 +668,100 @@ fn source_rpm_prepared_by_its_prep() {
     assert!(readme_patched, "%prep did not apply the distribution patch");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `--sign-key/--sign-cert` sign through the kernel's own scripts/sign-file: the module ends in the
+/// kernel's signature trailer, the PKCS#7 signature verifies over the module's contents with the
+/// certificate (openssl cms, independently of klpx), and Debian's kernel loads it (the key is not in
+/// its keyring and Secure Boot is off: loaded with a taint, as Debian documents).
+#[test]
+fn signed_module_verifies_and_loads() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("klpx-sign-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let openssl = |args: &[&str]| {
+        let o = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("running openssl");
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o.stderr));
+    };
+    openssl(&[
+        "req",
+        "-new",
+        "-nodes",
+        "-utf8",
+        "-sha256",
+        "-days",
+        "2",
+        "-batch",
+        "-x509",
+        "-subj",
+        "/CN=klpx test signing key",
+        "-addext",
+        "extendedKeyUsage=codeSigning",
+        "-outform",
+        "PEM",
+        "-out",
+        cert.to_str().unwrap(),
+        "-keyout",
+        key.to_str().unwrap(),
+    ]);
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out_dir = dir.join("out");
+    let out = build(
+        &out_dir,
+        "livepatch-signed",
+        &[
+            "--sign-key",
+            key.to_str().unwrap(),
+            "--sign-cert",
+            cert.to_str().unwrap(),
+        ],
+        &patch,
+    );
+    assert_exit(&out, 0, "signed build");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = r["kernel_release"].as_str().unwrap().to_string();
+    let ko = out_dir.join("livepatch-signed.ko");
+    let data = std::fs::read(&ko).unwrap();
+    // include/linux/module_signature.h: contents, PKCS#7, struct module_signature (12 bytes, the
+    // signature's length big-endian in its last 4), then the magic string.
+    let magic = b"~Module signature appended~\n";
+    assert!(data.ends_with(magic), "no signature trailer");
+    let info = data.len() - magic.len() - 12;
+    let sig_len = u32::from_be_bytes(data[info + 8..info + 12].try_into().unwrap()) as usize;
+    let content = &data[..info - sig_len];
+    std::fs::write(dir.join("sig.der"), &data[info - sig_len..info]).unwrap();
+    std::fs::write(dir.join("content.ko"), content).unwrap();
+    openssl(&[
+        "cms",
+        "-verify",
+        "-binary",
+        "-inform",
+        "DER",
+        "-in",
+        dir.join("sig.der").to_str().unwrap(),
+        "-content",
+        dir.join("content.ko").to_str().unwrap(),
+        "-certfile",
+        cert.to_str().unwrap(),
+        "-nointern",
+        "-noverify",
+        "-out",
+        "/dev/null",
+    ]);
+    let v = klpx(&[
+        "verify",
+        ko.to_str().unwrap(),
+        "--distro",
+        &format!("debian:{release}"),
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        "klpx console=",
+    ]);
+    assert_exit(&v, 0, "the signed module on Debian's kernel");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -66,10 +66,56 @@ pub struct BuildRequest {
     /// An out-of-tree module to patch instead of the kernel tree: its built `.ko` and its source
     /// directory (which the patches apply to).
     pub oot: Option<OotModule>,
+    /// Sign the module with this key and certificate, through the tree's `scripts/sign-file`.
+    pub sign: Option<SignWith>,
     /// Set when `objdir` is a prepared tree of a kernel that was never built here (a
     /// distribution's): kbuild compiles the edited objects once before planning, and modules come
     /// from the shipped kernel.
     pub shipped: Option<ShippedKernel>,
+}
+
+/// A module signing key and its certificate (PEM), as `scripts/sign-file` takes them.
+#[derive(Debug, Clone)]
+pub struct SignWith {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+}
+
+/// Signs `module` with the kernel's own `scripts/sign-file` and the hash the tree's config names
+/// (`CONFIG_MODULE_SIG_HASH`), in `scratch`; returns the signed bytes.
+fn sign_module(objdir: &Path, sign: &SignWith, scratch: &Path, module: &[u8]) -> Result<Vec<u8>> {
+    let tool = objdir.join("scripts/sign-file");
+    if !tool.is_file() {
+        return Err(UserError::new(format!(
+            "{}: no scripts/sign-file (the kernel has no CONFIG_MODULE_SIG); build without \
+             --sign-key",
+            objdir.display()
+        ))
+        .into());
+    }
+    let config = std::fs::read_to_string(objdir.join(".config")).unwrap_or_default();
+    let hash = config
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_MODULE_SIG_HASH="))
+        .map(|h| h.trim_matches('"').to_string())
+        .unwrap_or_else(|| "sha256".to_string());
+    std::fs::write(scratch, module).with_context(|| format!("writing {}", scratch.display()))?;
+    let out = duct::cmd!(&tool, &hash, &sign.key, &sign.cert, scratch)
+        .stderr_to_stdout()
+        .stdout_capture()
+        .unchecked()
+        .run()
+        .context("running scripts/sign-file")?;
+    if !out.status.success() {
+        return Err(UserError::new(format!(
+            "signing the module with {} and {} failed: {}",
+            sign.key.display(),
+            sign.cert.display(),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ))
+        .into());
+    }
+    Ok(std::fs::read(scratch)?)
 }
 
 /// The shipped kernel behind a prepared tree.
@@ -808,6 +854,10 @@ impl Planned {
         std::fs::create_dir_all(&req.output)
             .with_context(|| format!("creating {}", req.output.display()))?;
         let out = req.output.join(format!("{}.ko", req.name));
+        let finished = match &req.sign {
+            Some(sign) => sign_module(&req.objdir, sign, &work.join("signed.ko"), &finished)?,
+            None => finished,
+        };
         std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
         stages.finish();
         Ok(report(

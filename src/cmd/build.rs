@@ -8,7 +8,7 @@ use klpx_arch::Arch;
 
 use crate::build::journal;
 use crate::build::pipeline::{
-    BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, build, default_workdir,
+    BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, SignWith, build, default_workdir,
 };
 use crate::cli::BuildArgs;
 use crate::distro::debian;
@@ -179,6 +179,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         return Err(UserError::new(format!("{}: no such vmlinux", v.display())).into());
     }
     let name = module_name(&a)?;
+    let sign = sign_with(&a)?;
     let llvm = a.llvm || env.llvm.as_deref().is_some_and(|v| v != "0");
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -230,7 +231,23 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         quiet: a.json,
         oot,
         shipped: None,
+        sign,
     })
+}
+
+/// `--sign-key` and `--sign-cert`, checked readable before any long work.
+fn sign_with(a: &BuildArgs) -> Result<Option<SignWith>> {
+    let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) else {
+        return Ok(None);
+    };
+    for (what, p) in [("--sign-key", key), ("--sign-cert", cert)] {
+        std::fs::File::open(p)
+            .map_err(|e| UserError::new(format!("{what} {}: cannot read: {e}", p.display())))?;
+    }
+    Ok(Some(SignWith {
+        key: absolute(key),
+        cert: absolute(cert),
+    }))
 }
 
 /// The module name `-n` asks for, or the default from the first patch.
@@ -259,6 +276,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
     let name = module_name(&a)?;
+    let sign = sign_with(&a)?;
     let jobs = a.jobs.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -476,6 +494,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         skip_identity_check: a.skip_identity_check,
         quiet,
         oot: None,
+        sign,
         shipped: Some(ShippedKernel {
             modules: target.modules,
         }),

@@ -84,6 +84,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
         quiet: false,
         oot: None,
         shipped: None,
+        sign: None,
     })?;
     for o in &report.objects {
         println!(

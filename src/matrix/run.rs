@@ -256,5 +256,6 @@ fn request(
         quiet: true,
         oot: None,
         shipped: None,
+        sign: None,
     }
 }
