@@ -126,14 +126,15 @@ pub fn diff(
     }
     let corr = Correlation::new(orig, patched);
     let mut refusals = Vec::new();
-    let status = classify_functions(orig, patched, &corr);
+    let mut status = classify_functions(orig, patched, &corr);
+    let sites = EntrySites::new(orig);
+    let through_callers = patch_callers_of_entryless(orig, patched, &corr, &sites, &mut status);
 
     let mut changed_functions = Vec::new();
     let mut new_functions = Vec::new();
     let mut roots = Vec::new();
     let mut patched_functions = Vec::new();
     let children = children_by_parent(patched);
-    let sites = EntrySites::new(orig);
     for (i, s) in patched.symbols.iter().enumerate() {
         let Some(st) = status[i] else { continue };
         if st == FuncStatus::Unchanged || is_cold_child(s.name) {
@@ -154,6 +155,7 @@ pub fn diff(
                 patched_functions.push((i, old.name.to_string()));
                 check_entry(orig, twin, &sites, &mut refusals);
             }
+            FuncStatus::New if through_callers.contains(&i) => {}
             FuncStatus::New => new_functions.push(s.name.to_string()),
             FuncStatus::Unchanged => {}
         }
@@ -346,28 +348,127 @@ impl EntrySites {
     }
 }
 
-/// A changed function needs an ftrace entry in the running kernel's build to be redirected.
-fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut Vec<Refusal>) {
+/// A changed static function without a patchable entry cannot be redirected itself: the kernel's
+/// `inline` is `notrace`, and an inline function the compiler kept out of line (`__do_sys_prctl`
+/// once IA32_EMULATION gives it two callers) has no ftrace entry. Its callers can be, when every
+/// reference to its entry is a call from a function that has one: they are patched (marked
+/// changed), and the function travels in the module as their callee (marked new, not reported as
+/// such). Returns the functions handled so; the others are refused as before.
+fn patch_callers_of_entryless(
+    orig: &ObjectFile,
+    patched: &ObjectFile,
+    corr: &Correlation,
+    sites: &EntrySites,
+    status: &mut [Option<FuncStatus>],
+) -> HashSet<usize> {
+    let mut handled = HashSet::new();
+    for f in 0..patched.symbols.len() {
+        if status[f] != Some(FuncStatus::Changed) || patched.symbols[f].global {
+            continue;
+        }
+        let Some(twin) = corr.twin(f) else { continue };
+        if entry_of(orig, twin, sites).is_ok() {
+            continue;
+        }
+        let Some(callers) = callers_of(patched, f) else {
+            continue;
+        };
+        let patchable = !callers.is_empty()
+            && callers.iter().all(|&c| {
+                status[c].is_some()
+                    && corr
+                        .twin(c)
+                        .is_some_and(|t| entry_of(orig, t, sites).is_ok())
+            });
+        if !patchable {
+            continue;
+        }
+        for c in callers {
+            if status[c] == Some(FuncStatus::Unchanged) {
+                status[c] = Some(FuncStatus::Changed);
+            }
+        }
+        status[f] = Some(FuncStatus::New);
+        handled.insert(f);
+    }
+    handled
+}
+
+/// The functions that reference function `f`'s entry, when every such reference is in a function
+/// (a call); `None` when some reference is not (its address is taken in data).
+fn callers_of(obj: &ObjectFile, f: usize) -> Option<HashSet<usize>> {
+    let target = &obj.symbols[f];
+    let fsec = target.sec()?;
+    let mut callers = HashSet::new();
+    for (sec, section) in obj.sections.iter().enumerate() {
+        // Debug information and the kernel's tables about code (bug, jump, exception tables)
+        // describe code; they take no function's address.
+        if !section.is_alloc() || klpx_arch::special_section(obj.backend(), section.name).is_some()
+        {
+            continue;
+        }
+        for r in obj.relocs(sec) {
+            let sym = &obj.symbols[r.sym()];
+            let base = match sym.kind {
+                SymKind::Section => 0,
+                _ => sym.value as i64,
+            };
+            if sym.sec() != Some(fsec) {
+                continue;
+            }
+            let at = obj
+                .backend()
+                .target_offset(r.r_type, r.addend, obj.site(sec, r.offset))
+                + base;
+            if at != target.value as i64 {
+                continue;
+            }
+            if !section.is_exec() {
+                return None;
+            }
+            match obj.symbol_covering(sec, r.offset) {
+                Some(c) if obj.symbols[c].kind == SymKind::Func => {
+                    if c != f {
+                        callers.insert(c);
+                    }
+                }
+                _ => return None,
+            }
+        }
+    }
+    Some(callers)
+}
+
+/// Where function `sym` of `orig` has its ftrace entry, or what was seen instead.
+fn entry_of(orig: &ObjectFile, sym: usize, sites: &EntrySites) -> Result<&'static str, String> {
     let s = &orig.symbols[sym];
-    let Some(sec) = s.sec() else { return };
+    let Some(sec) = s.sec() else {
+        return Err("undefined".to_string());
+    };
     let (start, end) = extent(orig, sym);
-    let section = &orig.sections[sec];
-    let bytes = section
+    let bytes = orig.sections[sec]
         .data
         .get(start as usize..end as usize)
         .unwrap_or(&[]);
     let views = orig.code_relocs(sec, start, end);
     let sites = sites.relative_to(sec, start);
-    let f = FunctionCode {
+    orig.backend().find_entry(&FunctionCode {
         name: s.name,
         bytes,
         relocs: &views,
         st_other: s.st_other,
         entry_sites: &sites,
-    };
-    if let Err(why) = orig.backend().find_entry(&f) {
+    })
+}
+
+/// A changed function needs an ftrace entry in the running kernel's build to be redirected.
+fn check_entry(orig: &ObjectFile, sym: usize, sites: &EntrySites, refusals: &mut Vec<Refusal>) {
+    if orig.symbols[sym].sec().is_none() {
+        return;
+    }
+    if let Err(why) = entry_of(orig, sym, sites) {
         refusals.push(Refusal {
-            symbol: s.name.to_string(),
+            symbol: orig.symbols[sym].name.to_string(),
             reason: format!("changed function has no patchable entry: {why}"),
         });
     }

@@ -27,11 +27,15 @@ const EDITS: &[(&str, Option<&str>)] = &[
     ("CONFIG_MODULE_SIG_ALL", None),
 ];
 
-/// Options that record tool versions (a difference there is the compiler check's business), and
-/// whether the compiler can link user programs (a cross compiler without the target's C library
+/// Options that record tool versions (a difference there is the compiler check's business), what
+/// the host's Rust toolchain can do (klpx prepares without one), and whether the compiler can link
+/// user programs (a cross compiler without the target's C library
 /// cannot; only user-space test programs depend on it).
 fn is_tool_version(key: &str) -> bool {
     key.ends_with("_VERSION")
+        // What a host's Rust toolchain can do, recorded whether or not the kernel uses Rust.
+        || key.starts_with("CONFIG_RUSTC_")
+        || key == "CONFIG_RUST_IS_AVAILABLE"
         || matches!(
             key,
             "CONFIG_CC_VERSION_TEXT" | "CONFIG_CC_CAN_LINK" | "CONFIG_CC_CAN_LINK_STATIC"
