@@ -772,3 +772,95 @@ fn signed_module_verifies_and_loads() {
     assert_exit(&v, 0, "the signed module on Debian's kernel");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The previous Debian version of the source, against which the source-version test writes its patch.
+/// Between it and 6.12.117 Debian's stable updates changed `emergency_restart` (kernel/reboot.c:
+/// nbcon_cpu_emergency_enter() and printk_trigger_flush() added, seen with diff -u of the two trees).
+const OLDER_SOURCE: &str = "6.12.115-2~deb12u1";
+
+/// A source of another version than the kernel (kpatch-build's classic mistake): Debian's previous
+/// linux-source-6.12 with the current release's config, Module.symvers and vmlinux, given as files.
+/// The patch (a git diff written against that source) touches `emergency_restart`, which the newer
+/// kernel has in another form: the identity check refuses, naming the function, and no module is
+/// written.
+#[test]
+fn source_of_another_version_refused_by_the_identity_check() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("klpx-older-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // The current release's files, fetched by a --distro build.
+    let out = build(
+        &dir.join("fetch"),
+        "livepatch-fetch",
+        &[],
+        &common::kernel::repo().join("examples/proc-cmdline.patch"),
+    );
+    assert_exit(&out, 0, "--distro build");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = r["kernel_release"].as_str().unwrap().to_string();
+    let cache = std::env::var_os("KLPX_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let kdir = cache.join("distro/debian").join(&release);
+    // The older source, downloaded and unpacked once into the cache.
+    let older = cache.join("test-sources").join(OLDER_SOURCE);
+    let src = older.join("linux-source-6.12");
+    if !src.join("Makefile").is_file() {
+        let _ = std::fs::remove_dir_all(&older);
+        std::fs::create_dir_all(&older).unwrap();
+        let spec = format!("linux-source-6.12={OLDER_SOURCE}");
+        let o = std::process::Command::new("apt-get")
+            .args(["download", &spec])
+            .current_dir(&older)
+            .output()
+            .expect("running apt-get");
+        assert!(
+            o.status.success(),
+            "apt-get download {spec} (is this version still on the mirror?): {}",
+            text(&o.stderr)
+        );
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(
+                "dpkg-deb --fsys-tarfile linux-source-6.12_*_all.deb | \
+                 tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ && rm linux-source-6.12_*_all.deb",
+            )
+            .current_dir(&older)
+            .output()
+            .expect("unpacking");
+        assert!(o.status.success(), "unpacking: {}", text(&o.stderr));
+    }
+    let patch = common::kernel::repo().join("tests/boot/emergency-restart-6.12.115.patch");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let out_dir = dir.join("out");
+    let out = klpx(&[
+        "build",
+        "-s",
+        &s(&src),
+        "-c",
+        &s(&kdir.join("headers/config")),
+        "--symvers",
+        &s(&kdir.join("headers/Module.symvers")),
+        "-v",
+        &s(&kdir.join("dbg/vmlinux")),
+        "-a",
+        &release,
+        "-O",
+        &s(&dir.join("prepared")),
+        "-o",
+        &s(&out_dir),
+        "-n",
+        "livepatch-older",
+        &s(&patch),
+    ]);
+    assert_exit(&out, 2, "a source of another version");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("kernel/reboot.o: ")
+            && err.contains("the rebuilt original differs from the shipped kernel's"),
+        "{err}"
+    );
+    assert!(!out_dir.join("livepatch-older.ko").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
