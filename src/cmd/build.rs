@@ -295,6 +295,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             eprintln!("klpx: {m}");
         }
     };
+    let mut tools: Option<(String, Vec<String>)> = None;
     let target = match &a.distro {
         Some(spec) => {
             let release = debian::parse_distro(spec)?;
@@ -304,7 +305,10 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 "Debian {} ({}, {})",
                 rel.release, rel.version, rel.image_package
             ));
-            let k = debian::fetch(&rel, &say)?;
+            let k = debian::fetch(&rel, &say, &mut |config| {
+                tools = Some(config_tools(&a, arch, config)?);
+                Ok(())
+            })?;
             PreparedTarget {
                 arch,
                 release: Some(rel.release.clone()),
@@ -337,14 +341,14 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             let config = need(&a.config, "-c CONFIG")?;
             let symvers = need(&a.symvers, "--symvers FILE")?;
             let vmlinux = need(&a.vmlinux, "-v VMLINUX")?;
-            let srcdir = match &a.sourcerpm {
-                Some(srpm) => crate::distro::srpm::prepared_source(srpm, &say)?,
-                None => absolute(&a.sourcedir.clone().unwrap_or_else(|| PathBuf::from("."))),
-            };
-            if !srcdir.join("Makefile").is_file() || !srcdir.join("Kconfig").is_file() {
+            if let Some(r) = &a.archversion
+                && (r.is_empty()
+                    || !r
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._+~-".contains(c)))
+            {
                 return Err(UserError::new(format!(
-                    "{}: not a kernel source tree (no Makefile and Kconfig); give it with -s",
-                    srcdir.display()
+                    "-a {r}: not a kernel release (letters, digits and . _ + ~ - only)"
                 ))
                 .into());
             }
@@ -360,6 +364,18 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 }
                 (a, c) => a.or(c).unwrap_or(Arch::X86_64),
             };
+            tools = Some(config_tools(&a, arch, &config)?);
+            let srcdir = match &a.sourcerpm {
+                Some(srpm) => crate::distro::srpm::prepared_source(srpm, &say)?,
+                None => absolute(&a.sourcedir.clone().unwrap_or_else(|| PathBuf::from("."))),
+            };
+            if !srcdir.join("Makefile").is_file() || !srcdir.join("Kconfig").is_file() {
+                return Err(UserError::new(format!(
+                    "{}: not a kernel source tree (no Makefile and Kconfig); give it with -s",
+                    srcdir.display()
+                ))
+                .into());
+            }
             let objdir = match &a.objdir {
                 Some(o) => absolute(o),
                 None => crate::kernel::cache::root().join("prepared").join(format!(
@@ -380,65 +396,9 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             }
         }
     };
-    let config_text = std::fs::read_to_string(&target.config)
-        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", target.config.display())))?;
-    if let Some(c) = Arch::from_config(&config_text)
-        && c != target.arch
-    {
-        return Err(UserError::new(format!(
-            "{}: configures {c}, not {}",
-            target.config.display(),
-            target.arch
-        ))
-        .into());
-    }
-    let cc = match &a.cc {
-        Some(cc) => cc.clone(),
-        None => {
-            let cc = config_compiler(&config_text).ok_or_else(|| {
-                UserError::new(format!(
-                    "{}: no CONFIG_CC_VERSION_TEXT; give the compiler with --cc",
-                    target.config.display()
-                ))
-            })?;
-            // A kernel built natively names its compiler without a target (`gcc-12` on s390x):
-            // here it is the same compiler for the target, the cross one.
-            let host =
-                target.arch.backend().triple().architecture.to_string() == std::env::consts::ARCH;
-            if compiler_prefix(&cc).is_empty() && !host {
-                format!(
-                    "{}{cc}",
-                    a.cross.clone().unwrap_or_else(|| target
-                        .arch
-                        .backend()
-                        .default_cross_prefix()
-                        .to_string())
-                )
-            } else {
-                cc
-            }
-        }
-    };
-    check_tools(&target.config, &config_text, &cc)?;
-    if !a.skip_compiler_check {
-        // Against the kernel's own config: the prepared tree's records whatever compiler prepared it.
-        check_compiler_text(&target.config, &config_text, &cc)?;
-    }
-    // The compat compiler, where the architecture has one and the config builds compat code.
-    let compat: Vec<String> = match target.arch.backend().compat_compiler() {
-        Some((var, package)) if config_text.lines().any(|l| l == "CONFIG_COMPAT=y") => {
-            let prefix = var.split_once('=').map_or("", |(_, p)| p);
-            if which::which(format!("{prefix}gcc")).is_err() {
-                return Err(UserError::new(format!(
-                    "{}: the kernel's compat code is built with {prefix}gcc, which is not \
-                     installed (Debian: apt-get install {package})",
-                    target.config.display()
-                ))
-                .into());
-            }
-            vec![var.to_string()]
-        }
-        _ => Vec::new(),
+    let (cc, compat) = match tools {
+        Some(t) => t,
+        None => config_tools(&a, target.arch, &target.config)?,
     };
     let toolchain = Toolchain {
         arch: target.arch,
@@ -499,6 +459,70 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             modules: target.modules,
         }),
     })
+}
+
+/// The compiler, and the compat compiler's make variables, that a kernel config asks for, checked
+/// installed (and the compiler the config's own, unless --skip-compiler-check). Cheap: it runs
+/// before any download beyond the config, and before any preparation.
+fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec<String>)> {
+    let config_text = std::fs::read_to_string(config)
+        .map_err(|e| UserError::new(format!("{}: cannot read: {e}", config.display())))?;
+    if let Some(c) = Arch::from_config(&config_text)
+        && c != arch
+    {
+        return Err(UserError::new(format!(
+            "{}: configures {c}, not {}",
+            config.display(),
+            arch
+        ))
+        .into());
+    }
+    let cc = match &a.cc {
+        Some(cc) => cc.clone(),
+        None => {
+            let cc = config_compiler(&config_text).ok_or_else(|| {
+                UserError::new(format!(
+                    "{}: no CONFIG_CC_VERSION_TEXT; give the compiler with --cc",
+                    config.display()
+                ))
+            })?;
+            // A kernel built natively names its compiler without a target (`gcc-12` on s390x):
+            // here it is the same compiler for the target, the cross one.
+            let host = arch.backend().triple().architecture.to_string() == std::env::consts::ARCH;
+            if compiler_prefix(&cc).is_empty() && !host {
+                format!(
+                    "{}{cc}",
+                    a.cross
+                        .clone()
+                        .unwrap_or_else(|| arch.backend().default_cross_prefix().to_string())
+                )
+            } else {
+                cc
+            }
+        }
+    };
+    check_tools(config, &config_text, &cc)?;
+    if !a.skip_compiler_check {
+        // Against the kernel's own config: the prepared tree's records whatever compiler prepared it.
+        check_compiler_text(config, &config_text, &cc)?;
+    }
+    // The compat compiler, where the architecture has one and the config builds compat code.
+    let compat: Vec<String> = match arch.backend().compat_compiler() {
+        Some((var, package)) if config_text.lines().any(|l| l == "CONFIG_COMPAT=y") => {
+            let prefix = var.split_once('=').map_or("", |(_, p)| p);
+            if which::which(format!("{prefix}gcc")).is_err() {
+                return Err(UserError::new(format!(
+                    "{}: the kernel's compat code is built with {prefix}gcc, which is not \
+                     installed (Debian: apt-get install {package})",
+                    config.display()
+                ))
+                .into());
+            }
+            vec![var.to_string()]
+        }
+        _ => Vec::new(),
+    };
+    Ok((cc, compat))
 }
 
 /// The files a prepared build takes its kernel from.

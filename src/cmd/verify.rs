@@ -57,11 +57,15 @@ fn distro_kernel(a: &VerifyArgs) -> Result<Option<DebianKernel>, UserError> {
     };
     let release = debian::parse_distro(spec)?;
     let rel = debian::resolve(arch_of(a)?, release.as_deref()).map_err(as_user)?;
-    let k = debian::fetch(&rel, &|m| {
-        if !a.json {
-            eprintln!("klpx: {m}")
-        }
-    })
+    let k = debian::fetch(
+        &rel,
+        &|m| {
+            if !a.json {
+                eprintln!("klpx: {m}")
+            }
+        },
+        &mut |_| Ok(()),
+    )
     .map_err(as_user)?;
     Ok(Some(k))
 }

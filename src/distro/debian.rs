@@ -245,8 +245,14 @@ pub fn cache_dir() -> PathBuf {
     crate::kernel::cache::root().join("distro").join("debian")
 }
 
-/// Downloads and unpacks what `rel` needs, each part once: later runs find it in the cache.
-pub fn fetch(rel: &DebianRelease, progress: &dyn Fn(&str)) -> Result<DebianKernel> {
+/// Downloads and unpacks what `rel` needs, each part once: later runs find it in the cache. The
+/// headers come first (3 MB): `check_config` sees Debian's config before the large downloads, so
+/// that a missing compiler is said before a gigabyte is fetched.
+pub fn fetch(
+    rel: &DebianRelease,
+    progress: &dyn Fn(&str),
+    check_config: &mut dyn FnMut(&Path) -> Result<()>,
+) -> Result<DebianKernel> {
     let root = cache_dir();
     let debs = root.join("debs");
     std::fs::create_dir_all(&debs).with_context(|| format!("creating {}", debs.display()))?;
@@ -279,6 +285,8 @@ pub fn fetch(rel: &DebianRelease, progress: &dyn Fn(&str)) -> Result<DebianKerne
         std::fs::remove_dir_all(tmp.join("usr"))?;
         Ok(())
     })?;
+
+    check_config(&headers.join("config"))?;
 
     let dbg_pkg = format!("linux-image-{r}-dbg");
     let dbg = once(&dir.join("dbg"), |tmp| {
