@@ -282,8 +282,17 @@ pub struct BuildArgs {
     pub sourcerpm: Option<PathBuf>,
     /// The target kernel's Module.symvers: with -s and -c, build against a kernel that was never
     /// built here (a prepared tree, in -O or the cache), as for --distro.
-    #[arg(long, value_name = "FILE", requires_all = ["config", "vmlinux"])]
+    #[arg(long, value_name = "FILE", requires = "config")]
     pub symvers: Option<PathBuf>,
+    /// With --symvers and no -v: the kernel's System.map, for symbol positions (same-named locals
+    /// cannot be told apart, and the identity check is skipped).
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "symvers",
+        conflicts_with = "vmlinux"
+    )]
+    pub system_map: Option<PathBuf>,
     /// With --distro or --symvers: build without proving that the rebuilt original functions are
     /// the shipped kernel's.
     #[arg(long)]

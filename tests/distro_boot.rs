@@ -864,3 +864,73 @@ fn source_of_another_version_refused_by_the_identity_check() {
     assert!(!out_dir.join("livepatch-older.ko").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// kpatch-build's shape with only a System.map (no vmlinux with symbols): Debian's real System.map
+/// from the -dbg package gives the symbol positions; the module boots on Debian's kernel. The image
+/// package's placeholder System.map is refused, saying where the real one is.
+#[test]
+fn system_map_instead_of_vmlinux() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = std::env::temp_dir().join(format!("klpx-sysmap-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out = build(&dir.join("fetch"), "livepatch-fetch", &[], &patch);
+    assert_exit(&out, 0, "--distro build");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = r["kernel_release"].as_str().unwrap().to_string();
+    let cache = std::env::var_os("KLPX_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let kdir = cache.join("distro/debian").join(&release);
+    let version = std::fs::read_to_string(kdir.join("resolved")).unwrap();
+    let src = cache
+        .join("distro/debian/source")
+        .join(version.split_whitespace().next().unwrap())
+        .join("linux-source-6.12");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let with_map = |map: &Path| {
+        klpx(&[
+            "build",
+            "-s",
+            &s(&src),
+            "-c",
+            &s(&kdir.join("headers/config")),
+            "--symvers",
+            &s(&kdir.join("headers/Module.symvers")),
+            "--system-map",
+            &s(map),
+            "-a",
+            &release,
+            "-O",
+            &s(&dir.join("prepared")),
+            "-o",
+            &s(&dir.join("out")),
+            "-n",
+            "livepatch-sysmap",
+            &s(&patch),
+        ])
+    };
+    let placeholder = kdir.join(format!("image/boot/System.map-{release}"));
+    let out = with_map(&placeholder);
+    assert_exit(&out, 2, "the image package's placeholder System.map");
+    assert!(
+        text(&out.stderr).contains("-dbg package"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = with_map(&kdir.join("dbg/System.map"));
+    assert_exit(&out, 0, "build with a System.map");
+    let ko = dir.join("out/livepatch-sysmap.ko");
+    let v = klpx(&[
+        "verify",
+        &s(&ko),
+        "--distro",
+        &format!("debian:{release}"),
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        "klpx console=",
+    ]);
+    assert_exit(&v, 0, "the System.map module on Debian's kernel");
+    let _ = std::fs::remove_dir_all(&dir);
+}

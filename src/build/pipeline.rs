@@ -123,6 +123,8 @@ fn sign_module(objdir: &Path, sign: &SignWith, scratch: &Path, module: &[u8]) ->
 pub struct ShippedKernel {
     /// The shipped modules, `lib/modules/<release>` (with `modules.order`), when known.
     pub modules: Option<PathBuf>,
+    /// The kernel's System.map, for symbol positions when there is no vmlinux with symbols.
+    pub system_map: Option<PathBuf>,
 }
 
 /// An out-of-tree module built with `make -C <objdir> M=<src>`.
@@ -356,18 +358,33 @@ fn prepared_links(
 ) -> Result<LinkMap> {
     stages.start("kbuild", "compiling the edited objects once with kbuild");
     let object_of = |c: &str| format!("{}.o", c.trim_end_matches(".c"));
-    let vmlinux = req
-        .vmlinux
-        .as_deref()
-        .ok_or_else(|| UserError::new("a prepared tree needs the kernel's vmlinux (-v)"))?;
-    let units = CompileUnits::read(vmlinux)?;
-    if units.count == 0 {
-        notes.push(format!(
-            "{}: no debug information; which objects are the kernel's is judged by its symbol \
-             table's file blocks",
-            vmlinux.display()
-        ));
-    }
+    let units = match (&req.vmlinux, &shipped.system_map) {
+        (Some(vmlinux), _) => {
+            let units = CompileUnits::read(vmlinux)?;
+            if units.count == 0 {
+                notes.push(format!(
+                    "{}: no debug information; which objects are the kernel's is judged by its \
+                     symbol table's file blocks",
+                    vmlinux.display()
+                ));
+            }
+            units
+        }
+        (None, Some(map)) => {
+            notes.push(format!(
+                "{}: no vmlinux; which objects are the kernel's is judged by their symbols' \
+                 names, and the identity check is skipped",
+                map.display()
+            ));
+            CompileUnits::from_system_map(map)?
+        }
+        (None, None) => {
+            return Err(UserError::new(
+                "a prepared tree needs the kernel's vmlinux (-v) or System.map (--system-map)",
+            )
+            .into());
+        }
+    };
     let links_now =
         || LinkMap::prepared(&req.srcdir, &req.objdir, shipped.modules.as_deref(), &units);
     let own: Vec<String> = edits
@@ -553,7 +570,11 @@ impl Planned {
                     .collect(),
             });
             refused |= d.verdict == Verdict::Unpatchable;
-            if req.shipped.is_some() && !req.skip_identity_check && o.target == "vmlinux" {
+            if req.shipped.is_some()
+                && req.vmlinux.is_some()
+                && !req.skip_identity_check
+                && o.target == "vmlinux"
+            {
                 identity.push((
                     i,
                     d.changed_functions.iter().map(|f| f.name.clone()).collect(),
@@ -682,8 +703,12 @@ impl Planned {
             .clone()
             .unwrap_or_else(|| req.objdir.join("vmlinux"));
         for name in specs.keys() {
+            let system_map = req.shipped.as_ref().and_then(|s| s.system_map.as_ref());
             let table = if name == "vmlinux" {
-                SymbolTable::load(&vmlinux, false)?
+                match (&req.vmlinux, system_map) {
+                    (None, Some(map)) => SymbolTable::from_system_map(map)?,
+                    _ => SymbolTable::load(&vmlinux, false)?,
+                }
             } else {
                 let ko = links.modules.get(name).ok_or_else(|| {
                     UserError::new(format!(

@@ -315,7 +315,8 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 srcdir: k.source.clone(),
                 config: k.config.clone(),
                 symvers: k.symvers.clone(),
-                vmlinux: k.vmlinux.clone(),
+                vmlinux: Some(k.vmlinux.clone()),
+                system_map: None,
                 modules: Some(k.modules.clone()),
                 // A compiler other than the kernel's gets a prepared tree of its own.
                 objdir: if a.cc.is_none() && a.cross.is_none() && !a.llvm {
@@ -340,7 +341,13 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             };
             let config = need(&a.config, "-c CONFIG")?;
             let symvers = need(&a.symvers, "--symvers FILE")?;
-            let vmlinux = need(&a.vmlinux, "-v VMLINUX")?;
+            let (vmlinux, system_map) = match &a.system_map {
+                Some(map) => (None, Some(need(&Some(map.clone()), "--system-map FILE")?)),
+                None => (
+                    Some(need(&a.vmlinux, "-v VMLINUX (or --system-map FILE)")?),
+                    None,
+                ),
+            };
             if let Some(r) = &a.archversion
                 && (r.is_empty()
                     || !r
@@ -391,6 +398,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 config,
                 symvers,
                 vmlinux,
+                system_map,
                 modules: a.modules.as_deref().map(absolute),
                 objdir,
             }
@@ -442,7 +450,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         srcdir: target.srcdir,
         objdir: target.objdir,
         toolchain,
-        vmlinux: Some(target.vmlinux),
+        vmlinux: target.vmlinux,
         jobs,
         targets: a.targets.clone(),
         workdir: default_workdir(&name),
@@ -457,6 +465,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         sign,
         shipped: Some(ShippedKernel {
             modules: target.modules,
+            system_map: target.system_map,
         }),
     })
 }
@@ -533,7 +542,9 @@ struct PreparedTarget {
     srcdir: PathBuf,
     config: PathBuf,
     symvers: PathBuf,
-    vmlinux: PathBuf,
+    /// vmlinux with symbols, or else the System.map.
+    vmlinux: Option<PathBuf>,
+    system_map: Option<PathBuf>,
     modules: Option<PathBuf>,
     objdir: PathBuf,
 }

@@ -76,6 +76,14 @@ impl CompileUnits {
         Ok(units)
     }
 
+    /// The kernel's units as far as a System.map can tell: by its symbols' names.
+    pub fn from_system_map(map: &Path) -> Result<CompileUnits> {
+        Ok(CompileUnits {
+            symbols: Some(SymbolTable::from_system_map(map)?),
+            ..CompileUnits::default()
+        })
+    }
+
     /// Whether the kernel has the translation unit `rel` (`fs/proc/cmdline.c`), whose object kbuild
     /// compiled at `object`: by its compile unit, or without debug information by the object's
     /// symbols in the file block of its name (as kpatch finds a unit's symbols).

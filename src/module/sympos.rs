@@ -42,6 +42,8 @@ pub struct SymbolTable {
     pub path: String,
     by_name: HashMap<String, Vec<Entry>>,
     blocks: Vec<Block>,
+    /// Made from a System.map: no file symbols, every local in one nameless block.
+    from_map: bool,
 }
 
 impl SymbolTable {
@@ -147,11 +149,82 @@ impl SymbolTable {
         }
     }
 
+    /// Reads a `System.map` (`address type name` per line, in address order, as `nm -n` prints
+    /// vmlinux): names and addresses, locals told from globals by the lower-case type, but no file
+    /// symbols, so same-named locals cannot be told apart.
+    pub fn from_system_map(path: &Path) -> Result<SymbolTable> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+        let mut table = SymbolTable {
+            path: path.display().to_string(),
+            blocks: vec![Block::default()],
+            from_map: true,
+            ..SymbolTable::default()
+        };
+        for (n, line) in text.lines().enumerate() {
+            let mut f = line.split_whitespace();
+            let (Some(addr), Some(kind), Some(name)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let parsed = (u64::from_str_radix(addr, 16), kind.chars().next(), f.next());
+            let (Ok(addr), Some(k), None) = parsed else {
+                return Err(UserError::new(format!(
+                    "{}:{}: not a System.map line (address type name){}",
+                    path.display(),
+                    n + 1,
+                    if line.contains("real System.map") {
+                        "; Debian's image package ships this placeholder, the real System.map \
+                         is in the -dbg package"
+                    } else {
+                        ""
+                    }
+                ))
+                .into());
+            };
+            if matches!(k, 'a' | 'A' | 'U' | 'w' | 'v') {
+                continue;
+            }
+            let local = k.is_ascii_lowercase();
+            if local {
+                table.blocks[0].locals.insert(name.to_string());
+            }
+            table
+                .by_name
+                .entry(name.to_string())
+                .or_default()
+                .push(Entry {
+                    addr,
+                    block: local.then_some(0),
+                });
+        }
+        if table.by_name.is_empty() {
+            return Err(UserError::new(format!(
+                "{}: no symbols (Debian's image package ships a placeholder; the real System.map \
+                 is in the -dbg package)",
+                path.display()
+            ))
+            .into());
+        }
+        for v in table.by_name.values_mut() {
+            v.sort_by_key(|e| e.addr);
+        }
+        Ok(table)
+    }
+
     /// Whether a translation unit whose file is `file` (base name), with these local and global
     /// symbol names, is linked into this kernel, judged from the symbol table alone (for a vmlinux
     /// without debug information): a file block of that name holds one of its locals, or, for a
     /// unit without locals, one of its globals is defined here.
     pub fn has_unit(&self, file: &str, locals: &HashSet<String>, globals: &[String]) -> bool {
+        if self.from_map {
+            // No file names: one of its symbols is the kernel's, by name and binding.
+            return locals.iter().any(|l| self.blocks[0].locals.contains(l))
+                || globals.iter().any(|g| {
+                    self.by_name
+                        .get(g)
+                        .is_some_and(|v| v.iter().any(|e| e.block.is_none()))
+                });
+        }
         let base = file.rsplit('/').next().unwrap_or(file);
         let blocks: Vec<&Block> = self.blocks.iter().filter(|b| b.file == base).collect();
         if blocks.is_empty() {
@@ -210,9 +283,10 @@ impl SymbolTable {
                     .collect()
             }
         };
-        if all.len() == 1 && self.blocks.is_empty() {
+        if all.len() == 1 && (self.blocks.is_empty() || self.from_map) {
             // A module stripped of its file symbols (distributions strip them from shipped
-            // modules): one symbol of the name is the one meant; several cannot be told apart.
+            // modules), or a System.map: one symbol of the name is the one meant; several cannot
+            // be told apart.
             return Ok(0);
         }
         let what = match unit {
@@ -225,6 +299,12 @@ impl SymbolTable {
                 Ok(0)
             }
             [one] => Ok(*one as u64 + 1),
+            _ if self.from_map => Err(format!(
+                "{}: {} symbols called {name}, and a System.map cannot tell them apart; give the \
+                 vmlinux with symbols (-v)",
+                self.path,
+                all.len()
+            )),
             [] => Err(format!(
                 "{}: {} symbol(s) called {name} but none is the {what}",
                 self.path,
