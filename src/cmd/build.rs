@@ -342,7 +342,12 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             let config = need(&a.config, "-c CONFIG")?;
             let symvers = need(&a.symvers, "--symvers FILE")?;
             let (vmlinux, system_map) = match &a.system_map {
-                Some(map) => (None, Some(need(&Some(map.clone()), "--system-map FILE")?)),
+                Some(map) => {
+                    let map = need(&Some(map.clone()), "--system-map FILE")?;
+                    // Read now: a bad map is said before the tree is prepared.
+                    crate::module::sympos::SymbolTable::from_system_map(&map)?;
+                    (None, Some(map))
+                }
                 None => (
                     Some(need(&a.vmlinux, "-v VMLINUX (or --system-map FILE)")?),
                     None,
