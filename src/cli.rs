@@ -297,6 +297,10 @@ pub struct BuildArgs {
     /// the shipped kernel's.
     #[arg(long)]
     pub skip_identity_check: bool,
+    /// With --symvers: the kernel's boot image (vmlinuz); the identity check reads its code when
+    /// there is no -v, and with -v it must be the same build.
+    #[arg(long, value_name = "VMLINUZ", requires = "symvers")]
+    pub image: Option<PathBuf>,
     /// The target kernel's modules directory (lib/modules/RELEASE), for -t on a module, with --symvers.
     #[arg(long, value_name = "DIR", requires = "symvers")]
     pub modules: Option<PathBuf>,

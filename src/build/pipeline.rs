@@ -125,6 +125,9 @@ pub struct ShippedKernel {
     pub modules: Option<PathBuf>,
     /// The kernel's System.map, for symbol positions when there is no vmlinux with symbols.
     pub system_map: Option<PathBuf>,
+    /// The vmlinux taken out of the kernel's boot image (stripped: code by address), for the
+    /// identity check when there is no vmlinux with symbols.
+    pub image_vmlinux: Option<PathBuf>,
 }
 
 /// An out-of-tree module built with `make -C <objdir> M=<src>`.
@@ -373,8 +376,13 @@ fn prepared_links(
         (None, Some(map)) => {
             notes.push(format!(
                 "{}: no vmlinux; which objects are the kernel's is judged by their symbols' \
-                 names, and the identity check is skipped",
-                map.display()
+                 names{}",
+                map.display(),
+                if shipped.image_vmlinux.is_some() {
+                    ", and the identity check reads the code in the boot image (--image)"
+                } else {
+                    ", and the identity check is skipped (give --image)"
+                }
             ));
             CompileUnits::from_system_map(map)?
         }
@@ -544,8 +552,13 @@ impl Planned {
         let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
         let mut refused = false;
         let mut diffs = Vec::with_capacity(objects.len());
-        // Objects whose changed functions must be proven the shipped kernel's: (object, names).
+        // Objects whose changed functions must be proven the shipped kernel's: (object, names),
+        // against the code of the vmlinux with symbols, or of the one inside the boot image.
         let mut identity: Vec<(usize, Vec<String>)> = Vec::new();
+        let identity_image: Option<PathBuf> = req
+            .shipped
+            .as_ref()
+            .and_then(|s| req.vmlinux.clone().or_else(|| s.image_vmlinux.clone()));
         for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
             let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
             let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
@@ -570,11 +583,7 @@ impl Planned {
                     .collect(),
             });
             refused |= d.verdict == Verdict::Unpatchable;
-            if req.shipped.is_some()
-                && req.vmlinux.is_some()
-                && !req.skip_identity_check
-                && o.target == "vmlinux"
-            {
+            if identity_image.is_some() && !req.skip_identity_check && o.target == "vmlinux" {
                 identity.push((
                     i,
                     d.changed_functions.iter().map(|f| f.name.clone()).collect(),
@@ -730,9 +739,10 @@ impl Planned {
                 "identity",
                 "comparing the rebuilt original functions with the shipped kernel's",
             );
-            let data = crate::mapped::MappedFile::open(&vmlinux)?;
+            let code_of = identity_image.clone().unwrap_or_else(|| vmlinux.clone());
+            let data = crate::mapped::MappedFile::open(&code_of)?;
             let image = KernelImage::parse(&data)
-                .map_err(|e| UserError::new(format!("{}: {e}", vmlinux.display())))?;
+                .map_err(|e| UserError::new(format!("{}: {e}", code_of.display())))?;
             let table = &tables["vmlinux"];
             for (i, names) in &identity {
                 // kbuild's own compile of the object, with the kernel's flags only: klpx's build
@@ -768,7 +778,7 @@ impl Planned {
                              +{at:#x} ({}): the source, config or compiler is not the kernel's \
                              (--skip-identity-check builds anyway)",
                             objects[*i].object,
-                            vmlinux.display()
+                            code_of.display()
                         ))
                         .into());
                     }

@@ -413,6 +413,29 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         Some(t) => t,
         None => config_tools(&a, target.arch, &target.config)?,
     };
+    // The vmlinux in the boot image: the code the identity check reads without -v, and a check
+    // that -v is the same build.
+    let image_vmlinux = match &a.image {
+        None => None,
+        Some(image) => {
+            let extracted = crate::kernel::image::extract_vmlinux(&target.srcdir, image)?;
+            if let Some(v) = &target.vmlinux {
+                let (want, got) = (
+                    crate::kernel::image::build_id(v)?,
+                    crate::kernel::image::build_id(&extracted)?,
+                );
+                if want.is_some() && got.is_some() && want != got {
+                    return Err(UserError::new(format!(
+                        "{} and the vmlinux in {} are different builds (their build ids differ)",
+                        v.display(),
+                        image.display()
+                    ))
+                    .into());
+                }
+            }
+            Some(extracted)
+        }
+    };
     let toolchain = Toolchain {
         arch: target.arch,
         cross: a.cross.clone().unwrap_or_else(|| compiler_prefix(&cc)),
@@ -471,6 +494,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         shipped: Some(ShippedKernel {
             modules: target.modules,
             system_map: target.system_map,
+            image_vmlinux,
         }),
     })
 }

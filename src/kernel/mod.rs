@@ -3,5 +3,6 @@
 pub mod cache;
 pub mod configs;
 pub mod identity;
+pub mod image;
 pub mod tree;
 pub mod units;
