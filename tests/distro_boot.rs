@@ -866,7 +866,8 @@ fn source_of_another_version_refused_by_the_identity_check() {
 }
 
 /// kpatch-build's shape with only a System.map (no vmlinux with symbols): Debian's real System.map
-/// from the -dbg package gives the symbol positions; the module boots on Debian's kernel. The image
+/// from the -dbg package gives the symbol positions, the identity check reads the code of the
+/// vmlinux inside Debian's vmlinuz (--image), and the module boots on Debian's kernel. The image
 /// package's placeholder System.map is refused, saying where the real one is.
 #[test]
 fn system_map_instead_of_vmlinux() {
@@ -888,9 +889,10 @@ fn system_map_instead_of_vmlinux() {
         .join(version.split_whitespace().next().unwrap())
         .join("linux-source-6.12");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let with_map = |map: &Path| {
-        klpx(&[
+    let with_map = |map: &Path, extra: &[String]| {
+        let mut args: Vec<String> = [
             "build",
+            "--json",
             "-s",
             &s(&src),
             "-c",
@@ -907,19 +909,39 @@ fn system_map_instead_of_vmlinux() {
             &s(&dir.join("out")),
             "-n",
             "livepatch-sysmap",
-            &s(&patch),
-        ])
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend(extra.iter().cloned());
+        args.push(s(&patch));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        klpx(&refs)
     };
     let placeholder = kdir.join(format!("image/boot/System.map-{release}"));
-    let out = with_map(&placeholder);
+    let out = with_map(&placeholder, &[]);
     assert_exit(&out, 2, "the image package's placeholder System.map");
     assert!(
         text(&out.stderr).contains("-dbg package"),
         "{}",
         text(&out.stderr)
     );
-    let out = with_map(&kdir.join("dbg/System.map"));
-    assert_exit(&out, 0, "build with a System.map");
+    // With the boot image, the identity check reads the code of the vmlinux inside it.
+    let vmlinuz = kdir.join(format!("image/boot/vmlinuz-{release}"));
+    let out = with_map(
+        &kdir.join("dbg/System.map"),
+        &["--image".to_string(), s(&vmlinuz)],
+    );
+    assert_exit(&out, 0, "build with a System.map and the boot image");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|st| st[0] == "identity"),
+        "no identity check: {r}"
+    );
     let ko = dir.join("out/livepatch-sysmap.ko");
     let v = klpx(&[
         "verify",
