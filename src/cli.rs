@@ -274,7 +274,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub launcher: Option<String>,
     /// Build for a distribution's own kernel from its packages, with no kernel build: `debian`
-    /// (the release of linux-source-6.12's version) or `debian:RELEASE` (what uname -r prints).
+    /// (the release of linux-source-6.12's version), `debian:RELEASE` (what uname -r prints) or
+    /// `debian:SERIES` (`debian:6.1`: that series' newest release).
     #[arg(long, value_name = "debian[:RELEASE]", conflicts_with_all = ["sourcedir", "objdir", "config", "vmlinux", "symvers"])]
     pub distro: Option<String>,
     /// A kernel source RPM (.src.rpm): its %prep (rpmbuild -bp) makes the source, instead of -s.
@@ -285,7 +286,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "FILE", requires = "config")]
     pub symvers: Option<PathBuf>,
     /// With --symvers and no -v: the kernel's System.map, for symbol positions (same-named locals
-    /// cannot be told apart, and the identity check is skipped).
+    /// cannot be told apart; the identity check needs --image).
     #[arg(
         long,
         value_name = "FILE",
