@@ -610,6 +610,12 @@ fn source_rpm_prepared_by_its_prep() {
          %prep\n%autosetup -n linux-source-6.12 -p1\n",
     )
     .unwrap();
+    let srpm_dirs_before: Vec<PathBuf> = std::fs::read_dir(cache.join("srpm"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     let topdir = dir.join("rpm");
     run(std::process::Command::new("rpmbuild")
         .arg("-bs")
@@ -673,6 +679,12 @@ fn source_rpm_prepared_by_its_prep() {
                 .is_ok_and(|t| t.starts_with("Built for klpx's source RPM test."))
         });
     assert!(readme_patched, "%prep did not apply the distribution patch");
+    // The source RPM is this run's own (rpmbuild stamps it): its prepared source goes too.
+    for e in std::fs::read_dir(cache.join("srpm")).unwrap().flatten() {
+        if !srpm_dirs_before.contains(&e.path()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
