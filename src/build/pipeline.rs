@@ -578,7 +578,9 @@ impl Planned {
         let mut diffs = Vec::with_capacity(objects.len());
         // Objects whose changed functions must be proven the shipped kernel's: (object, names),
         // against the code of the vmlinux with symbols, or of the one inside the boot image.
-        let mut identity: Vec<(usize, Vec<String>)> = Vec::new();
+        // The second list holds the functions the module reaches by livepatch relocation: where
+        // the object defines them, they are compared too.
+        let mut identity: Vec<(usize, Vec<String>, Vec<String>)> = Vec::new();
         let identity_image: Option<PathBuf> = req
             .shipped
             .as_ref()
@@ -608,10 +610,22 @@ impl Planned {
             });
             refused |= d.verdict == Verdict::Unpatchable;
             if identity_image.is_some() && !req.skip_identity_check && o.target == "vmlinux" {
-                identity.push((
-                    i,
-                    d.changed_functions.iter().map(|f| f.name.clone()).collect(),
-                ));
+                let changed: Vec<String> =
+                    d.changed_functions.iter().map(|f| f.name.clone()).collect();
+                let mut reached: Vec<String> = d
+                    .selection
+                    .pieces
+                    .iter()
+                    .flat_map(|p| &p.relocs)
+                    .filter_map(|r| match &r.target {
+                        OutTarget::Klp(t) if t.object == "vmlinux" => Some(t.symbol.clone()),
+                        _ => None,
+                    })
+                    .filter(|n| !changed.contains(n))
+                    .collect();
+                reached.sort();
+                reached.dedup();
+                identity.push((i, changed, reached));
             }
             diffs.push((pat, d));
         }
@@ -768,7 +782,7 @@ impl Planned {
             let image = KernelImage::parse(&data)
                 .map_err(|e| UserError::new(format!("{}: {e}", code_of.display())))?;
             let table = &tables["vmlinux"];
-            for (i, names) in &identity {
+            for (i, changed, reached) in &identity {
                 // kbuild's own compile of the object, with the kernel's flags only: klpx's build
                 // adds its own (one section per function, and on some architectures code-model
                 // flags that change the code), so it is not the one to compare.
@@ -777,6 +791,20 @@ impl Planned {
                     std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
                 let orig = ObjectFile::parse(&path, &data)?;
                 let source = orig.source_name.map(str::to_string);
+                let is_function_here = |n: &str| {
+                    orig.symbols.iter().any(|s| {
+                        s.name == n
+                            && s.kind == crate::objfile::SymKind::Func
+                            && s.section.is_some()
+                            && !s.weak
+                    })
+                };
+                // Reached functions of other files are not in this object, and a weak default
+                // here may be overridden elsewhere (the livepatch relocation resolves to the
+                // kernel's definition, `arch_dup_task_struct` of x86): neither is compared.
+                let names = changed
+                    .iter()
+                    .chain(reached.iter().filter(|n| is_function_here(n)));
                 for name in names {
                     let unit = unit_of(&source, name);
                     let pos = table
