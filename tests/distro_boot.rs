@@ -33,11 +33,38 @@ fn build(out_dir: &Path, name: &str, extra: &[&str], patch: &Path) -> std::proce
     klpx(&args)
 }
 
+/// The current release's files in klpx's cache, fetched by a `--distro debian` build into
+/// `dir/fetch`: its name, its directory (headers, dbg, image) and its unpacked source.
+struct Fetched {
+    release: String,
+    kdir: PathBuf,
+    source: PathBuf,
+}
+
+fn fetched(dir: &Path) -> Fetched {
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out = build(&dir.join("fetch"), "livepatch-fetch", &[], &patch);
+    assert_exit(&out, 0, "--distro build");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let release = r["kernel_release"].as_str().unwrap().to_string();
+    let cache = klpx::kernel::cache::root();
+    let kdir = cache.join("distro/debian").join(&release);
+    let resolved = std::fs::read_to_string(kdir.join("resolved")).unwrap();
+    let version = resolved.split_whitespace().next().unwrap().to_string();
+    let source = cache
+        .join("distro/debian/source")
+        .join(version)
+        .join("linux-source-6.12");
+    Fetched {
+        release,
+        kdir,
+        source,
+    }
+}
+
 /// A module of the release's image package (`kernel/fs/binfmt_misc.ko`), decompressed into `dir`.
 fn shipped_module(release: &str, rel: &str, dir: &Path) -> PathBuf {
-    let cache = std::env::var_os("KLPX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let cache = klpx::kernel::cache::root();
     let xz = cache
         .join("distro/debian")
         .join(release)
@@ -291,9 +318,7 @@ fn identity_check_refuses_code_the_shipped_kernel_does_not_have() {
 
 /// Prepared trees of other compilers in the cache (`distro/debian/*/obj-*`).
 fn other_trees() -> Vec<PathBuf> {
-    let cache = std::env::var_os("KLPX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
+    let cache = klpx::kernel::cache::root();
     let mut out = Vec::new();
     for rel in std::fs::read_dir(cache.join("distro/debian"))
         .into_iter()
@@ -576,19 +601,14 @@ fn source_rpm_prepared_by_its_prep() {
     let _ = std::fs::remove_dir_all(&dir);
     let sources = dir.join("SOURCES");
     std::fs::create_dir_all(&sources).unwrap();
-    // The release and its files, fetched by a --distro build.
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
-    let out = build(&dir.join("fetch"), "livepatch-fetch", &[], &patch);
-    assert_exit(&out, 0, "--distro build");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let release = r["kernel_release"].as_str().unwrap().to_string();
-    let cache = std::env::var_os("KLPX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
-    let kdir = cache.join("distro/debian").join(&release);
-    let resolved = std::fs::read_to_string(kdir.join("resolved")).unwrap();
-    let version = resolved.split_whitespace().next().unwrap().to_string();
-    let src_parent = cache.join("distro/debian/source").join(&version);
+    let Fetched {
+        release,
+        kdir,
+        source,
+    } = fetched(&dir);
+    let cache = klpx::kernel::cache::root();
+    let src_parent = source.parent().unwrap();
     let run = |cmd: &mut std::process::Command| {
         let o = cmd.output().expect("running a tool");
         assert!(o.status.success(), "{cmd:?}: {}", text(&o.stderr));
@@ -803,20 +823,8 @@ fn source_of_another_version_refused_by_the_identity_check() {
     let dir = std::env::temp_dir().join(format!("klpx-older-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // The current release's files, fetched by a --distro build.
-    let out = build(
-        &dir.join("fetch"),
-        "livepatch-fetch",
-        &[],
-        &common::kernel::repo().join("examples/proc-cmdline.patch"),
-    );
-    assert_exit(&out, 0, "--distro build");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let release = r["kernel_release"].as_str().unwrap().to_string();
-    let cache = std::env::var_os("KLPX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
-    let kdir = cache.join("distro/debian").join(&release);
+    let Fetched { release, kdir, .. } = fetched(&dir);
+    let cache = klpx::kernel::cache::root();
     // The older source, downloaded and unpacked once into the cache.
     let older = cache.join("test-sources").join(OLDER_SOURCE);
     let src = older.join("linux-source-6.12");
@@ -889,19 +897,11 @@ fn system_map_instead_of_vmlinux() {
     let dir = std::env::temp_dir().join(format!("klpx-sysmap-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
-    let out = build(&dir.join("fetch"), "livepatch-fetch", &[], &patch);
-    assert_exit(&out, 0, "--distro build");
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let release = r["kernel_release"].as_str().unwrap().to_string();
-    let cache = std::env::var_os("KLPX_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/klpx"));
-    let kdir = cache.join("distro/debian").join(&release);
-    let version = std::fs::read_to_string(kdir.join("resolved")).unwrap();
-    let src = cache
-        .join("distro/debian/source")
-        .join(version.split_whitespace().next().unwrap())
-        .join("linux-source-6.12");
+    let Fetched {
+        release,
+        kdir,
+        source: src,
+    } = fetched(&dir);
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let with_map = |map: &Path, extra: &[String]| {
         let mut args: Vec<String> = [

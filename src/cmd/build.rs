@@ -181,11 +181,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     let name = module_name(&a)?;
     let sign = sign_with(&a)?;
     let llvm = a.llvm || env.llvm.as_deref().is_some_and(|v| v != "0");
-    let jobs = a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = jobs_of(&a);
     let toolchain = Toolchain {
         arch,
         cross: compiler.prefix.clone(),
@@ -250,6 +246,15 @@ fn sign_with(a: &BuildArgs) -> Result<Option<SignWith>> {
     }))
 }
 
+/// `-j`, else the number of CPUs.
+fn jobs_of(a: &BuildArgs) -> usize {
+    a.jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 /// The module name `-n` asks for, or the default from the first patch.
 fn module_name(a: &BuildArgs) -> Result<String> {
     Ok(match &a.name {
@@ -277,11 +282,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .collect::<Result<_, _>>()?;
     let name = module_name(&a)?;
     let sign = sign_with(&a)?;
-    let jobs = a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = jobs_of(&a);
     let arch: Option<Arch> = match a.arch.clone().or(env.arch.clone()) {
         Some(n) => Some(
             n.parse()

@@ -72,15 +72,7 @@ fn distro_kernel(a: &VerifyArgs) -> Result<Option<DebianKernel>, UserError> {
 
 /// [`request`], with the distribution kernel `--distro` named, fetched.
 fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRequest, UserError> {
-    let arch = match &a.arch {
-        Some(name) => name
-            .parse::<Arch>()
-            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
-        None => match a.modules.first() {
-            Some(m) if m.is_file() => verify::module::read_module(m)?.arch,
-            _ => Arch::X86_64,
-        },
-    };
+    let arch = arch_of(a)?;
     let kernel_image = match (&a.kernel, &a.tree) {
         (Some(k), _) => k.clone(),
         (None, None) if distro.is_some() => distro.map(|k| k.vmlinuz.clone()).unwrap_or_default(),

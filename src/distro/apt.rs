@@ -14,23 +14,24 @@ pub fn candidate_version(pkg: &str) -> Result<Option<String>> {
     Ok(versions(pkg)?.into_iter().next())
 }
 
-/// Every version of `pkg` the indexes know, newest first.
-pub fn versions(pkg: &str) -> Result<Vec<String>> {
-    let out = duct::cmd!("apt-cache", "show", pkg)
+/// What `apt-cache ARGS` prints (in the C locale); an unknown package prints nothing for it.
+fn apt_cache(args: &[String]) -> Result<String> {
+    let out = duct::cmd("apt-cache", args)
         .env("LC_ALL", "C")
         .stdout_capture()
         .stderr_null()
         .unchecked()
         .run()
         .context("running apt-cache (is this a Debian system?)")?;
-    if !out.status.success() {
-        return Ok(Vec::new());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.strip_prefix("Version: "))
-        .map(|v| v.trim().to_string())
-        .collect())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Every version of `pkg` the indexes know, newest first.
+pub fn versions(pkg: &str) -> Result<Vec<String>> {
+    let name = pkg.split_once(':').map_or(pkg, |(n, _)| n);
+    Ok(versions_by_package(&[pkg.to_string()])?
+        .remove(name)
+        .unwrap_or_default())
 }
 
 /// The versions the indexes know of each of `pkgs` (`name:arch`), by name, from one `apt-cache`
@@ -40,18 +41,11 @@ pub fn versions_by_package(pkgs: &[String]) -> Result<HashMap<String, Vec<String
     if pkgs.is_empty() {
         return Ok(out);
     }
-    let run = duct::cmd(
-        "apt-cache",
-        std::iter::once("show".to_string()).chain(pkgs.iter().cloned()),
-    )
-    .env("LC_ALL", "C")
-    .stdout_capture()
-    .stderr_null()
-    .unchecked()
-    .run()
-    .context("running apt-cache (is this a Debian system?)")?;
+    let args: Vec<String> = std::iter::once("show".to_string())
+        .chain(pkgs.iter().cloned())
+        .collect();
     let mut package: Option<String> = None;
-    for line in String::from_utf8_lossy(&run.stdout).lines() {
+    for line in apt_cache(&args)?.lines() {
         if let Some(p) = line.strip_prefix("Package: ") {
             package = Some(p.trim().to_string());
         } else if let (Some(v), Some(p)) = (line.strip_prefix("Version: "), &package) {
@@ -63,14 +57,7 @@ pub fn versions_by_package(pkgs: &[String]) -> Result<HashMap<String, Vec<String
 
 /// Package names starting with `prefix` that the indexes know.
 pub fn names_with_prefix(prefix: &str) -> Result<Vec<String>> {
-    let out = duct::cmd!("apt-cache", "pkgnames", prefix)
-        .env("LC_ALL", "C")
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .context("running apt-cache pkgnames")?;
-    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let mut names: Vec<String> = apt_cache(&["pkgnames".to_string(), prefix.to_string()])?
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| !l.is_empty())
