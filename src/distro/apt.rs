@@ -14,6 +14,54 @@ pub fn candidate_version(pkg: &str) -> Result<Option<String>> {
     Ok(versions(pkg)?.into_iter().next())
 }
 
+/// Adds Debian architecture `debarch` to dpkg's foreign architectures (and updates the indexes)
+/// when it is neither the host's nor added yet; `what` says what klpx needs it for.
+pub fn ensure_architecture(debarch: &str, what: &str) -> Result<()> {
+    let dpkg = |arg: &str| {
+        duct::cmd!("dpkg", arg)
+            .read()
+            .with_context(|| format!("running dpkg {arg}"))
+    };
+    if dpkg("--print-architecture")?.trim() == debarch
+        || dpkg("--print-foreign-architectures")?
+            .split_whitespace()
+            .any(|a| a == debarch)
+    {
+        return Ok(());
+    }
+    eprintln!("klpx: adding Debian architecture {debarch} for {what}");
+    duct::cmd!("dpkg", "--add-architecture", debarch)
+        .run()
+        .with_context(|| {
+            format!("dpkg --add-architecture {debarch} (needs root; run it and apt-get update)")
+        })?;
+    if let Some(problem) = update() {
+        eprintln!("klpx: apt-get update: {problem}");
+    }
+    Ok(())
+}
+
+/// Runs `apt-get update`; returns its first error line when it fails (a mirror in sync may break
+/// one architecture's index while the others update).
+pub fn update() -> Option<String> {
+    let out = duct::cmd!("apt-get", "update", "-q")
+        .stdout_null()
+        .stderr_capture()
+        .unchecked()
+        .run();
+    match out {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .find(|l| l.starts_with("E:"))
+                .unwrap_or("failed")
+                .to_string(),
+        ),
+        Err(e) => Some(format!("could not run it: {e}")),
+    }
+}
+
 /// What `apt-cache ARGS` prints (in the C locale); an unknown package prints nothing for it.
 fn apt_cache(args: &[String]) -> Result<String> {
     let out = duct::cmd("apt-cache", args)

@@ -102,6 +102,7 @@ fn series_of(release: &str) -> String {
 pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
     let b = arch.backend();
     let deb_arch = b.debian_arch();
+    apt::ensure_architecture(deb_arch, "its kernel packages")?;
     let known = |pkg: &str| apt::versions(&format!("{pkg}:{deb_arch}"));
     let release = match release {
         Some(series) if is_series(series) => default_release(arch, series)?,
@@ -129,19 +130,8 @@ pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
     }
     Err(UserError::new(format!(
         "Debian's package indexes know no image of release {release} for {deb_arch} \
-         (linux-image-{release}[-unsigned]:{deb_arch}); run apt-get update{}, or name a release \
-         apt-cache knows",
-        if std::process::Command::new("dpkg")
-            .arg("--print-foreign-architectures")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).contains(deb_arch))
-            .unwrap_or(true)
-            || b.debian_arch() == host_deb_arch().as_deref().unwrap_or("")
-        {
-            String::new()
-        } else {
-            format!(" after dpkg --add-architecture {deb_arch}")
-        }
+         (linux-image-{release}[-unsigned]:{deb_arch}); run apt-get update, or name a release \
+         apt-cache knows"
     ))
     .into())
 }
@@ -160,15 +150,6 @@ fn resolved_before(arch: Arch, release: &str) -> Option<DebianRelease> {
         image_package: image.to_string(),
         series: series_of(release),
     })
-}
-
-/// dpkg's own architecture.
-fn host_deb_arch() -> Option<String> {
-    let out = std::process::Command::new("dpkg")
-        .arg("--print-architecture")
-        .output()
-        .ok()?;
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// `6.12`, `6.1`: a series, which `--distro debian:SERIES` takes as its newest release.

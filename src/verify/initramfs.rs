@@ -190,18 +190,7 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
-    let foreign = duct::cmd!("dpkg", "--print-foreign-architectures")
-        .read()
-        .context("running dpkg --print-foreign-architectures")?;
-    if !foreign.split_whitespace().any(|a| a == debarch) {
-        eprintln!("klpx: adding Debian architecture {debarch} for its busybox-static");
-        duct::cmd!("dpkg", "--add-architecture", debarch)
-            .run()
-            .with_context(|| {
-                format!("dpkg --add-architecture {debarch} (needs root; run it and apt-get update)")
-            })?;
-        apt_update();
-    }
+    crate::distro::apt::ensure_architecture(debarch, "its busybox-static")?;
     let download = base.join(format!("{debarch}.download"));
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)?;
@@ -218,7 +207,7 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
     let mut out = fetch().with_context(|| format!("running apt-get download {package}"))?;
     let mut update_problem = None;
     if !out.status.success() {
-        update_problem = apt_update();
+        update_problem = crate::distro::apt::update();
         out = fetch().with_context(|| format!("running apt-get download {package}"))?;
     }
     if !out.status.success() {
@@ -253,25 +242,6 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
 /// Refreshes the package lists. One suite's index of one architecture is often briefly broken while
 /// a mirror syncs (apt-get update then fails as a whole, though it updated the rest), so a failure is
 /// only returned as the first error line, for the message should the download still fail.
-fn apt_update() -> Option<String> {
-    let out = duct::cmd!("apt-get", "update", "-q")
-        .stdout_null()
-        .stderr_capture()
-        .unchecked()
-        .run();
-    match out {
-        Ok(o) if o.status.success() => None,
-        Ok(o) => Some(
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .find(|l| l.starts_with("E:"))
-                .unwrap_or("failed")
-                .to_string(),
-        ),
-        Err(e) => Some(format!("could not run it: {e}")),
-    }
-}
-
 /// Checks that `path` is a statically linked executable for `arch`.
 pub fn check_static(path: &Path, arch: Arch) -> Result<()> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
