@@ -231,7 +231,7 @@ pub struct BuildArgs {
     /// Only patch these targets: vmlinux or module names (repeatable).
     #[arg(short = 't', long = "target", value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Module name (letters, digits, - and _; at most 55 characters); default livepatch-<patch name>.
+    /// Module name (1 to 55 ASCII letters, digits, - and _); default livepatch-<patch name>.
     #[arg(short = 'n', long = "name")]
     pub name: Option<String>,
     /// Directory to write the module to (default: the current directory).
@@ -358,4 +358,32 @@ pub struct MatrixArgs {
     /// Also write the report as Markdown to this file.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+}
+
+/// The CPUs this process may use (1 when unknown).
+pub fn cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+/// Parallel jobs from `-j` (default: the CPUs). 0 is refused; more than four per CPU is capped
+/// there, with a note, since make and the thread pool would only thrash (and 100,000 threads do
+/// not start at all).
+pub fn jobs(requested: Option<usize>) -> Result<usize, crate::error::UserError> {
+    let cap = 4 * cpus();
+    match requested {
+        None => Ok(cpus()),
+        Some(0) => Err(crate::error::UserError::new(
+            "-j 0: give at least 1 parallel job (or leave -j out for one per CPU)",
+        )),
+        Some(n) if n > cap => {
+            eprintln!(
+                "klpx: note: -j {n} is capped at {cap} (four jobs per CPU, {} CPUs)",
+                cpus()
+            );
+            Ok(cap)
+        }
+        Some(n) => Ok(n),
+    }
 }

@@ -9,6 +9,7 @@ pub mod cmd;
 pub mod differ;
 pub mod distro;
 pub mod error;
+pub mod files;
 pub mod kbuild;
 pub mod kernel;
 pub mod mapped;

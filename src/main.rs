@@ -26,7 +26,8 @@ fn main() {
             .arch
             .parse::<klpx_arch::Arch>()
             .map_err(|e| UserError::new(format!("--arch: {e}")).into())
-            .and_then(|arch| cmd::demo::run(arch, a.jobs)),
+            .and_then(|arch| Ok((arch, klpx::cli::jobs(Some(a.jobs))?)))
+            .and_then(|(arch, jobs)| cmd::demo::run(arch, jobs)),
         Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest {
             orig: a.orig,
             patched: a.patched,

@@ -1001,3 +1001,194 @@ fn bad_input_mismatched_architectures() {
 fn bad_input_missing_file() {
     expect_rejected("missing", |dir, _| dir.join("does-not-exist.o"));
 }
+
+#[test]
+fn bad_input_no_section_headers() {
+    // e_shoff (0x28) or e_shnum (0x3c) zeroed: an object with no sections, once reported as "no
+    // functional change".
+    expect_rejected("shoff-zero", |dir, good| {
+        let mut bytes = good.to_vec();
+        bytes[0x28..0x30].fill(0);
+        write_file(dir, "shoff-zero.o", &bytes)
+    });
+    expect_rejected("shnum-zero", |dir, good| {
+        let mut bytes = good.to_vec();
+        bytes[0x3c..0x3e].fill(0);
+        write_file(dir, "shnum-zero.o", &bytes)
+    });
+}
+
+/// The file offsets of the `r_info` and `r_addend` fields of every RELA entry in `bytes` (a 64-bit
+/// little-endian object) whose symbol is of `kind`, found with the object crate.
+fn rela_fields(bytes: &[u8], kind: SymbolKind) -> Vec<(usize, usize)> {
+    use object::read::elf::{Rela, SectionHeader};
+    let file = ElfFile64::<Endianness>::parse(bytes).expect("a valid object");
+    let e = file.endian();
+    let symbols: Vec<SymbolKind> = file.symbols().map(|s| s.kind()).collect();
+    let mut out = Vec::new();
+    for sec in file.elf_section_table().iter() {
+        if sec.sh_type(e) != object::elf::SHT_RELA {
+            continue;
+        }
+        let start = sec.sh_offset(e) as usize;
+        let relas: &[object::elf::Rela64<Endianness>] = sec.data_as_array(e, bytes).unwrap();
+        for (i, r) in relas.iter().enumerate() {
+            // The object crate's symbol list skips the null symbol 0.
+            let sym = r.r_sym(e, false) as usize;
+            if sym > 0 && symbols.get(sym - 1) == Some(&kind) {
+                let at = start + i * 24;
+                out.push((at + 8, at + 16));
+            }
+        }
+    }
+    out
+}
+
+/// A valid x86_64 object whose code reads a string literal (a relocation against a section symbol).
+fn object_with_string(dir: &Path) -> PathBuf {
+    let src = dir.join("greeting.c");
+    std::fs::write(
+        &src,
+        "const char *greeting(int x)\n{\n\treturn x ? \"hello, livepatch\" : \"bye\";\n}\n",
+    )
+    .unwrap();
+    let out = dir.join("greeting.o");
+    compile(Arch::X86_64, &src, "greeting", dir, &out).unwrap_or_else(|e| panic!("{e}"));
+    out
+}
+
+#[test]
+fn bad_input_unknown_relocation_type() {
+    // Once reported as a livepatch relocation "relocation type 200", or a missing __fentry__ call.
+    expect_rejected("unknown-reloc", |dir, good| {
+        let (info, _) = rela_fields(good, SymbolKind::Unknown)
+            .into_iter()
+            .chain(rela_fields(good, SymbolKind::Text))
+            .next()
+            .expect("the __fentry__ relocation");
+        let mut bytes = good.to_vec();
+        bytes[info..info + 4].copy_from_slice(&200u32.to_le_bytes());
+        write_file(dir, "unknown-reloc.o", &bytes)
+    });
+}
+
+#[test]
+fn bad_input_relocation_outside_its_section() {
+    // A flipped addend on the string's section-relative relocation once ended in exit 4 with -o.
+    let scratch = Scratch::new("far-addend");
+    let dir = scratch.path();
+    let good = object_with_string(dir);
+    let bytes = std::fs::read(&good).unwrap();
+    let fields = rela_fields(&bytes, SymbolKind::Section);
+    assert!(!fields.is_empty(), "gcc reaches the string through its section");
+    for (n, (_, addend)) in fields.into_iter().enumerate() {
+        for value in [0x7fff_0000_i64, -0x7fff_0000] {
+            let mut bad = bytes.clone();
+            bad[addend..addend + 8].copy_from_slice(&value.to_le_bytes());
+            let bad = write_file(dir, &format!("far-{n}-{value}.o"), &bad);
+            expect_bad_input(dir, &good, &bad, &[&bad]);
+        }
+    }
+    scratch.remove();
+}
+
+#[test]
+fn bad_input_objects_of_different_source_files() {
+    // Two units of one architecture: once diffed as a "patchable" change.
+    let scratch = Scratch::new("two-units");
+    let dir = scratch.path();
+    let valid = valid_object(Arch::X86_64, dir);
+    let greeting = object_with_string(dir);
+    expect_bad_input(dir, &valid, &greeting, &[&valid, &greeting]);
+    scratch.remove();
+}
+
+#[test]
+fn bad_input_a_device_or_a_directory() {
+    // /dev/zero was once read until memory ran out.
+    let scratch = Scratch::new("device");
+    let dir = scratch.path();
+    let good = valid_object(Arch::X86_64, dir);
+    for bad in [Path::new("/dev/zero"), dir] {
+        expect_bad_input(dir, bad, &good, &[bad]);
+    }
+    scratch.remove();
+}
+
+#[test]
+fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
+    let scratch = Scratch::new("output-is-input");
+    let dir = scratch.path();
+    let src = dir.join("v.c");
+    std::fs::write(&src, "int answer(int x)\n{\n\treturn x + 42;\n}\n").unwrap();
+    let orig = dir.join("orig.o");
+    compile(Arch::X86_64, &src, "valid", dir, &orig).unwrap();
+    std::fs::write(&src, "int answer(int x)\n{\n\treturn x + 43;\n}\n").unwrap();
+    let patched = dir.join("patched.o");
+    compile(Arch::X86_64, &src, "valid", dir, &patched).unwrap();
+    let soft = dir.join("soft.o");
+    std::os::unix::fs::symlink(&orig, &soft).unwrap();
+    let hard = dir.join("hard.o");
+    std::fs::hard_link(&patched, &hard).unwrap();
+    let before = (std::fs::read(&orig).unwrap(), std::fs::read(&patched).unwrap());
+    for out in [&orig, &patched, &soft, &hard] {
+        let run = klpx([
+            "diff".as_ref(),
+            orig.as_os_str(),
+            patched.as_os_str(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "-o {}: {stderr}", out.display());
+        assert!(stderr.contains("is the input"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let after = (std::fs::read(&orig).unwrap(), std::fs::read(&patched).unwrap());
+    assert!(before == after, "an input was written over");
+    // An output in a missing directory is the user's to fix (once exit 4).
+    let missing = dir.join("no-such-dir/out.o");
+    let run = klpx([
+        "diff".as_ref(),
+        orig.as_os_str(),
+        patched.as_os_str(),
+        "-o".as_ref(),
+        missing.as_os_str(),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no-such-dir"), "{stderr}");
+    // The same diff into a fresh file works, and the patched function is what changed.
+    let fresh = dir.join("out.o");
+    let run = klpx([
+        "diff".as_ref(),
+        orig.as_os_str(),
+        patched.as_os_str(),
+        "-o".as_ref(),
+        fresh.as_os_str(),
+    ]);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("changed function  answer"));
+    assert!(fresh.is_file());
+    scratch.remove();
+}
+
+#[test]
+fn object_names_that_are_not_module_names_are_refused() {
+    let scratch = Scratch::new("object-name");
+    let dir = scratch.path();
+    let good = valid_object(Arch::X86_64, dir);
+    for name in ["../../etc/evil", "a b", "näme", "", &"m".repeat(56)] {
+        let run = klpx([
+            "diff".as_ref(),
+            good.as_os_str(),
+            good.as_os_str(),
+            "--object".as_ref(),
+            name.as_ref(),
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "--object {name:?}: {stderr}");
+        assert!(stderr.contains("not a module name"), "{stderr}");
+    }
+    scratch.remove();
+}

@@ -224,6 +224,10 @@ impl Backend for Arm64 {
     fn kernel_image(&self) -> &'static str {
         "arch/arm64/boot/Image"
     }
+    fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])] {
+        // The Image header's magic "ARM\x64" (Documentation/arch/arm64/booting.rst).
+        &[(0x38, b"ARMd")]
+    }
     fn entry_record_before(&self) -> u64 {
         8
     }

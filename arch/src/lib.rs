@@ -280,6 +280,11 @@ pub trait Backend: Send + Sync {
     fn addend_convention(&self) -> &'static str;
     fn reloc_class(&self, r_type: u32) -> RelocClass;
     fn reloc_name(&self, r_type: u32) -> String;
+    /// Whether the architecture's ELF ABI defines relocation type `r_type` (an object with any other
+    /// type is corrupt).
+    fn knows_reloc(&self, r_type: u32) -> bool {
+        has_reloc_name(self.elf_machine(), r_type)
+    }
     /// Offset within the target that a relocation refers to: the addend corrected by the distance from
     /// the relocated field to the point the CPU measures from (x86 PC32 in an instruction: +4, or more
     /// when an immediate follows the field; s390 PC32DBL: -2). `site` tells an instruction operand
@@ -366,6 +371,9 @@ pub trait Backend: Send + Sync {
     fn console(&self) -> &'static str;
     /// The bootable kernel image, relative to the kernel output tree.
     fn kernel_image(&self) -> &'static str;
+    /// The bytes (offset, value) every bootable image of the architecture carries, so a file given
+    /// as a kernel is known for one before qemu starts.
+    fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])];
     /// Debian's name for the architecture, for foreign packages (`busybox-static:<name>`).
     fn debian_arch(&self) -> &'static str;
     /// The flavour of Debian's default kernel image for this architecture: the last part of its
@@ -423,6 +431,15 @@ pub fn is_parallel_section(backend: &dyn Backend, name: &str) -> bool {
         .any(|s| s.parallel.is_some_and(|(p, _)| p == name))
 }
 
+/// Whether `head` (the first kilobyte or more of a file) starts a bootable kernel image of the
+/// backend's architecture.
+pub fn is_kernel_image(backend: &dyn Backend, head: &[u8]) -> bool {
+    backend
+        .kernel_image_magic()
+        .iter()
+        .all(|&(at, magic)| head.get(at..at + magic.len()) == Some(magic))
+}
+
 /// Reads a 32-bit word in the architecture's byte order.
 pub fn read_u32(endian: Endian, bytes: &[u8], at: usize) -> Option<u32> {
     let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
@@ -430,6 +447,14 @@ pub fn read_u32(endian: Endian, bytes: &[u8], at: usize) -> Option<u32> {
         Endian::Little => u32::from_le_bytes(b),
         Endian::Big => u32::from_be_bytes(b),
     })
+}
+
+/// Whether the object crate's table names relocation type `r_type` of `machine`.
+fn has_reloc_name(machine: u16, r_type: u32) -> bool {
+    object::elf::machine_names(object::elf::Machine(machine))
+        .r
+        .name(object::elf::RelocationType(r_type))
+        .is_some()
 }
 
 /// Name of a relocation type for a machine (`R_X86_64_PC32`), or its number when unnamed.

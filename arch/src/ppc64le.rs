@@ -165,6 +165,12 @@ impl Backend for Ppc64le {
     fn reloc_name(&self, r_type: u32) -> String {
         crate::reloc_name(self.elf_machine(), r_type)
     }
+    /// binutils' `include/elf/ppc64.h` defines types the object crate's table lacks: 116 to 150
+    /// (`R_PPC64_ENTRY` 118, which gcc puts at every global entry, and Power10's PCREL34 family)
+    /// and the `REL16` and GNU types from 240 on.
+    fn knows_reloc(&self, r_type: u32) -> bool {
+        matches!(r_type, 116..=150 | 240..=254) || crate::has_reloc_name(self.elf_machine(), r_type)
+    }
     fn target_offset(&self, _r_type: u32, addend: i64, _site: Site) -> i64 {
         addend
     }
@@ -282,6 +288,10 @@ impl Backend for Ppc64le {
     }
     fn kernel_image(&self) -> &'static str {
         "vmlinux"
+    }
+    fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])] {
+        // A 64-bit little-endian ELF for EM_PPC64 (qemu's pseries loads vmlinux).
+        &[(0, b"\x7fELF\x02\x01"), (0x12, &[21, 0])]
     }
     fn reloc_field(&self, r_type: u32, offset: u64) -> (u64, u64) {
         // Half-word fields (TOC16_HA/LO) sit inside 4-byte instructions: the instruction.

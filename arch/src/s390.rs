@@ -297,6 +297,10 @@ impl Backend for S390x {
     fn kernel_image(&self) -> &'static str {
         "arch/s390/boot/bzImage"
     }
+    fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])] {
+        // The IPL PSW's first word and the first IPL CCW (arch/s390/boot/head.S).
+        &[(0, &[0, 8, 0, 0]), (8, &[2, 0, 0, 0x18, 0x60, 0, 0, 0x50])]
+    }
     fn debian_arch(&self) -> &'static str {
         "s390x"
     }

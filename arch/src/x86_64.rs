@@ -208,6 +208,10 @@ impl Backend for X86_64 {
     fn kernel_image(&self) -> &'static str {
         "arch/x86/boot/bzImage"
     }
+    fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])] {
+        // The real-mode header's "HdrS" (Documentation/arch/x86/boot.rst).
+        &[(0x202, b"HdrS")]
+    }
     fn jump_label_len(&self, code: &[u8]) -> u64 {
         // `jmp rel8` (eb) or its 2-byte NOP (66 90); else `jmp rel32` or a 5-byte NOP.
         match code {

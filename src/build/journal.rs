@@ -197,8 +197,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: restore the active journal, then exit as the signal would.
-fn install_signal_handlers() {
+/// On SIGINT, SIGTERM or SIGHUP: restore the active journal and remove the work directories, then
+/// exit as the signal would.
+pub fn install_signal_handlers() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -216,6 +217,7 @@ fn install_signal_handlers() {
                 } else {
                     eprintln!("klpx: interrupted");
                 }
+                super::workdir::remove_on_interrupt();
                 std::process::exit(128 + sig);
             }
         });

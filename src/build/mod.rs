@@ -5,3 +5,4 @@ pub mod journal;
 pub mod lineno;
 pub mod pipeline;
 pub mod progress;
+pub mod workdir;

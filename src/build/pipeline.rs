@@ -12,6 +12,7 @@ use super::affected::{AffectedObject, LinkMap, affected_objects, check_edits};
 use super::journal;
 use super::lineno::fix_line_numbers;
 use super::progress::Stages;
+use super::workdir::WorkDir;
 use crate::differ::{self, DiffOptions, Exports, OutTarget, Verdict};
 use crate::error::{Unpatchable, UserError};
 use crate::kbuild::cmdfile::cmd_path;
@@ -222,20 +223,6 @@ pub struct Planned {
     _workdir: WorkDir,
 }
 
-/// The work directory of a build, removed when dropped unless kept (`--debug`, `--skip-cleanup`).
-struct WorkDir {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
-}
-
 /// Plans a build without taking the tree's lock (the caller holds it): reads the patches, refuses
 /// what cannot be patched, finds the affected objects, checks the compiler, prepares the work
 /// directory.
@@ -315,9 +302,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
 
     // Compile both builds.
     let work = &req.workdir;
-    if work.exists() {
-        std::fs::remove_dir_all(work).with_context(|| format!("clearing {}", work.display()))?;
-    }
+    let workdir = WorkDir::create(work, req.keep_workdir)?;
     let include = work.join("include");
     write_headers(&include)?;
     let mut flags: Vec<String> = livepatch_cflags(req.toolchain.arch.backend())
@@ -341,10 +326,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         dirs,
         flags,
         loadable,
-        _workdir: WorkDir {
-            path: req.workdir.clone(),
-            keep: req.keep_workdir,
-        },
+        _workdir: workdir,
     })
 }
 

@@ -18,7 +18,7 @@ use crate::kbuild::prepared::{
     PREPARED_MAKE_VARS, PrepareRequest, check_tools, compiler_prefix, config_compiler, prepare,
 };
 use crate::kbuild::toolchain::{Toolchain, check_compiler_text};
-use crate::module::source::{default_name, sanitize_name};
+use crate::module::source::{check_module_name, default_name};
 use crate::patch::source::{SourcePatch, plan_edits};
 use crate::toolchain::find_compiler;
 
@@ -143,6 +143,37 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .into());
     }
 
+    let config_text = std::fs::read_to_string(objdir.join(".config")).unwrap_or_default();
+    if let Some(c) = Arch::from_config(&config_text)
+        && c != arch
+    {
+        return Err(UserError::new(format!(
+            "--arch {arch}: {} is configured for {c}; give that tree's architecture or another tree",
+            objdir.join(".config").display()
+        ))
+        .into());
+    }
+    let llvm = a.llvm || env.llvm.as_deref().is_some_and(|v| v != "0");
+    if compiler.gcc.is_none() && !llvm && a.cc.is_none() {
+        return Err(UserError::new(format!(
+            "{} {}: {} is not installed; install {} or give another prefix with --cross",
+            compiler.source,
+            compiler.prefix,
+            compiler.command(),
+            arch.backend().compiler_package()
+        ))
+        .into());
+    }
+    if let Some(o) = &a.output
+        && o.exists()
+        && !o.is_dir()
+    {
+        return Err(UserError::new(format!(
+            "-o {}: not a directory; give the directory for the module",
+            o.display()
+        ))
+        .into());
+    }
     if let Some(c) = &a.config {
         let want = std::fs::read(c)
             .map_err(|e| UserError::new(format!("{}: cannot read: {e}", c.display())))?;
@@ -180,8 +211,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     }
     let name = module_name(&a)?;
     let sign = sign_with(&a)?;
-    let llvm = a.llvm || env.llvm.as_deref().is_some_and(|v| v != "0");
-    let jobs = jobs_of(&a);
+    let jobs = crate::cli::jobs(a.jobs)?;
     let toolchain = Toolchain {
         arch,
         cross: compiler.prefix.clone(),
@@ -246,24 +276,12 @@ fn sign_with(a: &BuildArgs) -> Result<Option<SignWith>> {
     }))
 }
 
-/// `-j`, else the number of CPUs.
-fn jobs_of(a: &BuildArgs) -> usize {
-    a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    })
-}
-
 /// The module name `-n` asks for, or the default from the first patch.
 fn module_name(a: &BuildArgs) -> Result<String> {
     Ok(match &a.name {
         Some(n) => {
-            let s = sanitize_name(n);
-            if s.is_empty() {
-                return Err(UserError::new("--name: empty after sanitising").into());
-            }
-            s
+            check_module_name("--name", n)?;
+            n.clone()
         }
         None => default_name(&a.patches[0]),
     })
@@ -282,7 +300,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .collect::<Result<_, _>>()?;
     let name = module_name(&a)?;
     let sign = sign_with(&a)?;
-    let jobs = jobs_of(&a);
+    let jobs = crate::cli::jobs(a.jobs)?;
     let arch: Option<Arch> = match a.arch.clone().or(env.arch.clone()) {
         Some(n) => Some(
             n.parse()

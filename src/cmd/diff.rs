@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::differ::{self, DiffOptions, Exports, PatchedFunction, Refusal, Verdict};
 use crate::error::{UserError, exit};
+use crate::files;
+use crate::module::source::check_module_name;
 use crate::objfile::ObjectFile;
 use crate::writer::diff_object::{klp_records, write_object};
 
@@ -51,12 +53,14 @@ struct Report<'a> {
     output: Option<String>,
 }
 
-pub fn read_input(path: &Path) -> Result<Vec<u8>, UserError> {
-    std::fs::read(path).map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))
-}
-
 /// Runs the differ and reports; returns the exit status.
 pub fn run(req: &DiffRequest) -> Result<i32> {
+    if req.object != "vmlinux" {
+        check_module_name("--object", &req.object)?;
+    }
+    if let Some(out) = &req.output {
+        files::check_output(out, "-o", &[&req.orig, &req.patched])?;
+    }
     let exports = match &req.symvers {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|e| {
@@ -66,8 +70,8 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
         }
         None => Exports::default(),
     };
-    let orig_bytes = read_input(&req.orig)?;
-    let patched_bytes = read_input(&req.patched)?;
+    let orig_bytes = files::read_input(&req.orig, "a compiled .o object")?;
+    let patched_bytes = files::read_input(&req.patched, "a compiled .o object")?;
     let orig = ObjectFile::parse(&req.orig, &orig_bytes)?;
     let patched = ObjectFile::parse(&req.patched, &patched_bytes)?;
     let opts = DiffOptions {
@@ -79,7 +83,7 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
     let mut written = None;
     if let (Some(out), Verdict::Patchable) = (&req.output, diff.verdict) {
         let bytes = write_object(&patched, &diff)?;
-        std::fs::write(out, bytes).with_context(|| format!("writing {}", out.display()))?;
+        files::write_whole(out, &bytes)?;
         written = Some(out.display().to_string());
     }
 

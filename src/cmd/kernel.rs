@@ -1,13 +1,15 @@
 //! `klpx kernel build|config|clean`: the per-architecture kernel trees in klpx's cache, built from
 //! Debian's linux-source-6.12 with tinyconfig and the fragments in `configs/`.
 
+use std::path::{Path, PathBuf};
+
 use anyhow::{Context, Result};
 use klpx_arch::Arch;
 
 use crate::cli::{KernelArgs, KernelCommand};
 use crate::error::{UserError, exit};
 use crate::kernel::cache;
-use crate::kernel::tree::{BaseConfig, KernelTree};
+use crate::kernel::tree::{BaseConfig, CREATED_MARKER, KernelTree};
 use crate::setup;
 
 /// The base config a `--base` value names.
@@ -47,11 +49,7 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
         .arch
         .parse()
         .map_err(|e| UserError::new(format!("--arch: {e}")))?;
-    let jobs = a.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = crate::cli::jobs(a.jobs)?;
     let mut packages = setup::BUILD_PACKAGES.to_vec();
     packages.push(arch.backend().compiler_package());
     setup::ensure_packages(&packages)?;
@@ -61,6 +59,47 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
         tree.cross = c.clone();
     }
     Ok(tree)
+}
+
+/// Refuses to remove anything but an output tree klpx made: one holding the marker klpx writes when
+/// it creates a tree, or one of the cache's own trees. Never `/`, the home directory, the cache
+/// root, a directory above any of them, or a kernel source tree.
+fn check_removable(dir: &Path) -> Result<(), UserError> {
+    let real = dir
+        .canonicalize()
+        .map_err(|e| UserError::new(format!("{}: {e}", dir.display())))?;
+    let refuse = |why: &str| {
+        Err(UserError::new(format!(
+            "{}: {why}; klpx kernel clean removes only output trees klpx made",
+            dir.display()
+        )))
+    };
+    let root = cache::root();
+    let guarded = [
+        Some(PathBuf::from("/")),
+        std::env::var_os("HOME").map(PathBuf::from),
+        Some(root.clone()),
+    ];
+    for g in guarded.into_iter().flatten() {
+        let g = g.canonicalize().unwrap_or(g);
+        if g.starts_with(&real) {
+            let how = if g == real { "is" } else { "holds" };
+            return refuse(&format!("{how} {}", g.display()));
+        }
+    }
+    if real.join("Kconfig").is_file() {
+        return refuse("is a kernel source tree");
+    }
+    if !real.is_dir() {
+        return refuse("is not a directory");
+    }
+    let made = real.join(CREATED_MARKER).is_file();
+    let cached = real.starts_with(root.canonicalize().unwrap_or(root.clone()).join("trees"))
+        && real.join(".klpx-fragments").is_file();
+    if !(made || cached) {
+        return refuse(&format!("holds no {CREATED_MARKER} marker"));
+    }
+    Ok(())
 }
 
 /// Runs a `klpx kernel` subcommand; returns the exit status.
@@ -91,10 +130,12 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 .parse()
                 .map_err(|e| UserError::new(format!("--arch: {e}")))?;
             let dir = tree_dir(&a, arch);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("removing {}", dir.display()))?;
+            if !dir.exists() {
+                println!("{}: nothing to remove", dir.display());
+                return Ok(exit::OK);
             }
+            check_removable(&dir)?;
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
             println!("removed {}", dir.display());
         }
     }

@@ -10,7 +10,7 @@ use crate::error::{UserError, exit};
 use crate::matrix::config::Matrix;
 use crate::matrix::report::Report;
 use crate::matrix::run::{MatrixRequest, run as run_matrix};
-use crate::module::source::{default_name, sanitize_name};
+use crate::module::source::{check_module_name, default_name};
 use crate::patch::source::SourcePatch;
 
 /// klpx's own default matrix, used when no file is given and there is no ./cross-dev.yaml.
@@ -36,12 +36,30 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         // Read before any tree is built; whether it applies is known once the source is there.
         SourcePatch::load(p)?;
     }
-    let name = a
-        .name
-        .as_deref()
-        .map(sanitize_name)
-        .unwrap_or_else(|| default_name(&a.patches[0]));
+    let name = match &a.name {
+        Some(n) => {
+            check_module_name("--name", n)?;
+            n.clone()
+        }
+        None => default_name(&a.patches[0]),
+    };
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));
+    let shown = a
+        .file
+        .as_ref()
+        .map_or_else(|| "cross-dev.yaml".to_string(), |f| f.display().to_string());
+    matrix.check_fragments(&shown, &dir)?;
+    if output.exists() && !output.is_dir() {
+        return Err(UserError::new(format!(
+            "-o {}: not a directory; give the directory for the modules",
+            output.display()
+        ))
+        .into());
+    }
+    if let Some(md) = &a.markdown {
+        let inputs: Vec<&Path> = a.patches.iter().map(PathBuf::as_path).collect();
+        crate::files::check_output(md, "--markdown", &inputs)?;
+    }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let results = run_matrix(&MatrixRequest {
         matrix,
@@ -67,15 +85,20 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        std::fs::write(md, report.markdown(&title))
-            .map_err(|e| UserError::new(format!("{}: cannot write: {e}", md.display())))?;
+        crate::files::write_whole(md, report.markdown(&title).as_bytes())?;
     }
-    let failed = results.iter().any(|r| r.outcome.is_err());
+    let failed = |user: bool| {
+        results
+            .iter()
+            .any(|r| matches!(&r.outcome, Err(f) if f.user_error == user))
+    };
     let refused = results
         .iter()
         .any(|r| matches!(&r.outcome, Ok(b) if b.outcome == Outcome::Refused));
-    Ok(if failed {
+    Ok(if failed(false) {
         exit::INTERNAL
+    } else if failed(true) {
+        exit::USER
     } else if refused {
         exit::UNPATCHABLE
     } else {

@@ -1,7 +1,7 @@
 //! `klpx verify MODULE --kernel IMAGE`: boots the kernel in qemu, loads the livepatch, runs the checks
 //! before and after, disables and unloads it, and says whether all of it worked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -91,6 +91,7 @@ fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRe
             ));
         }
     };
+    check_kernel_image(arch, &kernel_image)?;
     if a.timeout == 0 {
         return Err(UserError::new("--timeout must be at least 1 second"));
     }
@@ -106,6 +107,23 @@ fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRe
         .parse()
         .map_err(|e| UserError::new(format!("--accel: {e}")))?;
     Ok(req)
+}
+
+/// Checks, before qemu starts, that `image` is a bootable kernel of `arch`.
+fn check_kernel_image(arch: Arch, image: &Path) -> Result<(), UserError> {
+    use std::io::Read;
+    let shown = image.display();
+    let mut head = Vec::with_capacity(1024);
+    std::fs::File::open(image)
+        .and_then(|f| f.take(1024).read_to_end(&mut head))
+        .map_err(|e| UserError::new(format!("{shown}: cannot read the kernel image: {e}")))?;
+    if !klpx_arch::is_kernel_image(arch.backend(), &head) {
+        return Err(UserError::new(format!(
+            "{shown}: not a bootable {arch} kernel (expected what the build leaves in {}); check --kernel and --arch",
+            arch.backend().kernel_image()
+        )));
+    }
+    Ok(())
 }
 
 /// A failure to resolve or fetch a distribution's kernel, as the user's to fix (bad release,

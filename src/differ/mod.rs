@@ -112,6 +112,40 @@ pub struct Diff {
     pub selection: Selection,
 }
 
+/// Refuses two objects that are not builds of one translation unit: their source file symbols
+/// differ, or the patched object lacks most of the original's global symbols. Diffing those would
+/// call nearly everything new and might still end in a "patchable" module.
+fn same_unit(orig: &ObjectFile, patched: &ObjectFile) -> Result<(), UserError> {
+    if let (Some(a), Some(b)) = (orig.source_name, patched.source_name)
+        && a != b
+    {
+        return Err(UserError::new(format!(
+            "{} is built from {b} but {} from {a}; give two builds of the same source file",
+            patched.path, orig.path
+        )));
+    }
+    fn globals<'a>(o: &ObjectFile<'a>) -> HashSet<&'a str> {
+        o.symbols
+            .iter()
+            .filter(|s| {
+                s.global && s.sec().is_some() && matches!(s.kind, SymKind::Func | SymKind::Object)
+            })
+            .map(|s| s.name)
+            .collect()
+    }
+    let (old, new) = (globals(orig), globals(patched));
+    let kept = old.iter().filter(|n| new.contains(*n)).count();
+    if old.len() >= 4 && kept * 2 < old.len() {
+        return Err(UserError::new(format!(
+            "{} defines only {kept} of the {} global symbols of {}; give two builds of the same source file",
+            patched.path,
+            old.len(),
+            orig.path
+        )));
+    }
+    Ok(())
+}
+
 /// Diffs two parsed objects of one translation unit.
 pub fn diff(
     orig: &ObjectFile,
@@ -124,6 +158,7 @@ pub fn diff(
             patched.path, patched.arch, orig.path, orig.arch
         )));
     }
+    same_unit(orig, patched)?;
     let corr = Correlation::new(orig, patched);
     let mut refusals = Vec::new();
     let mut status = classify_functions(orig, patched, &corr);

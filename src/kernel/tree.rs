@@ -9,6 +9,29 @@ use klpx_arch::Arch;
 
 use super::configs;
 
+/// The file that says klpx created an output tree (and may remove it with `klpx kernel clean`).
+pub const CREATED_MARKER: &str = ".klpx-tree";
+
+/// Creates `dir` for a new tree and marks it as klpx's; a directory that already holds anything is
+/// used as it is and never marked, so `klpx kernel clean` will not remove what klpx did not make.
+fn claim(dir: &Path) -> Result<()> {
+    let empty = match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none(),
+        Err(_) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            true
+        }
+    };
+    if empty {
+        std::fs::write(
+            dir.join(CREATED_MARKER),
+            "made by klpx kernel build/config\n",
+        )
+        .with_context(|| format!("marking {}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// How the tree's `.config` starts before the fragments are merged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseConfig {
@@ -129,6 +152,7 @@ impl KernelTree {
 
     /// [`KernelTree::ensure_prepared`] from another base config.
     pub fn ensure_prepared_from(&self, base: &BaseConfig) -> Result<Vec<String>> {
+        claim(&self.out)?;
         let mut fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
         fragments.extend(self.extra_fragments.iter().cloned());
         let mut key = match base {

@@ -67,14 +67,13 @@ pub struct Matrix {
 }
 
 fn default_jobs() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
+    crate::cli::cpus()
 }
 
 impl Matrix {
     /// Parses a matrix file; `name` is used in errors (`cross-dev.yaml:7:11: ...`).
     pub fn parse(name: &str, text: &str) -> Result<Matrix, UserError> {
+        check_nesting(name, text)?;
         let m: Matrix = serde_norway::from_str(text).map_err(|e| {
             let at = e
                 .location()
@@ -103,15 +102,80 @@ impl Matrix {
         if m.jobs == 0 {
             return Err(UserError::new(format!("{name}: `jobs` must be at least 1")));
         }
+        let mut m = m;
+        m.jobs = crate::cli::jobs(Some(m.jobs))?;
         Ok(m)
+    }
+
+    /// Checks that every extra fragment (relative to `dir`, the matrix file's directory) is a file,
+    /// before any kernel tree is built.
+    pub fn check_fragments(&self, name: &str, dir: &Path) -> Result<(), UserError> {
+        for a in &self.arches {
+            for f in &a.fragments {
+                if !dir.join(f).is_file() {
+                    return Err(UserError::new(format!(
+                        "{name}: {}: fragment {}: no such file (paths are relative to the matrix file)",
+                        a.arch.0,
+                        f.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Reads and parses a matrix file.
     pub fn load(path: &Path) -> Result<Matrix, UserError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| UserError::new(format!("{}: cannot read: {e}", path.display())))?;
+        let bytes = crate::files::read_input(path, "a matrix YAML file")?;
+        if bytes.len() > MAX_FILE {
+            return Err(UserError::new(format!(
+                "{}: {} bytes; a matrix file is a page of YAML (limit {MAX_FILE})",
+                path.display(),
+                bytes.len()
+            )));
+        }
+        let text = String::from_utf8(bytes)
+            .map_err(|_| UserError::new(format!("{}: not UTF-8 text", path.display())))?;
         Matrix::parse(&path.display().to_string(), &text)
     }
+}
+
+/// Largest matrix file read (1 MiB): thousands of architectures' worth.
+const MAX_FILE: usize = 1 << 20;
+
+/// Deepest nesting of YAML flow collections (`[`, `{`) accepted; a matrix needs three.
+const MAX_DEPTH: usize = 32;
+
+/// Refuses flow collections nested deeper than [`MAX_DEPTH`] before the YAML parser sees them: its
+/// time grows with the square of the depth (100,000 brackets take 20 s).
+fn check_nesting(name: &str, text: &str) -> Result<(), UserError> {
+    let mut depth = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let mut quote = None;
+        let mut prev = ' ';
+        for (col, c) in line.chars().enumerate() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '\'' | '"') => quote = Some(c),
+                (None, '#') if prev.is_whitespace() => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(UserError::new(format!(
+                            "{name}:{}:{}: collections nested more than {MAX_DEPTH} deep",
+                            n + 1,
+                            col + 1
+                        )));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            prev = c;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -124,6 +188,21 @@ mod tests {
         let m = Matrix::parse("cross-dev.yaml", text).unwrap();
         let arches: Vec<Arch> = m.arches.iter().map(|a| a.arch.0).collect();
         assert_eq!(arches, Arch::ALL);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_at_once() {
+        let deep = format!("source: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let e = Matrix::parse("m.yaml", &deep).unwrap_err().to_string();
+        assert!(e.starts_with("m.yaml:1:41: "), "{e}");
+        let lines = format!("source: {}\n", "[\n".repeat(100));
+        let e = Matrix::parse("m.yaml", &lines).unwrap_err().to_string();
+        assert!(e.starts_with("m.yaml:33:1: "), "{e}");
+        let quoted = format!(
+            "source: \"{}\"\noutput: trees\narches:\n  - arch: x86_64\n",
+            "[".repeat(100)
+        );
+        Matrix::parse("m.yaml", &quoted).unwrap();
     }
 
     #[test]

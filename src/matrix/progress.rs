@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use klpx_arch::Arch;
 
+use super::run::ArchFailure;
 use crate::build::pipeline::BuildReport;
 
 pub struct Board {
@@ -61,10 +62,10 @@ impl Board {
     }
 
     /// Ends `arch`'s line with its outcome.
-    pub fn done(&self, arch: Arch, outcome: &Result<BuildReport, String>) {
+    pub fn done(&self, arch: Arch, outcome: &Result<BuildReport, ArchFailure>) {
         let what = match outcome {
             Ok(r) => format!("{:?}", r.outcome).to_lowercase(),
-            Err(e) => format!("failed: {}", e.lines().next().unwrap_or("")),
+            Err(e) => format!("failed: {}", e.message.lines().next().unwrap_or("")),
         };
         if self.quiet {
             return;

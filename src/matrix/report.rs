@@ -59,7 +59,7 @@ impl Report {
                 match &r.outcome {
                     Err(e) => {
                         row.status = "failed".into();
-                        row.error = Some(e.lines().next().unwrap_or("").to_string());
+                        row.error = Some(e.message.lines().next().unwrap_or("").to_string());
                     }
                     Ok(b) => {
                         row.status = match b.outcome {

@@ -18,6 +18,7 @@ use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::toolchain::Toolchain;
 use crate::kernel::cache;
 use crate::kernel::tree::KernelTree;
+use crate::patch::source::{SourcePatch, plan_edits};
 
 /// What the matrix run needs besides the matrix file.
 #[derive(Debug, Clone)]
@@ -38,12 +39,43 @@ pub struct MatrixRequest {
     pub quiet: bool,
 }
 
+/// Why one architecture failed, keeping whether it was the user's input (exit 2) or klpx and
+/// its environment (exit 4) when the error is shown as text.
+#[derive(Debug, Clone)]
+pub struct ArchFailure {
+    pub message: String,
+    pub user_error: bool,
+}
+
+impl ArchFailure {
+    /// What an architecture's slot holds once its result is taken.
+    fn finished() -> ArchFailure {
+        ArchFailure {
+            message: "finished".into(),
+            user_error: false,
+        }
+    }
+
+    fn from_error(e: &anyhow::Error, context: &str) -> ArchFailure {
+        ArchFailure {
+            message: format!("{context}{e:#}"),
+            user_error: e.downcast_ref::<crate::error::UserError>().is_some(),
+        }
+    }
+}
+
+impl std::fmt::Display for ArchFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 /// One architecture's result.
 #[derive(Debug)]
 pub struct ArchResult {
     pub arch: Arch,
     pub tree: PathBuf,
-    pub outcome: Result<BuildReport, String>,
+    pub outcome: Result<BuildReport, ArchFailure>,
     /// This architecture's own time in the livepatch stages (plan to module).
     pub time: Duration,
 }
@@ -107,9 +139,10 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
         (m.jobs / arches.len()).max(1)
     };
     let board = Board::new(&arches, req.quiet);
+    check_patches_apply(req, &src, &board)?;
 
     // Kernel trees: built once, each in its own output tree.
-    let trees: Vec<Result<KernelTree, String>> = each(&m.arches, req.sequential, |e| {
+    let trees: Vec<Result<KernelTree, ArchFailure>> = each(&m.arches, req.sequential, |e| {
         let arch = e.arch.0;
         let mut tree = KernelTree::new(arch, &src, &tree_dir(m, arch), per_arch);
         if let Some(c) = &e.cross {
@@ -119,19 +152,13 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
         board.set(arch, "kernel tree (built once)");
         tree.ensure_built()
             .map(|_| tree)
-            .map_err(|e| format!("kernel tree: {e:#}"))
+            .map_err(|e| ArchFailure::from_error(&e, "kernel tree: "))
     });
 
     let root = src.clone();
     // The lock first: a journal is only left over when no klpx holds the lock.
     let _lock = SourceLock::try_take(&root)?;
-    let restored = journal::recover(&root)?;
-    if restored > 0 {
-        board.note(&format!(
-            "restored {restored} file(s) of {} left patched by an interrupted run",
-            root.display()
-        ));
-    }
+    recover(&root, &board)?;
 
     // Plan every architecture.
     let times: Vec<Mutex<Duration>> = arches.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
@@ -140,23 +167,24 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
         f();
         *times[i].lock().unwrap_or_else(|p| p.into_inner()) += t.elapsed();
     };
-    let planned: Vec<Mutex<Result<Planned, String>>> = m
+    let planned: Vec<Mutex<Result<Planned, ArchFailure>>> = m
         .arches
         .iter()
         .zip(&trees)
         .enumerate()
         .map(|(i, (e, t))| {
-            let mut out = Err(String::new());
+            let mut out = None;
             timed(i, &mut || {
-                out = match t {
+                out = Some(match t {
                     Err(why) => Err(why.clone()),
                     Ok(tree) => {
                         board.set(e.arch.0, "plan");
-                        plan(&request(req, e, tree, per_arch)).map_err(|e| format!("{e:#}"))
+                        plan(&request(req, e, tree, per_arch))
+                            .map_err(|e| ArchFailure::from_error(&e, ""))
                     }
-                };
+                });
             });
-            Mutex::new(out)
+            Mutex::new(out.expect("timed runs its closure"))
         })
         .collect();
 
@@ -169,7 +197,7 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
                 let mut r = Ok(());
                 timed(i, &mut || r = p.compile(which, what));
                 if let Err(e) = r {
-                    *slot = Err(format!("{e:#}"));
+                    *slot = Err(ArchFailure::from_error(&e, ""));
                 }
             }
         });
@@ -192,24 +220,22 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
 
     // Diff and module, per architecture.
     let results: Vec<ArchResult> = each(&idx, req.sequential, |&i| {
-        let slot = std::mem::replace(
-            &mut *planned[i].lock().unwrap_or_else(|p| p.into_inner()),
-            Err(String::new()),
-        );
-        let outcome = match slot {
+        let mut slot = planned[i].lock().unwrap_or_else(|p| p.into_inner());
+        let outcome = match std::mem::replace(&mut *slot, Err(ArchFailure::finished())) {
             Err(why) => Err(why),
             Ok(p) => {
                 board.set(arches[i], "diff and module");
                 let mut p = Some(p);
-                let mut r = Err(String::new());
+                let mut r = None;
                 timed(i, &mut || {
-                    if let Some(p) = p.take() {
-                        r = p.finish().map_err(|e| format!("{e:#}"));
-                    }
+                    r = p
+                        .take()
+                        .map(|p| p.finish().map_err(|e| ArchFailure::from_error(&e, "")));
                 });
-                r
+                r.expect("timed runs its closure")
             }
         };
+        drop(slot);
         board.done(arches[i], &outcome);
         ArchResult {
             arch: arches[i],
@@ -220,6 +246,32 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
     });
     board.finish();
     Ok(results)
+}
+
+/// Restores what an interrupted run left patched (the caller holds the tree's lock).
+fn recover(root: &std::path::Path, board: &Board) -> Result<()> {
+    let restored = journal::recover(root)?;
+    if restored > 0 {
+        board.note(&format!(
+            "restored {restored} file(s) of {} left patched by an interrupted run",
+            root.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that the patches apply to the source before any kernel tree is built: a patch that does
+/// not is the user's to fix, and should not cost an hour of kernel builds first.
+fn check_patches_apply(req: &MatrixRequest, src: &std::path::Path, board: &Board) -> Result<()> {
+    let patches: Vec<SourcePatch> = req
+        .patches
+        .iter()
+        .map(|p| SourcePatch::load(p))
+        .collect::<Result<_, _>>()?;
+    let _lock = SourceLock::try_take(src)?;
+    recover(src, board)?;
+    plan_edits(&patches, src, req.fuzz)?;
+    Ok(())
 }
 
 /// The build request of one architecture.

@@ -78,6 +78,23 @@ pub fn sanitize_name(name: &str) -> String {
     s
 }
 
+/// Checks a module name the user gave (`-n`, `--object`): what the kernel takes as a module name
+/// and as a livepatch object name, unchanged: ASCII letters, digits, `-` and `_`, 1 to 55 characters.
+pub fn check_module_name(option: &str, name: &str) -> Result<(), crate::error::UserError> {
+    let ok = !name.is_empty()
+        && name.len() <= 55
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(crate::error::UserError::new(format!(
+            "{option} {name:?}: not a module name; use 1 to 55 ASCII letters, digits, '-' and '_'"
+        )))
+    }
+}
+
 /// The default name for a patch file: `livepatch-<file stem>`.
 pub fn default_name(patch: &Path) -> String {
     let stem = patch
