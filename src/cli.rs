@@ -387,3 +387,14 @@ pub fn jobs(requested: Option<usize>) -> Result<usize, crate::error::UserError> 
         Some(n) => Ok(n),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jobs_are_at_least_one_and_at_most_four_per_cpu() {
+        assert!(super::jobs(Some(0)).is_err());
+        assert_eq!(super::jobs(Some(1)).unwrap(), 1);
+        assert_eq!(super::jobs(Some(100_000)).unwrap(), 4 * super::cpus());
+        assert_eq!(super::jobs(None).unwrap(), super::cpus());
+    }
+}

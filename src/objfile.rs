@@ -19,9 +19,6 @@ use crate::error::UserError;
 /// Largest size, value or addend a sane relocatable object has (1 TiB): bounds all offset arithmetic.
 const LIMIT: u64 = 1 << 40;
 
-/// How far outside its section a section-relative relocation may point (64 KiB).
-const SECTION_SLACK: i64 = 1 << 16;
-
 /// Largest section alignment accepted (a page of the largest kernel page size).
 const MAX_ALIGN: u64 = 1 << 16;
 
@@ -283,11 +280,6 @@ impl<'d> ObjectFile<'d> {
         let symtab = table
             .symbols(e, data, elf::SHT_SYMTAB)
             .map_err(|err| bad(&format!("corrupt symbol table: {err}")))?;
-        if symtab.is_empty() {
-            return Err(bad(
-                "has no symbol table: corrupt or stripped (give the object as the compiler wrote it)",
-            ));
-        }
         if u32::try_from(symtab.len()).is_err() {
             return Err(bad("has more symbols than an index of 32 bits holds"));
         }
@@ -453,7 +445,7 @@ impl<'d> ObjectFile<'d> {
             }
         }
 
-        let file = ObjectFile {
+        Ok(ObjectFile {
             path: shown,
             arch,
             sections,
@@ -463,34 +455,7 @@ impl<'d> ObjectFile<'d> {
             e_flags: header.e_flags(e).0,
             os_abi: header.e_ident().os_abi.0,
             source_name,
-        };
-        file.check_section_targets()?;
-        Ok(file)
-    }
-
-    /// Refuses a relocation against a section symbol whose target lies far outside that section.
-    /// Compilers do point a little past either end (`&array[-1]` in `.toc`, ppc64's `__ftr_fixup`
-    /// entries one instruction past a function), but never by more than [`SECTION_SLACK`]; a target
-    /// further out is a corrupt addend, and copying what it points at would go wrong.
-    fn check_section_targets(&self) -> Result<(), UserError> {
-        let backend = self.backend();
-        for (index, sec) in self.sections.iter().enumerate() {
-            for r in self.relocs(index) {
-                let sym = &self.symbols[r.sym()];
-                let (SymKind::Section, Some(target)) = (sym.kind, sym.sec()) else {
-                    continue;
-                };
-                let at = backend.target_offset(r.r_type, r.addend, self.site(index, r.offset));
-                let size = self.sections[target].size;
-                if at < -SECTION_SLACK || at > size as i64 + SECTION_SLACK {
-                    return Err(UserError::new(format!(
-                        "{}: relocation in {} at {:#x} points at {}{at:+#x}, outside that section ({size:#x} bytes): corrupt object",
-                        self.path, sec.name, r.offset, self.sections[target].name
-                    )));
-                }
-            }
-        }
-        Ok(())
+        })
     }
 
     /// The relocations applying to section `sec`, sorted by offset.

@@ -190,8 +190,15 @@ fn a_journal_left_by_a_killed_run_is_restored_first() {
     );
 }
 
+/// The work directory `klpx build` of the header patch uses in process `pid`.
+fn workdir_of(pid: u32) -> PathBuf {
+    klpx::kernel::cache::root()
+        .join("build")
+        .join(format!("livepatch-header-edit-{pid}"))
+}
+
 /// Starts a real build of a header patch (dozens of objects), waits until the tree is patched, sends
-/// `signal`, and checks that the tree is as before and the journal gone.
+/// `signal`, and checks that the tree is as before and the journal and work directory gone.
 fn interrupt_during_patched_compile(signal: i32) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let tree = common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree");
@@ -249,6 +256,10 @@ fn interrupt_during_patched_compile(signal: i32) {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(128 + signal), "{log}");
     assert!(log.contains("interrupted; restored"), "{log}");
+    assert!(
+        !workdir_of(child.id()).exists(),
+        "the work directory was left in the cache"
+    );
     for (f, b) in files.iter().zip(&before) {
         assert_eq!(
             &std::fs::read(tree.src.join(f)).unwrap(),
@@ -271,4 +282,56 @@ fn sigterm_during_the_patched_compile_restores_the_tree() {
 #[test]
 fn sigint_during_the_patched_compile_restores_the_tree() {
     interrupt_during_patched_compile(libc::SIGINT);
+}
+
+#[test]
+fn the_next_build_removes_the_work_directory_of_a_killed_one() {
+    use std::os::unix::process::CommandExt;
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = common::kernel::built_tree(Arch::X86_64).expect("x86_64 kernel tree");
+    let repo = common::kernel::repo();
+    let out_dir = std::env::temp_dir().join(format!("klpx-faults-kill-{}", std::process::id()));
+    let build = |patch: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_klpx"));
+        c.args(["build", "-s", tree.src.to_str().unwrap()])
+            .args(["-O", tree.out.to_str().unwrap()])
+            .args(["-o", out_dir.to_str().unwrap(), "-j", "1"])
+            .arg(repo.join(patch));
+        c
+    };
+    // Its own process group, killed whole as a closed terminal or an OOM kill of the session would.
+    let mut child = build("tests/boot/header-edit.patch")
+        .process_group(0)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().contains("compile-patched") {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    child.wait().unwrap();
+    let left = workdir_of(child.id());
+    assert!(
+        left.is_dir(),
+        "SIGKILL leaves the work directory (nothing can run)"
+    );
+    let next = build("examples/proc-cmdline.patch").output().unwrap();
+    let err = text(&next.stderr);
+    assert_eq!(next.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("restored"),
+        "the killed run's journal is restored: {err}"
+    );
+    assert!(
+        !left.exists(),
+        "the next build removes the killed run's work directory"
+    );
+    let _ = std::fs::remove_dir_all(&out_dir);
 }

@@ -58,6 +58,15 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     if let Some(c) = &a.cross {
         tree.cross = c.clone();
     }
+    let cc = format!("{}gcc", tree.cross);
+    if which::which(&cc).is_err() {
+        return Err(UserError::new(format!(
+            "--cross {}: {cc} is not installed; install {} or give another prefix",
+            tree.cross,
+            arch.backend().compiler_package()
+        ))
+        .into());
+    }
     Ok(tree)
 }
 

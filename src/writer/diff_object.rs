@@ -27,6 +27,7 @@ use klpx_arch::{Endian, RelocClass, Site};
 use object::elf;
 
 use crate::differ::{Diff, KlpTarget, OutReloc, OutTarget};
+use crate::error::UserError;
 use crate::objfile::{ObjectFile, SymKind};
 
 /// Size of one `.klpx.relocs` entry.
@@ -302,12 +303,26 @@ pub fn write_object_aliased(
             .or_else(|| whole(sec).map(|w| (w, off as u64)))
             .map(|(tp, mapped)| (tp, mapped, off))
             .ok_or_else(|| {
-                anyhow!(
-                    "internal: relocation in {} at {:#x} points into {} at {off:#x}, which is not emitted",
+                let (from, to) = (
                     patched.sections[sel.pieces[pi].section].name,
-                    r.offset,
-                    patched.sections[sec].name
-                )
+                    patched.sections[sec].name,
+                );
+                let size = patched.sections[sec].size;
+                if off < 0 || off as u64 > size {
+                    // Only the addend says where: the target is outside the section, so which of
+                    // its data the code means cannot be told (a corrupt addend, or address
+                    // arithmetic klpx cannot carry into a module).
+                    UserError::new(format!(
+                        "{}: relocation in {from} at {:#x} points at {to}{off:+#x}, outside that section ({size:#x} bytes); klpx cannot tell which data it refers to",
+                        patched.path, r.offset
+                    ))
+                    .into()
+                } else {
+                    anyhow!(
+                        "internal: relocation in {from} at {:#x} points into {to} at {off:#x}, which is not emitted",
+                        r.offset
+                    )
+                }
             })
     };
     // A GOT entry is made per symbol, and the addend only moves the reference to it (s390
