@@ -22,10 +22,10 @@ impl Compiler {
 
 /// Whether a `CROSS_COMPILE` prefix targets the backend's architecture (`aarch64-linux-gnu-` → arm64).
 pub fn prefix_targets(backend: &dyn Backend, prefix: &str) -> bool {
-    let arch = backend.triple().architecture.to_string();
     if prefix.is_empty() {
-        return std::env::consts::ARCH == arch;
+        return backend.arch().is_host();
     }
+    let arch = backend.triple().architecture.to_string();
     let base = prefix.rsplit('/').next().unwrap_or(prefix);
     base.starts_with(&format!("{arch}-"))
 }

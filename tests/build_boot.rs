@@ -404,17 +404,30 @@ mod arm64 {
     }
 }
 
-/// Every case in the YAML has a test above (those for distribution kernels only are in
-/// distro_boot.rs).
+/// The tests follow tests/boot/cases.yaml: every case has a test on each architecture its `arches`
+/// names, and none elsewhere (those for distribution kernels only are in distro_boot.rs).
 #[test]
 fn every_case_has_a_test() {
     let src = std::fs::read_to_string(file!()).unwrap();
-    for c in cases().into_iter().filter(|c| !c.distro_only) {
-        assert!(
-            src.contains(&format!("run_case(\"{}\")", c.name)),
-            "case {} has no test",
-            c.name
-        );
+    let cross = &src
+        [src.find("macro_rules! cross_cases").unwrap()..src.find("cross_cases!(ppc64le").unwrap()];
+    let arm = &src[src.find("mod arm64 {").unwrap()..];
+    let x86 = &src[..src.find("macro_rules! cross_cases").unwrap()];
+    let tested = |arch: &str, name: &str| match arch {
+        "x86_64" => x86.contains(&format!("run_case(\"{name}\")")),
+        "ppc64le" | "s390" => cross.contains(&format!("run_case_on($a, \"{name}\")")),
+        "arm64" => arm.contains(&format!("run_case_on(Arch::Arm64, \"{name}\")")),
+        _ => unreachable!(),
+    };
+    for c in cases() {
+        for arch in ["x86_64", "ppc64le", "s390", "arm64"] {
+            assert_eq!(
+                tested(arch, &c.name),
+                c.runs_on(arch),
+                "case {} on {arch}: cases.yaml and the tests disagree",
+                c.name
+            );
+        }
     }
 }
 

@@ -20,6 +20,7 @@ const SPECIAL: &[SpecialSection] = &[
         entry_sizes: &[12],
         parallel: None,
         companion: Some(".altinstr_replacement"),
+        keys: None,
     },
 ];
 

@@ -43,6 +43,18 @@ impl Arch {
         }
     }
 
+    /// The architecture klpx itself runs on, when it is one of the four.
+    pub fn host() -> Option<Arch> {
+        Arch::ALL
+            .into_iter()
+            .find(|a| a.backend().triple().architecture == Triple::host().architecture)
+    }
+
+    /// Whether this is the architecture klpx runs on (no cross compiler needed, KVM possible).
+    pub fn is_host(self) -> bool {
+        Arch::host() == Some(self)
+    }
+
     /// The architecture of an ELF object, from its `e_machine` and byte order.
     pub fn from_elf(machine: u16, endian: Endian) -> Option<Arch> {
         Arch::ALL
@@ -225,6 +237,9 @@ pub struct SpecialSection {
     pub parallel: Option<(&'static str, u64)>,
     /// A section of replacement code the entries point into, kept whole when any entry is kept.
     pub companion: Option<&'static str>,
+    /// What the entries' keys are, when the module loader wires them up as the module loads (static
+    /// keys, static calls): a key of another module may not be there yet.
+    pub keys: Option<&'static str>,
 }
 
 impl SpecialSection {
@@ -234,6 +249,15 @@ impl SpecialSection {
             entry_sizes,
             parallel: None,
             companion: None,
+            keys: None,
+        }
+    }
+
+    /// The table, with entries naming keys of the given kind (`static key`).
+    pub const fn with_keys(self, what: &'static str) -> SpecialSection {
+        SpecialSection {
+            keys: Some(what),
+            ..self
         }
     }
 }
@@ -241,7 +265,7 @@ impl SpecialSection {
 /// Sections every kernel architecture shares.
 const GENERIC_SPECIAL: [SpecialSection; 4] = [
     SpecialSection::table("__bug_table", &[12, 8]),
-    SpecialSection::table("__jump_table", &[16]),
+    SpecialSection::table("__jump_table", &[16]).with_keys("static key"),
     SpecialSection::table("__mcount_loc", &[8]),
     SpecialSection::table("__patchable_function_entries", &[8]),
 ];
@@ -339,8 +363,9 @@ pub trait Backend: Send + Sync {
     fn check_module_reloc(&self, _r: &ModuleReloc) -> Result<(), String> {
         Ok(())
     }
-    /// Writable sections of per-object constants that patch code carries its own copy of (ppc64 `.toc`).
-    fn private_sections(&self) -> &'static [&'static str] {
+    /// Writable sections of per-object constants that patch code carries its own copy of, with
+    /// their entry size (ppc64 `.toc`, 8-byte addresses).
+    fn private_sections(&self) -> &'static [(&'static str, u64)] {
         &[]
     }
     /// The relocation-free relative branch (call, jump) whose displacement covers byte `pos` of the
@@ -386,6 +411,17 @@ pub trait Backend: Send + Sync {
     /// How many bytes before a function's symbol its ftrace record may point: arm64 with
     /// DYNAMIC_FTRACE_WITH_CALL_OPS (`-fpatchable-function-entry=4,2`) records the first of two
     /// NOPs placed before the function.
+    /// How far into a function its ftrace entry (the call or NOPs a `__mcount_loc` or
+    /// `__patchable_function_entries` record names) may lie: after an `ENDBR64`, a `BTI C`, or
+    /// ppc64's global entry.
+    fn entry_window(&self) -> u64 {
+        16
+    }
+    /// The `/proc/cpuinfo` flags that say the host CPU has hardware virtualization for KVM; empty
+    /// where the CPU lists none, and `/dev/kvm` is taken at its word.
+    fn virtualization_flags(&self) -> &'static [&'static str] {
+        &[]
+    }
     fn entry_record_before(&self) -> u64 {
         0
     }
@@ -421,14 +457,6 @@ pub fn all_special_sections(backend: &dyn Backend) -> Vec<SpecialSection> {
         .chain(GENERIC_SPECIAL.iter())
         .copied()
         .collect()
-}
-
-/// Sections whose entries are parallel to a special section (ORC's `.orc_unwind`).
-pub fn is_parallel_section(backend: &dyn Backend, name: &str) -> bool {
-    backend
-        .special_sections()
-        .iter()
-        .any(|s| s.parallel.is_some_and(|(p, _)| p == name))
 }
 
 /// Whether `head` (the first kilobyte or more of a file) starts a bootable kernel image of the

@@ -234,8 +234,8 @@ impl Backend for Ppc64le {
         }
         Ok(())
     }
-    fn private_sections(&self) -> &'static [&'static str] {
-        &[".toc"]
+    fn private_sections(&self) -> &'static [(&'static str, u64)] {
+        &[(".toc", 8)]
     }
     fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch> {
         let at = pos & !3;

@@ -19,6 +19,7 @@ const SPECIAL: &[SpecialSection] = &[
         entry_sizes: &[13, 12],
         parallel: None,
         companion: Some(".altinstr_replacement"),
+        keys: None,
     },
     SpecialSection::table(".s390_indirect_jump", &[4]),
     SpecialSection::table(".s390_indirect_call", &[4]),

@@ -16,14 +16,16 @@ const SPECIAL: &[SpecialSection] = &[
         entry_sizes: &[14],
         parallel: None,
         companion: Some(".altinstr_replacement"),
+        keys: None,
     },
-    SpecialSection::table(".static_call_sites", &[8]),
+    SpecialSection::table(".static_call_sites", &[8]).with_keys("static call key"),
     SpecialSection::table(".smp_locks", &[4]),
     SpecialSection {
         name: ".orc_unwind_ip",
         entry_sizes: &[4],
         parallel: Some((".orc_unwind", 6)),
         companion: None,
+        keys: None,
     },
     SpecialSection::table(".retpoline_sites", &[4]),
     SpecialSection::table(".return_sites", &[4]),
@@ -207,6 +209,10 @@ impl Backend for X86_64 {
     }
     fn kernel_image(&self) -> &'static str {
         "arch/x86/boot/bzImage"
+    }
+    /// Intel's VT-x and AMD's SVM.
+    fn virtualization_flags(&self) -> &'static [&'static str] {
+        &["vmx", "svm"]
     }
     fn kernel_image_magic(&self) -> &'static [(usize, &'static [u8])] {
         // The real-mode header's "HdrS" (Documentation/arch/x86/boot.rst).

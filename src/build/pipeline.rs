@@ -467,11 +467,6 @@ impl Planned {
         &self.edits
     }
 
-    /// How many objects each build compiles.
-    pub fn object_count(&self) -> usize {
-        self.objects.len()
-    }
-
     /// Compiles every affected object into `<which>.o`, in parallel up to the request's jobs.
     pub fn compile(&mut self, which: &str, what: &str) -> Result<()> {
         let req = &self.req;

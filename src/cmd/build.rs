@@ -109,11 +109,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         None => std::fs::read_to_string(objdir.join(".config"))
             .ok()
             .and_then(|c| Arch::from_config(&c))
-            .or_else(|| {
-                Arch::ALL.into_iter().find(|a| {
-                    a.backend().triple().architecture.to_string() == std::env::consts::ARCH
-                })
-            })
+            .or_else(Arch::host)
             .unwrap_or(Arch::X86_64),
     };
     let compiler = find_compiler(
@@ -545,8 +541,7 @@ fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec
             })?;
             // A kernel built natively names its compiler without a target (`gcc-12` on s390x):
             // here it is the same compiler for the target, the cross one.
-            let host = arch.backend().triple().architecture.to_string() == std::env::consts::ARCH;
-            if compiler_prefix(&cc).is_empty() && !host {
+            if compiler_prefix(&cc).is_empty() && !arch.is_host() {
                 format!(
                     "{}{cc}",
                     a.cross

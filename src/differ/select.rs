@@ -421,9 +421,14 @@ impl<'a, 'd> Selector<'a, 'd> {
         if is_ignored_section(section.name) || !section.is_alloc() || !section.is_content() {
             return (OutTarget::Dropped(sec), in_section);
         }
-        if p.backend().private_sections().contains(&section.name) {
-            // A table of pointer-sized entries (ppc64 `.toc`): take only the entry referenced.
-            let entry = (off.max(0) as u64) & !7;
+        if let Some(&(_, size)) = p
+            .backend()
+            .private_sections()
+            .iter()
+            .find(|(n, _)| *n == section.name)
+        {
+            // A table of address-sized entries (ppc64 `.toc`): take only the entry referenced.
+            let entry = (off.max(0) as u64) / size * size;
             if entry >= section.size {
                 self.refuse(
                     section.name,
@@ -431,7 +436,7 @@ impl<'a, 'd> Selector<'a, 'd> {
                 );
                 return (OutTarget::Dropped(sec), in_section);
             }
-            self.include_range(sec, (entry, (entry + 8).min(section.size)));
+            self.include_range(sec, (entry, (entry + size).min(section.size)));
             return (OutTarget::Location(sec), in_section);
         }
         if section.is_write() {
@@ -691,11 +696,13 @@ impl<'a, 'd> Selector<'a, 'd> {
     /// that jump_label_apply_nops can access unexported vmlinux symbols"), so vmlinux keys are fine;
     /// a key in a module is resolved only when that module loads, too late for the patch's tables.
     fn check_keys(&mut self, name: &str, kept: &[(u64, u64)]) {
-        if (name != "__jump_table" && name != ".static_call_sites") || self.object_name == "vmlinux"
-        {
+        let p = self.patched;
+        let Some(what) = special_section(p.backend(), name).and_then(|s| s.keys) else {
+            return;
+        };
+        if self.object_name == "vmlinux" {
             return;
         }
-        let p = self.patched;
         let sec = p
             .sections
             .iter()
@@ -723,11 +730,6 @@ impl<'a, 'd> Selector<'a, 'd> {
                 if exported || new_in_patch {
                     continue;
                 }
-                let what = if name == "__jump_table" {
-                    "static key"
-                } else {
-                    "static call key"
-                };
                 self.refuse(
                     &key,
                     format!(

@@ -459,9 +459,10 @@ pub fn write_klp_sections(
                     s.sh_link(endian)
                 };
                 let info = if s.sh_type(endian) == elf::SHT_GROUP {
-                    s.sh_info(endian)
-                        .checked_sub(0)
-                        .and_then(|old| sym_map.get(old as usize).copied().flatten())
+                    sym_map
+                        .get(s.sh_info(endian) as usize)
+                        .copied()
+                        .flatten()
                         .map_or(0, |x| x.0)
                 } else if flags.0 & elf::SHF_INFO_LINK.0 != 0 {
                     remap(s.sh_info(endian))

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use klpx_arch::{Arch, Triple};
+use klpx_arch::Arch;
 
 /// How long qemu may keep running after the guest said it is done (the halt itself).
 const HALT_GRACE: Duration = Duration::from_secs(10);
@@ -80,28 +80,27 @@ impl std::str::FromStr for Accel {
 /// opens, and the host CPU advertises hardware virtualization. (A virtual machine without nested
 /// virtualization may still have `/dev/kvm`, and guests then hang in the firmware.)
 pub fn kvm_usable(arch: Arch) -> bool {
-    arch.backend().triple().architecture == Triple::host().architecture
+    arch.is_host()
         && std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/kvm")
             .is_ok()
         && std::fs::read_to_string("/proc/cpuinfo")
-            .map(|c| hardware_virtualization(&c))
+            .map(|c| hardware_virtualization(&c, arch.backend().virtualization_flags()))
             .unwrap_or(false)
 }
 
-/// Whether `/proc/cpuinfo` shows hardware virtualization. x86 lists `vmx` (Intel) or `svm` (AMD) in
-/// its `flags` lines; other hosts have no such lines and are taken at `/dev/kvm`'s word.
-fn hardware_virtualization(cpuinfo: &str) -> bool {
-    let mut flags = cpuinfo
-        .lines()
-        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "flags"))
-        .peekable();
-    if flags.peek().is_none() {
+/// Whether `/proc/cpuinfo` shows hardware virtualization: one of `wanted` (the backend's) in its
+/// `flags` lines. Hosts with no flags to look for are taken at `/dev/kvm`'s word.
+fn hardware_virtualization(cpuinfo: &str, wanted: &[&str]) -> bool {
+    if wanted.is_empty() {
         return true;
     }
-    flags.any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
+    cpuinfo
+        .lines()
+        .filter(|l| l.split(':').next().is_some_and(|k| k.trim() == "flags"))
+        .any(|l| l.split_whitespace().any(|f| wanted.contains(&f)))
 }
 
 /// The qemu arguments for a run (without the binary).
@@ -303,18 +302,24 @@ mod tests {
 
     #[test]
     fn hardware_virtualization_flags() {
-        assert!(hardware_virtualization("flags\t\t: fpu vme svm lm\n"));
+        let x86 = Arch::X86_64.backend().virtualization_flags();
+        assert!(hardware_virtualization("flags\t\t: fpu vme svm lm\n", x86));
         assert!(hardware_virtualization(
-            "flags\t\t: fpu vmx\nflags\t\t: fpu vmx\n"
+            "flags\t\t: fpu vmx\nflags\t\t: fpu vmx\n",
+            x86
         ));
-        assert!(!hardware_virtualization("flags\t\t: fpu hypervisor lm\n"));
-        assert!(hardware_virtualization("cpu\t\t: POWER9\n"));
+        assert!(!hardware_virtualization(
+            "flags\t\t: fpu hypervisor lm\n",
+            x86
+        ));
+        let ppc = Arch::Ppc64le.backend().virtualization_flags();
+        assert!(hardware_virtualization("cpu\t\t: POWER9\n", ppc));
     }
 
     #[test]
     fn no_kvm_for_foreign_guests() {
         for a in Arch::ALL {
-            if a.backend().triple().architecture != Triple::host().architecture {
+            if !a.is_host() {
                 assert!(!kvm_usable(a));
             }
         }

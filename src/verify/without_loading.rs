@@ -6,7 +6,7 @@
 //! - every livepatch relocation's symbol names exactly one symbol of vmlinux (at its position);
 //! - every function the module replaces starts with a patchable entry in vmlinux: its address is
 //!   in vmlinux's `__mcount_loc` table (where the kernel's link puts the compiler's
-//!   `__patchable_function_entries` records), within the first 16 bytes (after `BTI C`).
+//!   `__patchable_function_entries` records), within the backend's entry window (after `BTI C`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -83,20 +83,21 @@ pub fn check_against(
     let mut problems = mc.problems.clone();
 
     let sites = mcount_sites(&vmlinux).context("reading vmlinux's __mcount_loc")?;
+    let window = backend.entry_window();
     let addrs = function_addresses(&vmlinux)?;
     let mut functions = Vec::new();
     for f in replaced_functions(&data)? {
         let in_vmlinux = addrs.get(&f).map(|v| {
             v.iter().any(|&a| {
                 let i = sites.partition_point(|&s| s < a.saturating_sub(before));
-                sites.get(i).is_some_and(|&s| s < a + 16)
+                sites.get(i).is_some_and(|&s| s < a + window)
             })
         });
         let ok = match in_vmlinux {
             Some(ok) => ok,
             None => module_files
                 .values()
-                .any(|ko| module_entry(ko, &f, before).unwrap_or(false)),
+                .any(|ko| module_entry(ko, &f, before, window).unwrap_or(false)),
         };
         if !ok {
             problems.push(format!(
@@ -270,8 +271,8 @@ fn replaced_functions(data: &[u8]) -> Result<Vec<String>> {
 }
 
 /// Whether the module `ko` defines function `name` with a patchable entry: a relocation of its
-/// `__patchable_function_entries` (or `__mcount_loc`) table points into the function's first 16 bytes.
-fn module_entry(ko: &[u8], name: &str, before: u64) -> Result<bool> {
+/// `__patchable_function_entries` (or `__mcount_loc`) table points into the function's entry window.
+fn module_entry(ko: &[u8], name: &str, before: u64, window: u64) -> Result<bool> {
     let header = Hdr::parse(ko)?;
     let endian = header.endian()?;
     let sections = header.sections(endian, ko)?;
@@ -302,7 +303,7 @@ fn module_entry(ko: &[u8], name: &str, before: u64) -> Result<bool> {
                 let at = t.st_value(endian).wrapping_add(r.r_addend(endian) as u64);
                 if t.st_shndx(endian).index().map(usize::from) == fsec
                     && at >= start.saturating_sub(before)
-                    && at < start + 16
+                    && at < start + window
                 {
                     return Ok(true);
                 }

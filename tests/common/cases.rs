@@ -41,6 +41,20 @@ pub struct Case {
     /// decompressed), as paths under `lib/modules/<release>/`.
     #[serde(default)]
     pub shipped_files: Vec<String>,
+    /// The tiny trees' architectures the case runs on (default: all four).
+    #[serde(default)]
+    pub arches: Option<Vec<String>>,
+}
+
+impl Case {
+    /// Whether the case runs on the tiny tree of `arch` (never for distribution-only cases).
+    pub fn runs_on(&self, arch: &str) -> bool {
+        !self.distro_only
+            && self
+                .arches
+                .as_ref()
+                .is_none_or(|a| a.iter().any(|x| x == arch))
+    }
 }
 
 pub fn cases() -> Vec<Case> {
