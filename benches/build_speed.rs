@@ -10,10 +10,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use klpx::build::journal;
-use klpx::build::pipeline::plan_objects;
 use klpx::kbuild::compile::recompile;
-use klpx::kbuild::objpair::SourceLock;
+use klpx::livepatch::journal;
+use klpx::livepatch::lock::SourceLock;
+use klpx::livepatch::pipeline::plan_objects;
 use klpx::patch::source::{SourcePatch, plan_edits};
 use klpx_arch::Arch;
 use rayon::prelude::*;

@@ -568,7 +568,7 @@ fn included_c_file_is_found_through_dependencies() {
         after: Some(bytes),
         placements: vec![],
     }];
-    let objects = klpx::build::pipeline::plan_objects(&tree.out, &edits).unwrap();
+    let objects = klpx::livepatch::pipeline::plan_objects(&tree.out, &edits).unwrap();
     let names: Vec<&str> = objects.iter().map(|o| o.object.as_str()).collect();
     assert_eq!(names, ["kernel/sched/build_policy.o"]);
 }

@@ -13,8 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use klpx::build::journal;
-use klpx::kbuild::objpair::SourceLock;
+use klpx::livepatch::journal;
+use klpx::livepatch::lock::SourceLock;
 use klpx::patch::source::FileEdit;
 use klpx_arch::Arch;
 

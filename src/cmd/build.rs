@@ -6,21 +6,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use klpx_arch::Arch;
 
-use crate::build::journal;
-use crate::build::pipeline::{
-    BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, SignWith, build, default_workdir,
-};
 use crate::cli::BuildArgs;
 use crate::distro::debian;
 use crate::error::{UserError, exit};
-use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::prepared::{
     PREPARED_MAKE_VARS, PrepareRequest, check_tools, compiler_prefix, config_compiler, prepare,
 };
+use crate::kbuild::toolchain::find_compiler;
 use crate::kbuild::toolchain::{Toolchain, check_compiler_text};
+use crate::livepatch::journal;
+use crate::livepatch::lock::SourceLock;
+use crate::livepatch::pipeline::{
+    BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, SignWith, build, default_workdir,
+};
 use crate::module::source::{check_module_name, default_name};
 use crate::patch::source::{SourcePatch, plan_edits};
-use crate::toolchain::find_compiler;
 
 /// Runs `klpx build`; returns the exit status.
 pub fn run(a: BuildArgs) -> Result<i32> {

@@ -10,11 +10,11 @@ use std::time::Instant;
 use anyhow::Result;
 use klpx_arch::Arch;
 
-use crate::build::pipeline::{BuildRequest, Outcome, build, default_workdir};
 use crate::error::{UserError, exit};
 use crate::kbuild::toolchain::Toolchain;
 use crate::kernel::cache;
 use crate::kernel::tree::KernelTree;
+use crate::livepatch::pipeline::{BuildRequest, Outcome, build, default_workdir};
 use crate::setup;
 use crate::verify::{self, VerifyRequest};
 
@@ -124,6 +124,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     let mut req = VerifyRequest::new(arch, tree.out.join(backend.kernel_image()), vec![module]);
     req.checks = vec![CHECK.to_string()];
     req.expect_after = Some("klpx ".to_string());
+    crate::setup::ensure_packages(&[req.arch.backend().qemu_package()])?;
     let v = verify::run(&req)?;
     let out = |r: &Option<verify::CommandResult>| {
         r.as_ref()

@@ -4,7 +4,7 @@ use anyhow::Result;
 use klpx_arch::Arch;
 
 use crate::error::UserError;
-use crate::toolchain::find_compiler;
+use crate::kbuild::toolchain::find_compiler;
 
 /// Checks the compilers; exit status 0 when every checked one is present, 1 otherwise.
 pub fn run(arch: Option<&str>, cross: Option<&str>, env_cross: Option<&str>) -> Result<i32> {

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::build::pipeline::Outcome;
 use crate::cli::MatrixArgs;
 use crate::error::{UserError, exit};
+use crate::livepatch::pipeline::Outcome;
 use crate::matrix::config::Matrix;
 use crate::matrix::report::Report;
 use crate::matrix::run::{MatrixRequest, run as run_matrix};

@@ -142,6 +142,7 @@ pub fn run(a: &VerifyArgs) -> Result<i32> {
     if let Some(code) = without_loading(a, &req, distro.as_ref())? {
         return Ok(code);
     }
+    crate::setup::ensure_packages(&[req.arch.backend().qemu_package()])?;
     let report = verify::run(&req)?;
     if a.json {
         println!(
@@ -274,7 +275,7 @@ fn without_loading(
     let backend = req.arch.backend();
     if let Some(k) = distro {
         // The distribution's modules ship compressed: livepatches of vmlinux are checked.
-        let links = crate::build::affected::LinkMap::default();
+        let links = crate::kbuild::links::LinkMap::default();
         let mut all_passed = true;
         for m in &a.modules {
             if !m.is_file() {

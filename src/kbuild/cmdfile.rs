@@ -173,6 +173,33 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
+/// Every `.*.o.cmd` file of an output tree, skipping host tools and the `source` link.
+pub fn cmd_files(objdir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![objdir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                let top = dir == objdir;
+                if !(name.starts_with('.') || top && matches!(&*name, "scripts" | "tools" | "usr"))
+                {
+                    stack.push(e.path());
+                }
+            } else if ft.is_file() && name.starts_with('.') && name.ends_with(".o.cmd") {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

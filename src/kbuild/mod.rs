@@ -3,6 +3,6 @@
 pub mod cmdfile;
 pub mod compile;
 pub mod includes;
-pub mod objpair;
+pub mod links;
 pub mod prepared;
 pub mod toolchain;

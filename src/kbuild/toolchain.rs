@@ -1,11 +1,57 @@
-//! The compiler klpx compiles with: the tree's recorded one, or the user's (`--cc`, `--llvm`), through an
-//! optional launcher (ccache, sccache, distcc); and the check that it is the one that built the kernel.
+//! The compiler klpx compiles with: found for an architecture (`--cross`, a `CROSS_COMPILE` that
+//! targets it, else the backend's Debian default), the tree's recorded one or the user's (`--cc`,
+//! `--llvm`), through an optional launcher (ccache, sccache, distcc); and the check that it is the
+//! one that built the kernel.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use klpx_arch::Arch;
+use klpx_arch::{Arch, Backend};
 
 use crate::error::UserError;
+
+/// Where the C compiler for an architecture comes from and whether it is installed.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    pub prefix: String,
+    /// Why this prefix: "--cross", "CROSS_COMPILE" or "default".
+    pub source: &'static str,
+    pub gcc: Option<PathBuf>,
+}
+
+impl Compiler {
+    pub fn command(&self) -> String {
+        format!("{}gcc", self.prefix)
+    }
+}
+
+/// Whether a `CROSS_COMPILE` prefix targets the backend's architecture (`aarch64-linux-gnu-` → arm64).
+pub fn prefix_targets(backend: &dyn Backend, prefix: &str) -> bool {
+    if prefix.is_empty() {
+        return backend.arch().is_host();
+    }
+    let arch = backend.triple().architecture.to_string();
+    let base = prefix.rsplit('/').next().unwrap_or(prefix);
+    base.starts_with(&format!("{arch}-"))
+}
+
+/// Resolves the compiler prefix for `backend`.
+pub fn find_compiler(
+    backend: &dyn Backend,
+    cross: Option<&str>,
+    env_cross: Option<&str>,
+) -> Compiler {
+    let (prefix, source) = match (cross, env_cross) {
+        (Some(p), _) => (p.to_string(), "--cross"),
+        (None, Some(p)) if prefix_targets(backend, p) => (p.to_string(), "CROSS_COMPILE"),
+        _ => (backend.default_cross_prefix().to_string(), "default"),
+    };
+    let gcc = which::which(format!("{prefix}gcc")).ok();
+    Compiler {
+        prefix,
+        source,
+        gcc,
+    }
+}
 
 /// The toolchain options of `klpx build`, as kbuild understands them.
 #[derive(Debug, Clone, PartialEq, Eq)]

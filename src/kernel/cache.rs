@@ -41,12 +41,21 @@ pub fn debian_source() -> Result<PathBuf> {
 /// A stable 64-bit fingerprint (FNV-1a) of byte strings, for cache directory names and markers: the
 /// standard library's hasher may change between Rust releases, and a cache outlives a build.
 pub fn fingerprint(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for p in parts {
-        for b in p.iter().chain(&[0xff]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    h
+    parts
+        .iter()
+        .fold(FNV_OFFSET, |h, p| fnv1a(fnv1a(h, p), &[0xff]))
+}
+
+/// [`fingerprint`] of one byte string, without a separator (the tree stamps, locks and journals
+/// were named with it before there were several parts; kept so their names stay).
+pub fn fingerprint_bytes(bytes: &[u8]) -> u64 {
+    fnv1a(FNV_OFFSET, bytes)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -165,7 +165,7 @@ impl KernelTree {
         for f in &fragments {
             key.push_str(&std::fs::read_to_string(f)?);
         }
-        let key = format!("{:016x}", fingerprint(key.as_bytes()));
+        let key = format!("{:016x}", super::cache::fingerprint_bytes(key.as_bytes()));
         let stamp = self.out.join(".klpx-prepared");
         if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
             return Ok(Vec::new());
@@ -202,13 +202,6 @@ impl KernelTree {
     pub fn build_objects(&self, objects: &[&str]) -> Result<()> {
         self.make(objects)
     }
-}
-
-/// A stable 64-bit FNV-1a fingerprint, for cache keys that must survive toolchain upgrades.
-pub fn fingerprint(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// `CONFIG_X=v` and `# CONFIG_X is not set` lines, as (option, value) with `n` for unset.

@@ -9,7 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use klpx_arch::Arch;
 
 use super::run::ArchFailure;
-use crate::build::pipeline::BuildReport;
+use crate::livepatch::pipeline::BuildReport;
 
 pub struct Board {
     quiet: bool,

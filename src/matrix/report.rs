@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::run::ArchResult;
-use crate::build::pipeline::Outcome;
+use crate::livepatch::pipeline::Outcome;
 
 /// One architecture's row.
 #[derive(Debug, Clone, Serialize)]

@@ -12,12 +12,12 @@ use klpx_arch::Arch;
 
 use super::config::{Compiler, Matrix};
 use super::progress::Board;
-use crate::build::journal;
-use crate::build::pipeline::{BuildReport, BuildRequest, Planned, default_workdir, plan};
-use crate::kbuild::objpair::SourceLock;
 use crate::kbuild::toolchain::Toolchain;
 use crate::kernel::cache;
 use crate::kernel::tree::KernelTree;
+use crate::livepatch::journal;
+use crate::livepatch::lock::SourceLock;
+use crate::livepatch::pipeline::{BuildReport, BuildRequest, Planned, default_workdir, plan};
 use crate::patch::source::{SourcePatch, plan_edits};
 
 /// What the matrix run needs besides the matrix file.

@@ -1,4 +1,5 @@
-//! A source patch: the files it touches and how to apply and undo it on a tree.
+//! A source patch: the files it touches and what they hold once it is applied (written to the tree
+//! only by the journal, which can always undo it).
 
 use std::path::{Path, PathBuf};
 
@@ -8,45 +9,6 @@ use crate::error::UserError;
 
 /// GNU patch's default fuzz: up to two outer context lines of a hunk may differ from the tree.
 pub const DEFAULT_FUZZ: usize = 2;
-
-/// A patch applied to a tree, remembering what the files held before.
-#[derive(Debug)]
-#[must_use = "an applied patch must be reverted"]
-pub struct Applied {
-    backups: Vec<(PathBuf, Option<Vec<u8>>)>,
-}
-
-impl SourcePatch {
-    /// Computes every file's new contents first, then writes them; a patch that does not apply leaves
-    /// the tree untouched.
-    pub fn apply(&self, root: &Path, fuzz: usize) -> Result<Applied, UserError> {
-        let planned = plan_edits(std::slice::from_ref(self), root, fuzz)?;
-        let mut applied = Applied {
-            backups: Vec::new(),
-        };
-        for FileEdit {
-            path,
-            before,
-            after,
-            ..
-        } in planned
-        {
-            applied.backups.push((path.clone(), before));
-            let result = match after {
-                Some(text) => std::fs::write(&path, text),
-                None => std::fs::remove_file(&path),
-            };
-            if let Err(e) = result {
-                let msg = format!("{}: cannot write {}: {e}", self.name, path.display());
-                applied
-                    .revert()
-                    .map_err(|r| UserError::new(format!("{msg}; and undoing failed: {r}")))?;
-                return Err(UserError::new(msg));
-            }
-        }
-        Ok(applied)
-    }
-}
 
 impl FileEdit {
     /// One line per hunk that needed an offset or fuzz, for the build's notes.
@@ -136,23 +98,6 @@ pub fn plan_edits(
     Ok(edits)
 }
 
-impl Applied {
-    /// Restores every file to what it held before the patch.
-    pub fn revert(mut self) -> std::io::Result<()> {
-        let mut first_err = None;
-        while let Some((path, before)) = self.backups.pop() {
-            let r = match before {
-                Some(bytes) => std::fs::write(&path, bytes),
-                None => std::fs::remove_file(&path),
-            };
-            if let Err(e) = r {
-                first_err.get_or_insert(e);
-            }
-        }
-        first_err.map_or(Ok(()), Err)
-    }
-}
-
 /// Resolves `rel` under `root`, refusing symlinks that lead out of the tree.
 fn inside_tree(root: &Path, rel: &str) -> Result<PathBuf, String> {
     let root = root
@@ -181,22 +126,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn applies_and_reverts() {
+    fn plans_the_new_contents_without_writing() {
         let dir = std::env::temp_dir().join(format!("klpx-patch-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("kernel")).unwrap();
         std::fs::write(dir.join("kernel/a.c"), "one\ntwo\nthree\n").unwrap();
         let p = "--- a/kernel/a.c\n+++ b/kernel/a.c\n@@ -1,3 +1,3 @@\n one\n-two\n+TWO\n three\n";
         let sp = SourcePatch::parse("t.patch", p).unwrap();
         assert_eq!(sp.files[0].path, "kernel/a.c");
-        let applied = sp.apply(&dir, DEFAULT_FUZZ).unwrap();
+        let edits = plan_edits(std::slice::from_ref(&sp), &dir, DEFAULT_FUZZ).unwrap();
+        assert_eq!(edits.len(), 1);
+        assert_eq!(edits[0].before.as_deref(), Some(&b"one\ntwo\nthree\n"[..]));
+        assert_eq!(edits[0].after.as_deref(), Some(&b"one\nTWO\nthree\n"[..]));
         assert_eq!(
             std::fs::read_to_string(dir.join("kernel/a.c")).unwrap(),
-            "one\nTWO\nthree\n"
-        );
-        applied.revert().unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("kernel/a.c")).unwrap(),
-            "one\ntwo\nthree\n"
+            "one\ntwo\nthree\n",
+            "planning writes nothing"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -21,7 +21,6 @@ use klpx_arch::Arch;
 use serde::Serialize;
 
 use crate::error::UserError;
-use crate::setup;
 use guest::{GuestLog, GuestModule, Plan};
 use module::ModuleInfo;
 
@@ -157,7 +156,12 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
     let modules = read_inputs(req)?;
     let backend = req.arch.backend();
     if which::which(backend.qemu_binary()).is_err() {
-        setup::ensure_packages(&[backend.qemu_package()])?;
+        return Err(UserError::new(format!(
+            "{} is not installed; install {}",
+            backend.qemu_binary(),
+            backend.qemu_package()
+        ))
+        .into());
     }
     let busybox = initramfs::busybox(req.arch)?;
 

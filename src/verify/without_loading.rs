@@ -36,7 +36,7 @@ type Hdr = elf::FileHeader64<object::Endianness>;
 
 /// Checks `module` against the built tree `tree` (its vmlinux and Module.symvers).
 pub fn check(module: &Path, tree: &Path, backend: &dyn klpx_arch::Backend) -> Result<StaticReport> {
-    let links = crate::build::affected::LinkMap::load(tree)?;
+    let links = crate::kbuild::links::LinkMap::load(tree)?;
     check_against(
         module,
         &tree.join("vmlinux"),
@@ -54,7 +54,7 @@ pub fn check_against(
     vmlinux_path: &Path,
     symvers_path: &Path,
     modules_root: &Path,
-    links: &crate::build::affected::LinkMap,
+    links: &crate::kbuild::links::LinkMap,
     backend: &dyn klpx_arch::Backend,
 ) -> Result<StaticReport> {
     let provided = |n: &str| backend.is_module_provided(n);

@@ -8,10 +8,14 @@ use std::fs::File;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use klpx::kbuild::objpair::{ObjectPair, SourceLock, build_pair};
+use klpx::kbuild::cmdfile::CmdFile;
+use klpx::kbuild::compile::{livepatch_cflags, recompile};
 use klpx::kernel::cache;
 use klpx::kernel::tree::KernelTree;
+use klpx::livepatch::journal;
+use klpx::livepatch::lock::SourceLock;
 use klpx::patch::source::SourcePatch;
+use klpx::patch::source::{DEFAULT_FUZZ, plan_edits};
 use klpx_arch::Arch;
 use serde::Deserialize;
 
@@ -133,6 +137,57 @@ pub fn cases() -> Result<Vec<Case>> {
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_norway::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// An object built from the original and from the patched source.
+#[derive(Debug, Clone)]
+pub struct ObjectPair {
+    pub orig: PathBuf,
+    pub patched: PathBuf,
+}
+
+/// Builds `object` (kbuild's name, `kernel/sys.o`) of `tree` twice into `dir`, before and after
+/// `patch` (applied under klpx's journal, as `klpx build` does); reuses earlier results when the
+/// patch and the recorded command are unchanged.
+fn build_pair(
+    tree: &KernelTree,
+    object: &str,
+    patch: &SourcePatch,
+    patch_text: &str,
+    dir: &std::path::Path,
+) -> Result<ObjectPair> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let flags = livepatch_cflags(tree.arch.backend());
+    let _lock = SourceLock::take(&tree.src)?;
+    let cmd = CmdFile::load(&tree.out, object)?;
+    let key = format!(
+        "{:016x}",
+        cache::fingerprint_bytes(
+            [patch_text, &cmd.command, &flags.join(" ")]
+                .join("\n")
+                .as_bytes()
+        )
+    );
+    let pair = ObjectPair {
+        orig: dir.join("orig.o"),
+        patched: dir.join("patched.o"),
+    };
+    let key_file = dir.join("key");
+    if std::fs::read_to_string(&key_file).ok().as_deref() == Some(key.as_str())
+        && pair.orig.is_file()
+        && pair.patched.is_file()
+    {
+        return Ok(pair);
+    }
+    recompile(&tree.out, &cmd, &pair.orig, &flags)
+        .with_context(|| format!("{object}: original build"))?;
+    let edits = plan_edits(std::slice::from_ref(patch), &tree.src, DEFAULT_FUZZ)?;
+    let patched = journal::apply(&tree.src, &edits)?;
+    let built = recompile(&tree.out, &cmd, &pair.patched, &flags);
+    patched.undo()?;
+    built.with_context(|| format!("{object}: patched build"))?;
+    std::fs::write(&key_file, key)?;
+    Ok(pair)
 }
 
 /// Builds (or reuses) the original and patched objects of `case` in `tree`.

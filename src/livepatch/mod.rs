@@ -3,6 +3,7 @@
 pub mod affected;
 pub mod journal;
 pub mod lineno;
+pub mod lock;
 pub mod pipeline;
 pub mod progress;
 pub mod workdir;

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::affected::{AffectedObject, LinkMap, affected_objects, check_edits};
+use super::affected::{AffectedObject, affected_objects, check_edits};
 use super::journal;
 use super::lineno::fix_line_numbers;
 use super::progress::Stages;
@@ -18,11 +18,12 @@ use crate::error::{Unpatchable, UserError};
 use crate::kbuild::cmdfile::cmd_path;
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
 use crate::kbuild::includes::including_units;
-use crate::kbuild::objpair::SourceLock;
+use crate::kbuild::links::LinkMap;
 use crate::kbuild::prepared::compile_objects;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
 use crate::kernel::identity::{KernelImage, first_difference};
 use crate::kernel::units::CompileUnits;
+use crate::livepatch::lock::SourceLock;
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
 use crate::module::link::make_module;
@@ -375,8 +376,14 @@ fn prepared_links(
             .into());
         }
     };
-    let links_now =
-        || LinkMap::prepared(&req.srcdir, &req.objdir, shipped.modules.as_deref(), &units);
+    let links_now = || {
+        LinkMap::prepared(
+            &req.srcdir,
+            &req.objdir,
+            shipped.modules.as_deref(),
+            &|s, o| units.has(s, o),
+        )
+    };
     let own: Vec<String> = edits
         .iter()
         .filter(|e| e.rel.ends_with(".c") && e.before.is_some())

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::UserError;
-use crate::kernel::{cache, tree::fingerprint};
+use crate::kernel::cache::{self, fingerprint_bytes};
 use crate::patch::source::FileEdit;
 
 /// The journal of the patch currently applied by this process, if any.
@@ -42,7 +42,7 @@ struct FileRecord {
 fn journal_dir(tree: &Path) -> PathBuf {
     cache::root().join("journals").join(format!(
         "{:016x}",
-        fingerprint(tree.as_os_str().as_encoded_bytes())
+        fingerprint_bytes(tree.as_os_str().as_encoded_bytes())
     ))
 }
 
