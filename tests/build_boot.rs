@@ -675,3 +675,29 @@ fn ppc64le_callbacks_per_object() {
 fn s390_callbacks_per_object() {
     callbacks_per_object_on(Arch::S390x);
 }
+
+/// A second build of the same patch takes the original object from the object cache (the patched
+/// side is compiled again), and the module is byte for byte the one a full build makes.
+#[test]
+fn a_second_build_takes_the_original_objects_from_the_cache() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let cache = klpx::kbuild::objcache::dir_of(&tree.out);
+    let _ = std::fs::remove_dir_all(&cache);
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let dir = std::env::temp_dir().join(format!("klpx-objcache-{}", std::process::id()));
+    let build = |out: &str| {
+        let out_dir = dir.join(out);
+        let run = build_module(&tree, &out_dir, "livepatch-cached", &["--json"], &[&patch]);
+        assert_exit(&run, 0, out);
+        let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let ko = std::fs::read(out_dir.join("livepatch-cached.ko")).unwrap();
+        (report["cached_objects"].as_u64().unwrap(), ko)
+    };
+    let (first_hits, first) = build("first");
+    let (second_hits, second) = build("second");
+    assert_eq!(first_hits, 0, "the cache was emptied");
+    assert_eq!(second_hits, 1, "fs/proc/cmdline.o comes from the cache");
+    assert!(first == second, "the cached object makes the same module");
+    let _ = std::fs::remove_dir_all(&dir);
+}

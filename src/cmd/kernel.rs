@@ -144,7 +144,13 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 return Ok(exit::OK);
             }
             check_removable(&dir)?;
+            // The tree's original objects kept between builds go with it.
+            let objects = crate::kbuild::objcache::dir_of(&dir);
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+            if objects.exists() {
+                std::fs::remove_dir_all(&objects)
+                    .with_context(|| format!("removing {}", objects.display()))?;
+            }
             println!("removed {}", dir.display());
         }
     }

@@ -4,5 +4,6 @@ pub mod cmdfile;
 pub mod compile;
 pub mod includes;
 pub mod links;
+pub mod objcache;
 pub mod prepared;
 pub mod toolchain;

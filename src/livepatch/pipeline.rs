@@ -19,6 +19,7 @@ use crate::kbuild::cmdfile::cmd_path;
 use crate::kbuild::compile::{livepatch_cflags, recompile_with};
 use crate::kbuild::includes::including_units;
 use crate::kbuild::links::LinkMap;
+use crate::kbuild::objcache::ObjectCache;
 use crate::kbuild::prepared::compile_objects;
 use crate::kbuild::toolchain::{Toolchain, check_compiler};
 use crate::kernel::identity::{KernelImage, first_difference};
@@ -175,6 +176,8 @@ pub struct BuildReport {
     pub loadable: bool,
     /// The release the module is built for (its vermagic): the tree's `kernel.release`.
     pub kernel_release: Option<String>,
+    /// Original objects copied from the object cache instead of compiled.
+    pub cached_objects: usize,
     pub notes: Vec<String>,
 }
 
@@ -195,7 +198,9 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let mut planned = plan(req)?;
     planned.compile("orig", "original build")?;
     planned.compile_patched()?;
+    let cached = planned.cached_objects;
     let mut report = planned.finish()?;
+    report.cached_objects = cached;
     report.kernel_release =
         std::fs::read_to_string(req.objdir.join("include/config/kernel.release"))
             .ok()
@@ -220,6 +225,8 @@ pub struct Planned {
     dirs: Vec<PathBuf>,
     flags: Vec<String>,
     loadable: bool,
+    /// Original objects the object cache provided.
+    cached_objects: usize,
     /// Removes the work directory when the build is over, unless it is to be kept.
     _workdir: WorkDir,
 }
@@ -327,6 +334,7 @@ pub fn plan(req: &BuildRequest) -> Result<Planned> {
         dirs,
         flags,
         loadable,
+        cached_objects: 0,
         _workdir: workdir,
     })
 }
@@ -490,27 +498,45 @@ impl Planned {
             .num_threads(req.jobs.max(1))
             .build()
             .context("starting the compile pool")?;
-        pool.install(|| {
+        // The original side of an object is the same in every build of the tree: kept between
+        // builds, so a second build compiles only the patched side.
+        let cache = (which == "orig").then(|| ObjectCache::for_tree(&req.objdir));
+        let cached = pool.install(|| {
             self.objects
                 .par_iter()
                 .zip(&self.dirs)
                 .map(|(o, d)| {
-                    recompile_with(
-                        &req.objdir,
-                        &o.cmd,
-                        &d.join(format!("{which}.o")),
-                        &flags,
-                        Some(&req.toolchain),
-                    )
-                    .map_err(|e| {
-                        anyhow::Error::from(UserError::new(format!(
-                            "{} ({which} build): {e:#}",
-                            o.object
-                        )))
-                    })
+                    let out = d.join(format!("{which}.o"));
+                    let key = cache
+                        .as_ref()
+                        .and_then(|c| c.key(&o.cmd, &flags, &req.toolchain));
+                    if let (Some(c), Some(k)) = (&cache, &key)
+                        && c.fetch(k, &out)
+                    {
+                        return Ok(true);
+                    }
+                    recompile_with(&req.objdir, &o.cmd, &out, &flags, Some(&req.toolchain))
+                        .map_err(|e| {
+                            anyhow::Error::from(UserError::new(format!(
+                                "{} ({which} build): {e:#}",
+                                o.object
+                            )))
+                        })?;
+                    if let (Some(c), Some(k)) = (&cache, &key) {
+                        c.store(k, &out);
+                    }
+                    Ok(false)
                 })
-                .collect::<Result<Vec<()>>>()
+                .collect::<Result<Vec<bool>>>()
         })?;
+        let hits = cached.iter().filter(|&&h| h).count();
+        if hits > 0 {
+            self.notes.push(format!(
+                "{hits} of {} original object(s) from the object cache (unchanged sources, headers and command)",
+                cached.len()
+            ));
+        }
+        self.cached_objects += hits;
         Ok(())
     }
 
@@ -965,6 +991,7 @@ fn report(
         peak_rss_kib: peak_rss_kib(),
         loadable,
         kernel_release: None,
+        cached_objects: 0,
         notes,
     }
 }
