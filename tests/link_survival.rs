@@ -22,9 +22,13 @@ fn workdir(arch: Arch) -> PathBuf {
     d
 }
 
-fn compile(arch: Arch, src: &str, out: &Path) {
+/// Compiles `src` as the unit `<unit>.c` (in a directory of its own, so both builds of a unit carry
+/// the same source file name, as a kernel build's do) into `out`.
+fn compile(arch: Arch, unit: &str, src: &str, out: &Path) {
     let b = arch.backend();
-    let c = out.with_extension("c");
+    let dir = out.with_extension("src");
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = dir.join(format!("{unit}.c"));
     std::fs::write(&c, src).unwrap();
     let status = Command::new(format!("{}gcc", b.default_cross_prefix()))
         .args([
@@ -148,10 +152,10 @@ fn check(arch: Arch) {
         "oa.o", "pa.o", "ob.o", "pb.o", "outa.o", "outb.o", "linked.o",
     ]
     .map(|n| d.join(n));
-    compile(arch, ORIG_A, &oa);
-    compile(arch, PATCHED_A, &pa);
-    compile(arch, ORIG_B, &ob);
-    compile(arch, PATCHED_B, &pb);
+    compile(arch, "a", ORIG_A, &oa);
+    compile(arch, "a", PATCHED_A, &pa);
+    compile(arch, "b", ORIG_B, &ob);
+    compile(arch, "b", PATCHED_B, &pb);
     let want = diff(&oa, &pa, &outa);
     let from_b = diff(&ob, &pb, &outb);
     assert!(

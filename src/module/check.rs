@@ -53,7 +53,7 @@ pub fn check_module(
             }
             out.klp_relocations += (s.sh_size(endian) / 24) as usize;
         }
-        if sname.starts_with(b".klpx.") {
+        if sname.starts_with(crate::writer::side_table::PREFIX.as_bytes()) {
             out.problems.push(format!(
                 "{name}: klpx's side table {} was left in the module",
                 String::from_utf8_lossy(sname)

@@ -1,6 +1,6 @@
 //! After the module link: turns klpx's side tables in the linked `.ko` into the livepatch ELF format.
 //!
-//! Each `.klpx.relocs` entry (see `writer::diff_object`) becomes a relocation in
+//! Each `.klpx.relocs` entry (layout in `writer::side_table`) becomes a relocation in
 //! `.klp.rela.<object>.<section>` (`SHF_RELA_LIVEPATCH`) against a `.klp.sym.<object>.<symbol>,<pos>`
 //! symbol (`SHN_LIVEPATCH`), as Documentation/livepatch/module-elf-format.rst describes. The side tables
 //! themselves are dropped. Every other section, symbol and relocation is copied; symbol indexes are
@@ -17,7 +17,8 @@ use object::write::elf::{
     SymbolIndex, Writer,
 };
 
-use crate::writer::diff_object::{ALIAS_PREFIX, KLPX_FUNC_SIZE, KLPX_RELOC_SIZE};
+use crate::writer::diff_object::ALIAS_PREFIX;
+use crate::writer::side_table::{self, FUNC_SIZE, RELOC_SIZE};
 
 /// `SHF_RELA_LIVEPATCH` (include/uapi/linux/elf.h).
 pub const SHF_RELA_LIVEPATCH: u64 = 0x0010_0000;
@@ -57,21 +58,6 @@ type Hdr = elf::FileHeader64<object::Endianness>;
 /// One `.klp.rela` entry before writing: offset, livepatch symbol number, type, addend.
 type KlpEntry = (u64, usize, u32, i64);
 
-fn strings3(strtab: &[u8], at: u64) -> Result<(String, String, Option<String>)> {
-    let rest = strtab
-        .get(at as usize..)
-        .ok_or_else(|| anyhow!(".klpx.strtab: offset {at:#x} out of range"))?;
-    let mut parts = rest.split(|&b| b == 0);
-    let mut next = || {
-        parts
-            .next()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .ok_or_else(|| anyhow!(".klpx.strtab: unterminated entry at {at:#x}"))
-    };
-    let (o, s, src) = (next()?, next()?, next()?);
-    Ok((o, s, (!src.is_empty()).then_some(src)))
-}
-
 /// Reads the side tables of a linked module.
 pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
     let header = Hdr::parse(data).context("not a 64-bit ELF module")?;
@@ -85,7 +71,7 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
             .find(|(_, s)| sections.section_name(endian, s).ok() == Some(name))
     };
     let mut out = SideTables::default();
-    let Some((_, strtab_sec)) = find(b".klpx.strtab") else {
+    let Some((_, strtab_sec)) = find(side_table::STRTAB.as_bytes()) else {
         return Ok(out);
     };
     let strtab = strtab_sec.data(endian, data)?;
@@ -101,10 +87,17 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
             sym.st_value(endian).wrapping_add(r.r_addend(endian) as u64),
         ))
     };
-    let strtab_index = find(b".klpx.strtab").map(|(i, _)| i).unwrap_or(0);
+    let strtab_index = find(side_table::STRTAB.as_bytes())
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let byte_order = if object::Endian::is_big_endian(endian) {
+        klpx_arch::Endian::Big
+    } else {
+        klpx_arch::Endian::Little
+    };
     for (table, size) in [
-        (&b".klpx.relocs"[..], KLPX_RELOC_SIZE),
-        (&b".klpx.funcs"[..], KLPX_FUNC_SIZE),
+        (side_table::RELOCS.as_bytes(), RELOC_SIZE),
+        (side_table::FUNCS.as_bytes(), FUNC_SIZE),
     ] {
         let Some((index, sec)) = find(table) else {
             continue;
@@ -122,7 +115,7 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
             }
             for r in relas {
                 let off = r.r_offset(endian) as usize;
-                let (n, field) = (off / size, off % size);
+                let (n, field) = (off / size, (off % size) as u64);
                 if n >= count {
                     bail!(
                         "{}: relocation beyond the table",
@@ -131,8 +124,8 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
                 }
                 let t = target(r)?;
                 match field {
-                    0 => place[n] = Some(t),
-                    8 if t.0 == strtab_index => names[n] = Some(t.1),
+                    side_table::PLACE => place[n] = Some(t),
+                    side_table::NAMES if t.0 == strtab_index => names[n] = Some(t.1),
                     _ => bail!(
                         "{}: unexpected relocation at {off:#x}",
                         String::from_utf8_lossy(table)
@@ -147,11 +140,11 @@ pub fn read_side_tables(data: &[u8]) -> Result<SideTables> {
                     String::from_utf8_lossy(table)
                 );
             };
-            let (object, symbol, source) = strings3(strtab, name_at)?;
+            let (object, symbol, source) = side_table::read_names(strtab, name_at)?;
             let e = &bytes[n * size..(n + 1) * size];
-            if size == KLPX_RELOC_SIZE {
-                let addend = read_u64(endian, &e[16..24]) as i64;
-                let r_type = read_u64(endian, &e[24..28]) as u32;
+            if size == RELOC_SIZE {
+                let (addend, r_type) = side_table::read_reloc_entry(byte_order, e)
+                    .ok_or_else(|| anyhow!("{}: entry {n} is short", side_table::RELOCS))?;
                 out.relocs.push(LinkedKlpReloc {
                     section,
                     offset,
@@ -191,7 +184,9 @@ pub fn write_klp_sections(
         .collect();
     let dropped = |i: usize| {
         let n = names[i];
-        n.starts_with(b".klpx.") || n.starts_with(b".rela.klpx.")
+        n.starts_with(side_table::PREFIX.as_bytes())
+            || n.strip_prefix(b".rela")
+                .is_some_and(|r| r.starts_with(side_table::PREFIX.as_bytes()))
     };
     let shstrndx = header.shstrndx(endian, data)? as usize;
     let strtab_index = sections

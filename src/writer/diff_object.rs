@@ -1,23 +1,10 @@
 //! Writes the differ's selection as an ELF relocatable object.
 //!
 //! Livepatch relocations and patched-function records cannot travel through `ld -r` and the module link
-//! as `.klp.rela` sections and `SHN_LIVEPATCH` symbols (linkers merge or drop them), so they are carried
-//! in klpx's own side tables, which linkers treat as ordinary data with ordinary relocations:
-//!
-//! `.klpx.relocs`, 32-byte entries in target byte order:
-//!   0  u64  place to relocate      (R_*_64 relocation against the patched section)
-//!   8  u64  "object\0symbol\0source\0"  (R_*_64 relocation into `.klpx.strtab`)
-//!   16 i64  addend
-//!   24 u32  relocation type
-//!   28 u32  reserved, 0
-//!
-//! `.klpx.funcs`, 24-byte entries:
-//!   0  u64  new function           (R_*_64 relocation against its symbol)
-//!   8  u64  "object\0old name\0source\0"
-//!   16 u64  reserved, 0
-//!
-//! After the module link, the module writer turns each `.klpx.relocs` entry into a `.klp.rela` entry
-//! against a `.klp.sym` symbol, and each `.klpx.funcs` entry into a `klp_func`.
+//! as `.klp.rela` sections and `SHN_LIVEPATCH` symbols, so they are carried in klpx's side tables
+//! ([`super::side_table`] defines their layout). After the module link, the module writer turns each
+//! `.klpx.relocs` entry into a `.klp.rela` entry against a `.klp.sym` symbol, and each `.klpx.funcs`
+//! entry into a `klp_func`.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -26,14 +13,10 @@ use anyhow::{Result, anyhow, bail};
 use klpx_arch::{Endian, RelocClass, Site};
 use object::elf;
 
+use super::side_table;
 use crate::differ::{Diff, KlpTarget, OutReloc, OutTarget};
 use crate::error::UserError;
 use crate::objfile::{ObjectFile, SymKind};
-
-/// Size of one `.klpx.relocs` entry.
-pub const KLPX_RELOC_SIZE: usize = 32;
-/// Size of one `.klpx.funcs` entry.
-pub const KLPX_FUNC_SIZE: usize = 24;
 
 /// A livepatch relocation as recorded in the output (for the report and the side table).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -372,11 +355,7 @@ pub fn write_object_aliased(
     // Side-table strings and entries.
     let mut side_strings = Vec::new();
     let mut add_target = |object: &str, symbol: &str, source: Option<&str>| {
-        let at = side_strings.len() as u64;
-        for part in [object, symbol, source.unwrap_or("")] {
-            add_str(&mut side_strings, part.as_bytes());
-        }
-        at
+        side_table::add_names(&mut side_strings, object, symbol, source)
     };
     let klp: Vec<(usize, &OutReloc, &KlpTarget)> = klp_relocs(diff).collect();
     // Relocations to one symbol share their target and its strings.
@@ -527,13 +506,20 @@ pub fn write_object_aliased(
             }
         })
         .collect();
-    let side_name = side_index.map(|_| add_str(&mut shstrtab, b".klpx.strtab"));
+    let side_name = side_index.map(|_| add_str(&mut shstrtab, side_table::STRTAB.as_bytes()));
+    // `.rela.klpx.relocs`: the table's own name is the tail of its relocations' (at + 5).
     let relocs_names = relocs_index.map(|_| {
-        let at = add_str(&mut shstrtab, b".rela.klpx.relocs");
+        let at = add_str(
+            &mut shstrtab,
+            format!(".rela{}", side_table::RELOCS).as_bytes(),
+        );
         (at + 5, at)
     });
     let funcs_names = funcs_index.map(|_| {
-        let at = add_str(&mut shstrtab, b".rela.klpx.funcs");
+        let at = add_str(
+            &mut shstrtab,
+            format!(".rela{}", side_table::FUNCS).as_bytes(),
+        );
         (at + 5, at)
     });
     let symtab_name = add_str(&mut shstrtab, b".symtab");
@@ -569,14 +555,14 @@ pub fn write_object_aliased(
     let relocs_offset = relocs_index.map(|_| {
         let n = klp.len() as u64;
         (
-            layout.take(n * KLPX_RELOC_SIZE as u64, 8),
+            layout.take(n * side_table::RELOC_SIZE as u64, 8),
             layout.take(2 * n * RELA, 8),
         )
     });
     let funcs_offset = funcs_index.map(|_| {
         let n = funcs.len() as u64;
         (
-            layout.take(n * KLPX_FUNC_SIZE as u64, 8),
+            layout.take(n * side_table::FUNC_SIZE as u64, 8),
             layout.take(2 * n * RELA, 8),
         )
     });
@@ -677,28 +663,43 @@ pub fn write_object_aliased(
     if let Some((data, rel)) = relocs_offset {
         out.pad_to(data);
         for &(_, k, _) in &klp {
-            out.u64(0);
-            out.u64(0);
-            out.u64(k.addend as u64);
-            out.u32(k.r_type);
-            out.u32(0);
+            out.buf.extend_from_slice(&side_table::reloc_entry(
+                backend.endian(),
+                k.addend,
+                k.r_type,
+            ));
         }
         out.pad_to(rel);
         for (n, &(piece, k, _)) in klp.iter().enumerate() {
-            let base = (n * KLPX_RELOC_SIZE) as u64;
-            out.rela(base, section_sym(piece), abs64, k.offset as i64);
-            out.rela(base + 8, side_sym, abs64, klp_strings[n] as i64);
+            let base = (n * side_table::RELOC_SIZE) as u64;
+            out.rela(
+                base + side_table::PLACE,
+                section_sym(piece),
+                abs64,
+                k.offset as i64,
+            );
+            out.rela(
+                base + side_table::NAMES,
+                side_sym,
+                abs64,
+                klp_strings[n] as i64,
+            );
         }
     }
     if let Some((data, rel)) = funcs_offset {
         out.pad_to(data);
         out.buf
-            .resize(out.buf.len() + funcs.len() * KLPX_FUNC_SIZE, 0);
+            .resize(out.buf.len() + funcs.len() * side_table::FUNC_SIZE, 0);
         out.pad_to(rel);
         for (n, &(sym, name)) in funcs.iter().enumerate() {
-            let base = (n * KLPX_FUNC_SIZE) as u64;
-            out.rela(base, placed[slot(&placed, sym)].index, abs64, 0);
-            out.rela(base + 8, side_sym, abs64, name as i64);
+            let base = (n * side_table::FUNC_SIZE) as u64;
+            out.rela(
+                base + side_table::PLACE,
+                placed[slot(&placed, sym)].index,
+                abs64,
+                0,
+            );
+            out.rela(base + side_table::NAMES, side_sym, abs64, name as i64);
         }
     }
 
@@ -836,14 +837,14 @@ pub fn write_object_aliased(
             relocs_names,
             relocs_offset,
             klp.len(),
-            KLPX_RELOC_SIZE,
+            side_table::RELOC_SIZE,
         ),
         (
             funcs_index,
             funcs_names,
             funcs_offset,
             funcs.len(),
-            KLPX_FUNC_SIZE,
+            side_table::FUNC_SIZE,
         ),
     ] {
         let (Some(index), Some((name, rname)), Some((data, rel))) = (index, names, offsets) else {
