@@ -580,153 +580,23 @@ impl Planned {
                 ))
             })
             .collect::<Result<_>>()?;
-        let mut reports = Vec::new();
-        let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
-        let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
-        let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
-        let mut refused = false;
-        let mut diffs = Vec::with_capacity(objects.len());
-        // Objects whose changed functions must be proven the shipped kernel's: (object, names),
-        // against the code of the vmlinux with symbols, or of the one inside the boot image.
-        // The second list holds the functions the module reaches by livepatch relocation: where
-        // the object defines them, they are compared too.
-        let mut identity: Vec<(usize, Vec<String>, Vec<String>)> = Vec::new();
         let identity_image: Option<PathBuf> = req
             .shipped
             .as_ref()
             .and_then(|s| req.vmlinux.clone().or_else(|| s.image_vmlinux.clone()));
-        for (i, (o, (ob, pb))) in objects.iter().zip(&bytes).enumerate() {
-            let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
-            let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
-            let d = differ::diff(
-                &orig,
-                &pat,
-                &DiffOptions {
-                    object_name: o.target.clone(),
-                    exports: exports.clone(),
-                },
-            )?;
-            reports.push(ObjectReport {
-                object: o.object.clone(),
-                target: o.target.clone(),
-                verdict: d.verdict,
-                changed_functions: d.changed_functions.iter().map(|f| f.name.clone()).collect(),
-                new_functions: d.new_functions.clone(),
-                refusals: d
-                    .refusals
-                    .iter()
-                    .map(|r| format!("{}: {}", r.symbol, r.reason))
-                    .collect(),
-            });
-            refused |= d.verdict == Verdict::Unpatchable;
-            if identity_image.is_some() && !req.skip_identity_check && o.target == "vmlinux" {
-                let changed: Vec<String> =
-                    d.changed_functions.iter().map(|f| f.name.clone()).collect();
-                let mut reached: Vec<String> = d
-                    .selection
-                    .pieces
-                    .iter()
-                    .flat_map(|p| &p.relocs)
-                    .filter_map(|r| match &r.target {
-                        OutTarget::Klp(t) if t.object == "vmlinux" => Some(t.symbol.clone()),
-                        _ => None,
-                    })
-                    .filter(|n| !changed.contains(n))
-                    .collect();
-                reached.sort();
-                reached.dedup();
-                identity.push((i, changed, reached));
-            }
-            diffs.push((pat, d));
-        }
-        // Each translation unit's local symbol names, by its source file name: what tells a local
-        // target apart from same-named locals of other files.
-        let mut units: HashMap<String, HashSet<String>> = HashMap::new();
-        for (pat, _) in &diffs {
-            if let Some(src) = pat.source_name {
-                let set = units.entry(src.to_string()).or_default();
-                for sym in &pat.symbols {
-                    if !sym.global && sym.section.is_some() && !sym.name.is_empty() {
-                        set.insert(sym.name.to_string());
-                    }
-                }
-            }
-        }
-        // New global symbols one object defines and another uses are linked inside the module.
-        let new_globals: HashSet<String> = diffs
-            .iter()
-            .filter(|(_, d)| d.verdict == Verdict::Patchable)
-            .flat_map(|(pat, d)| {
-                d.new_functions
-                    .iter()
-                    .chain(&d.new_data)
-                    .filter(|n| {
-                        pat.symbols
-                            .iter()
-                            .any(|s| s.global && s.section.is_some() && s.name == n.as_str())
-                    })
-                    .cloned()
-                    .collect::<Vec<_>>()
-            })
-            .collect();
-        for (i, ((pat, d), o)) in diffs.iter_mut().zip(&objects).enumerate() {
-            if d.verdict != Verdict::Patchable {
-                continue;
-            }
-            for piece in &mut d.selection.pieces {
-                for r in &mut piece.relocs {
-                    if let OutTarget::Klp(t) = &r.target
-                        && new_globals.contains(&t.symbol)
-                    {
-                        r.target = OutTarget::Undefined(t.symbol.clone());
-                    }
-                }
-            }
-            let prefix = format!("{ALIAS_PREFIX}f{i}_");
-            let spec = specs.entry(o.target.clone()).or_default();
-            // Callback wrappers are static in their file (kpatch-macros.h), so files may use the same
-            // names; each gets an alias unique in the module for the generated klp_object.
-            let mut callback_aliases = Vec::new();
-            for f in &d.new_functions {
-                for (p, field) in CALLBACK_PREFIXES {
-                    if !f.starts_with(p) {
-                        continue;
-                    }
-                    let sym = pat
-                        .symbols
-                        .iter()
-                        .position(|s| s.name == f.as_str() && s.section.is_some())
-                        .ok_or_else(|| {
-                            anyhow!("{}: callback {f} is new but has no symbol", o.object)
-                        })?;
-                    let alias = format!("{ALIAS_PREFIX}cb{i}_{field}");
-                    if spec.callbacks.insert(field, alias.clone()).is_some() {
-                        return Err(UserError::new(format!(
-                            "{}: {f}: a second {field} callback for {}, whose klp_object already \
-                             has one from another file (one callback of each kind per object)",
-                            o.object, o.target
-                        ))
-                        .into());
-                    }
-                    callback_aliases.push((sym, alias));
-                }
-            }
-            parts.push((
-                i,
-                write_object_aliased(pat, d, Some(&prefix), &callback_aliases)?,
-            ));
-            for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
-                pending_funcs.push((
-                    o.target.clone(),
-                    old.clone(),
-                    format!("{prefix}{n}"),
-                    pat.source_name.map(str::to_string),
-                ));
-            }
-            for k in klp_records(pat, d) {
-                specs.entry(k.target.object.clone()).or_default();
-            }
-        }
+        let compare_shipped = identity_image.is_some() && !req.skip_identity_check;
+        let Diffed {
+            reports,
+            mut diffs,
+            identity,
+            refused,
+        } = diff_objects(&objects, &dirs, &bytes, &exports, compare_shipped)?;
+        let units = Units::of(diffs.iter().map(|(pat, _)| pat));
+        let CrossLinked {
+            parts,
+            mut specs,
+            pending_funcs,
+        } = cross_link(&mut diffs, &objects)?;
         if refused {
             stages.finish();
             return Ok(report(
@@ -754,101 +624,28 @@ impl Planned {
 
         // Module.
         stages.start("module", "generating and linking the livepatch module");
-        let mut tables: HashMap<String, SymbolTable> = HashMap::new();
         let vmlinux = req
             .vmlinux
             .clone()
             .unwrap_or_else(|| req.objdir.join("vmlinux"));
-        for name in specs.keys() {
-            let system_map = req.shipped.as_ref().and_then(|s| s.system_map.as_ref());
-            let table = if name == "vmlinux" {
-                match (&req.vmlinux, system_map) {
-                    (None, Some(map)) => SymbolTable::from_system_map(map)?,
-                    _ => SymbolTable::load(&vmlinux, false)?,
-                }
-            } else {
-                let ko = links.modules.get(name).ok_or_else(|| {
-                    UserError::new(format!(
-                        "module {name} is not built in {}",
-                        req.objdir.display()
-                    ))
-                })?;
-                SymbolTable::load(&req.objdir.join(ko), true)?
-            };
-            tables.insert(name.clone(), table);
-        }
-        let unit_of = |source: &Option<String>, name: &str| -> Option<(String, &HashSet<String>)> {
-            let s = source.as_deref()?;
-            let locals = units.get(s)?;
-            locals.contains(name).then(|| (s.to_string(), locals))
-        };
+        let tables = symbol_tables(req, &links, &vmlinux, specs.keys())?;
         if !identity.is_empty() {
             stages.start(
                 "identity",
                 "comparing the rebuilt original functions with the shipped kernel's",
             );
             let code_of = identity_image.clone().unwrap_or_else(|| vmlinux.clone());
-            let data = crate::mapped::MappedFile::open(&code_of)?;
-            let image = KernelImage::parse(&data)
-                .map_err(|e| UserError::new(format!("{}: {e}", code_of.display())))?;
-            let table = &tables["vmlinux"];
-            for (i, changed, reached) in &identity {
-                // kbuild's own compile of the object, with the kernel's flags only: klpx's build
-                // adds its own (one section per function, and on some architectures code-model
-                // flags that change the code), so it is not the one to compare.
-                let path = req.objdir.join(&objects[*i].object);
-                let data =
-                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-                let orig = ObjectFile::parse(&path, &data)?;
-                let source = orig.source_name.map(str::to_string);
-                let is_function_here = |n: &str| {
-                    orig.symbols.iter().any(|s| {
-                        s.name == n
-                            && s.kind == crate::objfile::SymKind::Func
-                            && s.section.is_some()
-                            && !s.weak
-                    })
-                };
-                // Reached functions of other files are not in this object, and a weak default
-                // here may be overridden elsewhere (the livepatch relocation resolves to the
-                // kernel's definition, `arch_dup_task_struct` of x86): neither is compared.
-                let names = changed
-                    .iter()
-                    .chain(reached.iter().filter(|n| is_function_here(n)));
-                for name in names {
-                    let unit = unit_of(&source, name);
-                    let pos = table
-                        .sympos(name, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
-                        .map_err(UserError::new)?;
-                    let size = orig
-                        .symbols
-                        .iter()
-                        .find(|s| s.name == name.as_str() && s.section.is_some())
-                        .map_or(0, |s| s.size);
-                    let shipped = table
-                        .address(name, pos as usize)
-                        .and_then(|a| image.code(a, size));
-                    let differs = match shipped {
-                        None => Some(0),
-                        Some(code) => {
-                            first_difference(&orig, name, code).map_err(UserError::new)?
-                        }
-                    };
-                    if let Some(at) = differs {
-                        return Err(UserError::new(format!(
-                            "{}: {name}: the rebuilt original differs from the shipped kernel's at \
-                             +{at:#x} ({}): the source, config or compiler is not the kernel's \
-                             (--skip-identity-check builds anyway)",
-                            objects[*i].object,
-                            code_of.display()
-                        ))
-                        .into());
-                    }
-                }
-            }
+            check_identity(
+                req,
+                &objects,
+                &identity,
+                &code_of,
+                &tables["vmlinux"],
+                &units,
+            )?;
         }
         for (target, old, alias, source) in pending_funcs {
-            let unit = unit_of(&source, &old);
+            let unit = units.unit_of(&source, &old);
             let pos = tables[&target]
                 .sympos(&old, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
                 .map_err(UserError::new)?;
@@ -858,96 +655,16 @@ impl Planned {
                 sympos: pos,
             });
         }
-        // Namespaces of the exports the parts use.
-        let mut imports = std::collections::BTreeSet::new();
-        for (_, bytes) in &parts {
-            let part = ObjectFile::parse(Path::new("part.o"), bytes)?;
-            for sym in part.symbols.iter().filter(|s| s.is_undefined()) {
-                if let Some(ns) = exports.namespaces.get(sym.name) {
-                    imports.insert(ns.clone());
-                }
-            }
-        }
-        let spec = ModuleSpec {
-            imports,
-            name: req.name.clone(),
-            replace: req.replace,
-            objects: specs,
-            description: format!(
-                "livepatch built by klpx from {}",
-                req.patches
-                    .iter()
-                    .map(|p| p
-                        .file_name()
-                        .unwrap_or_default()
-                        .to_string_lossy()
-                        .into_owned())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        };
-        let mdir = work.join("module");
-        std::fs::create_dir_all(&mdir)?;
-        std::fs::write(mdir.join("klpx-livepatch.c"), module_source(&spec))?;
-        std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
-        for (n, (_, bytes)) in parts.iter().enumerate() {
-            std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
-            // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
-            // lines), which kbuild's copy of a shipped object does not write. The parts export
-            // nothing: an empty record says so.
-            std::fs::write(
-                mdir.join(format!(".part-{n}.o.cmd")),
-                format!("savedcmd_part-{n}.o := klpx diff\n"),
-            )?;
-        }
-        let clang_tree = std::fs::read_to_string(req.objdir.join(".config"))
-            .map(|c| c.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y"))
-            .unwrap_or(false);
-        let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
-        make_module(
-            &req.objdir,
-            &mdir,
-            &req.toolchain.make_vars_for(&command, clang_tree),
-            req.jobs,
-        )?;
+        let spec = module_spec(req, specs, &parts, &exports)?;
+        let linked = link_module(req, &objects, &spec, &parts)?;
 
         stages.start("klp-sections", "writing .klp.rela sections into the module");
-        let linked_path = mdir.join(format!("{}.ko", req.name));
-        let linked = std::fs::read(&linked_path)
-            .with_context(|| format!("reading {}", linked_path.display()))?;
-        let side = read_side_tables(&linked).context("reading klpx's side tables in the module")?;
-        let finished = write_klp_sections(&linked, &side.relocs, &|r| {
-            let t = tables
-                .get(&r.object)
-                .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
-            let unit = unit_of(&r.source, &r.symbol);
-            t.sympos(&r.symbol, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
-                .map_err(|e| UserError::new(e).into())
-        })?;
-        let backend = req.toolchain.arch.backend();
-        let check = check_module(
-            &req.name,
-            &finished,
-            &exported,
-            &|n| backend.is_module_provided(n),
-            &tables,
-        )?;
-        if !check.problems.is_empty() {
-            return Err(anyhow!(
-                "the module failed its checks:\n{}",
-                check.problems.join("\n")
-            ));
-        }
-        let bad = check_relocations(&req.name, &finished, backend, &tables)?;
-        if !bad.is_empty() {
-            stages.finish();
-            return Err(Unpatchable(format!(
-                "{} relocation(s) of the module cannot be applied right; refusing it:\n{}",
-                bad.len(),
-                bad.join("\n")
-            ))
-            .into());
-        }
+        let (finished, klp_relocations) =
+            livepatch_sections(req, &linked, &tables, &units, &exported).inspect_err(|e| {
+                if e.is::<Unpatchable>() {
+                    stages.finish();
+                }
+            })?;
         std::fs::create_dir_all(&req.output)
             .with_context(|| format!("creating {}", req.output.display()))?;
         let out = req.output.join(format!("{}.ko", req.name));
@@ -962,11 +679,438 @@ impl Planned {
             Outcome::Module,
             reports,
             Some(out),
-            side.relocs.len(),
+            klp_relocations,
             &stages,
             notes,
         ))
     }
+}
+
+/// The symbol table of every livepatch object the module names: vmlinux's (from `vmlinux`, or the
+/// shipped kernel's System.map), and each module's `.ko`.
+fn symbol_tables<'a>(
+    req: &BuildRequest,
+    links: &LinkMap,
+    vmlinux: &Path,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<HashMap<String, SymbolTable>> {
+    let mut tables = HashMap::new();
+    let system_map = req.shipped.as_ref().and_then(|s| s.system_map.as_ref());
+    for name in names {
+        let table = if name == "vmlinux" {
+            match (&req.vmlinux, system_map) {
+                (None, Some(map)) => SymbolTable::from_system_map(map)?,
+                _ => SymbolTable::load(vmlinux, false)?,
+            }
+        } else {
+            let ko = links.modules.get(name).ok_or_else(|| {
+                UserError::new(format!(
+                    "module {name} is not built in {}",
+                    req.objdir.display()
+                ))
+            })?;
+            SymbolTable::load(&req.objdir.join(ko), true)?
+        };
+        tables.insert(name.clone(), table);
+    }
+    Ok(tables)
+}
+
+/// Each translation unit's local symbol names, by its source file name: what tells a local target
+/// apart from same-named locals of other files when its symbol position is looked up.
+struct Units(HashMap<String, HashSet<String>>);
+
+impl Units {
+    fn of<'a, 'd: 'a>(objects: impl Iterator<Item = &'a ObjectFile<'d>>) -> Units {
+        let mut units: HashMap<String, HashSet<String>> = HashMap::new();
+        for pat in objects {
+            if let Some(src) = pat.source_name {
+                let set = units.entry(src.to_string()).or_default();
+                for sym in &pat.symbols {
+                    if !sym.global && sym.section.is_some() && !sym.name.is_empty() {
+                        set.insert(sym.name.to_string());
+                    }
+                }
+            }
+        }
+        Units(units)
+    }
+
+    /// The unit of `source` when `name` is one of its locals, for [`SymbolTable::sympos`].
+    fn unit_of(&self, source: &Option<String>, name: &str) -> Option<(String, &HashSet<String>)> {
+        let s = source.as_deref()?;
+        let locals = self.0.get(s)?;
+        locals.contains(name).then(|| (s.to_string(), locals))
+    }
+}
+
+/// The identity stage: each changed function's original, as kbuild compiled it, and each function
+/// the module reaches by livepatch relocation where the object defines it, must be byte for byte
+/// the code of the shipped kernel `code_of` (relocated fields and jump-label sites aside).
+fn check_identity(
+    req: &BuildRequest,
+    objects: &[AffectedObject],
+    identity: &[(usize, Vec<String>, Vec<String>)],
+    code_of: &Path,
+    table: &SymbolTable,
+    units: &Units,
+) -> Result<()> {
+    let data = crate::mapped::MappedFile::open(code_of)?;
+    let image = KernelImage::parse(&data)
+        .map_err(|e| UserError::new(format!("{}: {e}", code_of.display())))?;
+    for (i, changed, reached) in identity {
+        // kbuild's own compile of the object, with the kernel's flags only: klpx's build
+        // adds its own (one section per function, and on some architectures code-model
+        // flags that change the code), so it is not the one to compare.
+        let path = req.objdir.join(&objects[*i].object);
+        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let orig = ObjectFile::parse(&path, &data)?;
+        let source = orig.source_name.map(str::to_string);
+        let is_function_here = |n: &str| {
+            orig.symbols.iter().any(|s| {
+                s.name == n
+                    && s.kind == crate::objfile::SymKind::Func
+                    && s.section.is_some()
+                    && !s.weak
+            })
+        };
+        // Reached functions of other files are not in this object, and a weak default
+        // here may be overridden elsewhere (the livepatch relocation resolves to the
+        // kernel's definition, `arch_dup_task_struct` of x86): neither is compared.
+        let names = changed
+            .iter()
+            .chain(reached.iter().filter(|n| is_function_here(n)));
+        for name in names {
+            let unit = units.unit_of(&source, name);
+            let pos = table
+                .sympos(name, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
+                .map_err(UserError::new)?;
+            let size = orig
+                .symbols
+                .iter()
+                .find(|s| s.name == name.as_str() && s.section.is_some())
+                .map_or(0, |s| s.size);
+            let shipped = table
+                .address(name, pos as usize)
+                .and_then(|a| image.code(a, size));
+            let differs = match shipped {
+                None => Some(0),
+                Some(code) => first_difference(&orig, name, code).map_err(UserError::new)?,
+            };
+            if let Some(at) = differs {
+                return Err(UserError::new(format!(
+                    "{}: {name}: the rebuilt original differs from the shipped kernel's at \
+                     +{at:#x} ({}): the source, config or compiler is not the kernel's \
+                     (--skip-identity-check builds anyway)",
+                    objects[*i].object,
+                    code_of.display()
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The generated module's description: its name, mode, the functions of each livepatch object, and
+/// the symbol namespaces whose exports its parts use.
+fn module_spec(
+    req: &BuildRequest,
+    specs: BTreeMap<String, ObjectSpec>,
+    parts: &[(usize, Vec<u8>)],
+    exports: &Exports,
+) -> Result<ModuleSpec> {
+    // Namespaces of the exports the parts use.
+    let mut imports = std::collections::BTreeSet::new();
+    for (_, bytes) in parts {
+        let part = ObjectFile::parse(Path::new("part.o"), bytes)?;
+        for sym in part.symbols.iter().filter(|s| s.is_undefined()) {
+            if let Some(ns) = exports.namespaces.get(sym.name) {
+                imports.insert(ns.clone());
+            }
+        }
+    }
+    let spec = ModuleSpec {
+        imports,
+        name: req.name.clone(),
+        replace: req.replace,
+        objects: specs,
+        description: format!(
+            "livepatch built by klpx from {}",
+            req.patches
+                .iter()
+                .map(|p| p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    Ok(spec)
+}
+
+/// Writes the module's source, Kbuild file and parts into the work directory and links it with the
+/// tree's own kbuild (`make M=`); returns the linked `.ko`.
+fn link_module(
+    req: &BuildRequest,
+    objects: &[AffectedObject],
+    spec: &ModuleSpec,
+    parts: &[(usize, Vec<u8>)],
+) -> Result<Vec<u8>> {
+    let mdir = req.workdir.join("module");
+    std::fs::create_dir_all(&mdir)?;
+    std::fs::write(mdir.join("klpx-livepatch.c"), module_source(spec))?;
+    std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
+    for (n, (_, bytes)) in parts.iter().enumerate() {
+        std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
+        // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
+        // lines), which kbuild's copy of a shipped object does not write. The parts export
+        // nothing: an empty record says so.
+        std::fs::write(
+            mdir.join(format!(".part-{n}.o.cmd")),
+            format!("savedcmd_part-{n}.o := klpx diff\n"),
+        )?;
+    }
+    let clang_tree = std::fs::read_to_string(req.objdir.join(".config"))
+        .map(|c| c.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y"))
+        .unwrap_or(false);
+    let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
+    make_module(
+        &req.objdir,
+        &mdir,
+        &req.toolchain.make_vars_for(&command, clang_tree),
+        req.jobs,
+    )?;
+    let linked_path = mdir.join(format!("{}.ko", req.name));
+    std::fs::read(&linked_path).with_context(|| format!("reading {}", linked_path.display()))
+}
+
+/// Turns the linked module's side tables into `.klp.rela` sections and `.klp.sym` symbols, then
+/// checks the result: every symbol resolves, and every relocation the kernel will apply can be
+/// applied right (a refusal otherwise). Returns the module and its livepatch relocation count.
+fn livepatch_sections(
+    req: &BuildRequest,
+    linked: &[u8],
+    tables: &HashMap<String, SymbolTable>,
+    units: &Units,
+    exported: &HashSet<String>,
+) -> Result<(Vec<u8>, usize)> {
+    let side = read_side_tables(linked).context("reading klpx's side tables in the module")?;
+    let finished = write_klp_sections(linked, &side.relocs, &|r| {
+        let t = tables
+            .get(&r.object)
+            .ok_or_else(|| anyhow!("no symbol table for {}", r.object))?;
+        let unit = units.unit_of(&r.source, &r.symbol);
+        t.sympos(&r.symbol, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
+            .map_err(|e| UserError::new(e).into())
+    })?;
+    let backend = req.toolchain.arch.backend();
+    let check = check_module(
+        &req.name,
+        &finished,
+        exported,
+        &|n| backend.is_module_provided(n),
+        tables,
+    )?;
+    if !check.problems.is_empty() {
+        return Err(anyhow!(
+            "the module failed its checks:\n{}",
+            check.problems.join("\n")
+        ));
+    }
+    let bad = check_relocations(&req.name, &finished, backend, tables)?;
+    if !bad.is_empty() {
+        return Err(Unpatchable(format!(
+            "{} relocation(s) of the module cannot be applied right; refusing it:\n{}",
+            bad.len(),
+            bad.join("\n")
+        ))
+        .into());
+    }
+    Ok((finished, side.relocs.len()))
+}
+
+/// What the diff stage found, object by object.
+struct Diffed<'d> {
+    reports: Vec<ObjectReport>,
+    /// Each object's patched build and its diff.
+    diffs: Vec<(ObjectFile<'d>, differ::Diff)>,
+    /// Objects whose functions must be proven the shipped kernel's: (object, changed functions,
+    /// functions the module reaches by livepatch relocation).
+    identity: Vec<(usize, Vec<String>, Vec<String>)>,
+    refused: bool,
+}
+
+/// The diff stage: each object's two builds (`bytes`, read from `dirs`), diffed; `compare_shipped`
+/// asks for the functions the identity stage compares with the shipped kernel.
+fn diff_objects<'d>(
+    objects: &[AffectedObject],
+    dirs: &[PathBuf],
+    bytes: &'d [(Vec<u8>, Vec<u8>)],
+    exports: &Exports,
+    compare_shipped: bool,
+) -> Result<Diffed<'d>> {
+    let mut reports = Vec::new();
+    let mut refused = false;
+    let mut diffs = Vec::with_capacity(objects.len());
+    // Objects whose changed functions must be proven the shipped kernel's: (object, names),
+    // against the code of the vmlinux with symbols, or of the one inside the boot image.
+    // The second list holds the functions the module reaches by livepatch relocation: where
+    // the object defines them, they are compared too.
+    let mut identity: Vec<(usize, Vec<String>, Vec<String>)> = Vec::new();
+    for (i, (o, (ob, pb))) in objects.iter().zip(bytes).enumerate() {
+        let orig = ObjectFile::parse(&dirs[i].join("orig.o"), ob)?;
+        let pat = ObjectFile::parse(&dirs[i].join("patched.o"), pb)?;
+        let d = differ::diff(
+            &orig,
+            &pat,
+            &DiffOptions {
+                object_name: o.target.clone(),
+                exports: exports.clone(),
+            },
+        )?;
+        reports.push(ObjectReport {
+            object: o.object.clone(),
+            target: o.target.clone(),
+            verdict: d.verdict,
+            changed_functions: d.changed_functions.iter().map(|f| f.name.clone()).collect(),
+            new_functions: d.new_functions.clone(),
+            refusals: d
+                .refusals
+                .iter()
+                .map(|r| format!("{}: {}", r.symbol, r.reason))
+                .collect(),
+        });
+        refused |= d.verdict == Verdict::Unpatchable;
+        if compare_shipped && o.target == "vmlinux" {
+            let changed: Vec<String> = d.changed_functions.iter().map(|f| f.name.clone()).collect();
+            let mut reached: Vec<String> = d
+                .selection
+                .pieces
+                .iter()
+                .flat_map(|p| &p.relocs)
+                .filter_map(|r| match &r.target {
+                    OutTarget::Klp(t) if t.object == "vmlinux" => Some(t.symbol.clone()),
+                    _ => None,
+                })
+                .filter(|n| !changed.contains(n))
+                .collect();
+            reached.sort();
+            reached.dedup();
+            identity.push((i, changed, reached));
+        }
+        diffs.push((pat, d));
+    }
+    Ok(Diffed {
+        reports,
+        diffs,
+        identity,
+        refused,
+    })
+}
+
+/// The parts of the module, one per patchable object, and what the generated source will name.
+struct CrossLinked {
+    /// (object index, the object written for the module link).
+    parts: Vec<(usize, Vec<u8>)>,
+    specs: BTreeMap<String, ObjectSpec>,
+    /// (livepatch object, old name, alias in the module, source file) of each patched function,
+    /// waiting for its symbol position.
+    pending_funcs: Vec<(String, String, String, Option<String>)>,
+}
+
+/// The cross-object link stage: new global symbols one object defines and another uses become
+/// ordinary references inside the module, callbacks get aliases unique in the module, and each
+/// patchable object is written with its functions under aliases (`ALIAS_PREFIX`).
+fn cross_link(
+    diffs: &mut [(ObjectFile<'_>, differ::Diff)],
+    objects: &[AffectedObject],
+) -> Result<CrossLinked> {
+    let mut parts: Vec<(usize, Vec<u8>)> = Vec::new();
+    let mut specs: BTreeMap<String, ObjectSpec> = BTreeMap::new();
+    let mut pending_funcs: Vec<(String, String, String, Option<String>)> = Vec::new();
+    // New global symbols one object defines and another uses are linked inside the module.
+    let new_globals: HashSet<String> = diffs
+        .iter()
+        .filter(|(_, d)| d.verdict == Verdict::Patchable)
+        .flat_map(|(pat, d)| {
+            d.new_functions
+                .iter()
+                .chain(&d.new_data)
+                .filter(|n| {
+                    pat.symbols
+                        .iter()
+                        .any(|s| s.global && s.section.is_some() && s.name == n.as_str())
+                })
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, ((pat, d), o)) in diffs.iter_mut().zip(objects).enumerate() {
+        if d.verdict != Verdict::Patchable {
+            continue;
+        }
+        for piece in &mut d.selection.pieces {
+            for r in &mut piece.relocs {
+                if let OutTarget::Klp(t) = &r.target
+                    && new_globals.contains(&t.symbol)
+                {
+                    r.target = OutTarget::Undefined(t.symbol.clone());
+                }
+            }
+        }
+        let prefix = format!("{ALIAS_PREFIX}f{i}_");
+        let spec = specs.entry(o.target.clone()).or_default();
+        // Callback wrappers are static in their file (kpatch-macros.h), so files may use the same
+        // names; each gets an alias unique in the module for the generated klp_object.
+        let mut callback_aliases = Vec::new();
+        for f in &d.new_functions {
+            for (p, field) in CALLBACK_PREFIXES {
+                if !f.starts_with(p) {
+                    continue;
+                }
+                let sym = pat
+                    .symbols
+                    .iter()
+                    .position(|s| s.name == f.as_str() && s.section.is_some())
+                    .ok_or_else(|| {
+                        anyhow!("{}: callback {f} is new but has no symbol", o.object)
+                    })?;
+                let alias = format!("{ALIAS_PREFIX}cb{i}_{field}");
+                if spec.callbacks.insert(field, alias.clone()).is_some() {
+                    return Err(UserError::new(format!(
+                        "{}: {f}: a second {field} callback for {}, whose klp_object already \
+                         has one from another file (one callback of each kind per object)",
+                        o.object, o.target
+                    ))
+                    .into());
+                }
+                callback_aliases.push((sym, alias));
+            }
+        }
+        parts.push((
+            i,
+            write_object_aliased(pat, d, Some(&prefix), &callback_aliases)?,
+        ));
+        for (n, (_, old)) in d.selection.patched_functions.iter().enumerate() {
+            pending_funcs.push((
+                o.target.clone(),
+                old.clone(),
+                format!("{prefix}{n}"),
+                pat.source_name.map(str::to_string),
+            ));
+        }
+        for k in klp_records(pat, d) {
+            specs.entry(k.target.object.clone()).or_default();
+        }
+    }
+    Ok(CrossLinked {
+        parts,
+        specs,
+        pending_funcs,
+    })
 }
 
 fn report(
