@@ -25,6 +25,10 @@ use crate::patch::source::{SourcePatch, plan_edits};
 /// Runs `klpx build`; returns the exit status.
 pub fn run(a: BuildArgs) -> Result<i32> {
     let req = request(a.clone(), &Env::from_process())?;
+    // Everything is checked (the patches apply); only now the long work may start.
+    if req.shipped.is_none() && unbuilt(&req.objdir) {
+        build_tree_once(&req.srcdir, &req.objdir, &req.toolchain, req.jobs)?;
+    }
     let json = a.json;
     let report = build(&req)?;
     if json {
@@ -224,15 +228,11 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .iter()
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
-    let unbuilt = !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file();
-    if unbuilt {
+    if unbuilt(&objdir) {
         let root = oot.as_ref().map_or(srcdir.as_path(), |o| o.src.as_path());
         let _lock = SourceLock::try_take(root)?;
         journal::recover(root)?;
         plan_edits(&patches, root, a.fuzz)?;
-    }
-    if unbuilt {
-        build_tree_once(&srcdir, &objdir, &toolchain, jobs)?;
     }
     Ok(BuildRequest {
         patches: a.patches.iter().map(|p| absolute(p)).collect(),
@@ -598,6 +598,11 @@ fn path_hash(p: &Path) -> u64 {
 }
 
 /// Builds a configured but unbuilt tree once with make, passing make's progress through.
+/// Whether the tree is configured but was never built (no `vmlinux.a` or `Module.symvers`).
+fn unbuilt(objdir: &Path) -> bool {
+    !objdir.join("vmlinux.a").is_file() || !objdir.join("Module.symvers").is_file()
+}
+
 fn build_tree_once(srcdir: &Path, objdir: &Path, toolchain: &Toolchain, jobs: usize) -> Result<()> {
     eprintln!(
         "klpx: {} is configured but not built; building it once with make -j{jobs} (this takes a while)",
