@@ -28,32 +28,11 @@ fn main() {
             .map_err(|e| UserError::new(format!("--arch: {e}")).into())
             .and_then(|arch| Ok((arch, klpx::cli::jobs(Some(a.jobs))?)))
             .and_then(|(arch, jobs)| cmd::demo::run(arch, jobs)),
-        Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest {
-            orig: a.orig,
-            patched: a.patched,
-            output: a.output,
-            json: a.json,
-            object: a.object,
-            symvers: a.symvers,
-        }),
+        Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest::from(a)),
         Command::Build(a) => cmd::build::run(*a),
         Command::Matrix(a) => cmd::matrix::run(a),
         Command::Kernel { what } => cmd::kernel::run(what),
-        Command::Verify(a) => cmd::verify::run(&cmd::verify::VerifyArgs {
-            modules: a.modules,
-            kernel: a.kernel,
-            tree: a.tree,
-            distro: a.distro,
-            arch: a.arch,
-            checks: a.checks,
-            expect_before: a.expect_before,
-            expect_after: a.expect_after,
-            timeout: a.timeout,
-            workload: !a.no_workload,
-            files: a.files,
-            accel: a.accel,
-            json: a.json,
-        }),
+        Command::Verify(a) => cmd::verify::run(&a),
     };
     let code = match result {
         Ok(code) => code,

@@ -23,6 +23,19 @@ pub struct DiffRequest {
     pub symvers: Option<PathBuf>,
 }
 
+impl From<crate::cli::DiffArgs> for DiffRequest {
+    fn from(a: crate::cli::DiffArgs) -> DiffRequest {
+        DiffRequest {
+            orig: a.orig,
+            patched: a.patched,
+            output: a.output,
+            json: a.json,
+            object: a.object,
+            symvers: a.symvers,
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct KlpRelocJson {
     section: String,

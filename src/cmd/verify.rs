@@ -1,35 +1,16 @@
 //! `klpx verify MODULE --kernel IMAGE`: boots the kernel in qemu, loads the livepatch, runs the checks
 //! before and after, disables and unloads it, and says whether all of it worked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
 use klpx_arch::Arch;
 
+use crate::cli::VerifyArgs;
 use crate::distro::debian::{self, DebianKernel};
 use crate::error::{UserError, exit};
 use crate::verify::{self, CommandResult, VerifyReport, VerifyRequest};
-
-/// The command line's values, before the kernel image and architecture are settled.
-#[derive(Debug, Clone)]
-pub struct VerifyArgs {
-    pub modules: Vec<PathBuf>,
-    pub kernel: Option<PathBuf>,
-    pub tree: Option<PathBuf>,
-    /// `debian[:RELEASE]`: boot the distribution's own kernel image.
-    pub distro: Option<String>,
-    pub arch: Option<String>,
-    pub checks: Vec<String>,
-    pub expect_before: Option<String>,
-    pub expect_after: Option<String>,
-    pub timeout: u64,
-    pub workload: bool,
-    pub files: Vec<PathBuf>,
-    /// `auto`, `kvm` or `tcg`.
-    pub accel: String,
-    pub json: bool,
-}
 
 /// Turns the command line's values into a request: the architecture is `--arch`, else the first
 /// module's; the image is `--kernel`, else the architecture's image in `--tree`.
@@ -100,7 +81,7 @@ fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRe
     req.expect_before = a.expect_before.clone();
     req.expect_after = a.expect_after.clone();
     req.timeout = Duration::from_secs(a.timeout);
-    req.workload = a.workload;
+    req.workload = !a.no_workload;
     req.files = a.files.clone();
     req.accel = a
         .accel
