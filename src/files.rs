@@ -62,6 +62,33 @@ pub fn check_output(out: &Path, option: &str, inputs: &[&Path]) -> Result<(), Us
     Ok(())
 }
 
+/// Checks, before any work, that files can be written into the directory `dir` (made later if it
+/// does not exist): it is not a file, and it (or the nearest directory above it that exists) is
+/// writable by this process.
+pub fn check_output_dir(dir: &Path, option: &str) -> Result<(), UserError> {
+    let shown = dir.display();
+    if dir.exists() && !dir.is_dir() {
+        return Err(UserError::new(format!(
+            "{option} {shown}: not a directory; give a directory"
+        )));
+    }
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let Some(existing) = abs.ancestors().find(|a| a.exists()) else {
+        return Ok(());
+    };
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(existing.as_os_str().as_bytes())
+        .map_err(|_| UserError::new(format!("{option} {shown}: a NUL in the path")))?;
+    // SAFETY: a valid NUL-terminated path; access(2) only reads it.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(UserError::new(format!(
+            "{option} {shown}: {} is not writable",
+            existing.display()
+        )));
+    }
+    Ok(())
+}
+
 /// The directory a file path is in (`.` for a bare name).
 fn parent_dir(path: &Path) -> PathBuf {
     match path.parent() {

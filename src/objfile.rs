@@ -198,9 +198,10 @@ impl<'d> ObjectFile<'d> {
             return Err(bad("not an ELF file (give a compiled .o object)"));
         }
         if data.get(4) != Some(&elf::ELFCLASS64.0) {
-            return Err(bad(
-                "not a 64-bit ELF object (klpx supports x86_64, arm64, ppc64le, s390)",
-            ));
+            return Err(bad(&format!(
+                "not a 64-bit ELF object (klpx supports {})",
+                Arch::names()
+            )));
         }
         let header = FileHeader64::<Endianness>::parse(data)
             .map_err(|e| bad(&format!("corrupt ELF header: {e}")))?;
@@ -220,7 +221,8 @@ impl<'d> ObjectFile<'d> {
         let machine = header.e_machine(e).0;
         let arch = Arch::from_elf(machine, endian).ok_or_else(|| {
             bad(&format!(
-                "unsupported machine {machine} ({endian:?}-endian); klpx supports x86_64, arm64, ppc64le, s390"
+                "unsupported machine {machine} ({endian:?}-endian); klpx supports {}",
+                Arch::names()
             ))
         })?;
         let table = header

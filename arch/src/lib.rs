@@ -43,6 +43,11 @@ impl Arch {
         }
     }
 
+    /// Every architecture's name, comma-separated, for messages.
+    pub fn names() -> String {
+        Arch::ALL.map(Arch::name).join(", ")
+    }
+
     /// The architecture klpx itself runs on, when it is one of the four.
     pub fn host() -> Option<Arch> {
         Arch::ALL
@@ -99,8 +104,9 @@ impl fmt::Display for UnknownArch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "unknown architecture '{}': use one of x86_64, arm64, ppc64le, s390",
-            self.0
+            "unknown architecture '{}': use one of {}",
+            self.0,
+            Arch::names()
         )
     }
 }

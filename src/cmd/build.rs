@@ -164,15 +164,8 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         ))
         .into());
     }
-    if let Some(o) = &a.output
-        && o.exists()
-        && !o.is_dir()
-    {
-        return Err(UserError::new(format!(
-            "-o {}: not a directory; give the directory for the module",
-            o.display()
-        ))
-        .into());
+    if let Some(o) = &a.output {
+        crate::files::check_output_dir(o, "-o")?;
     }
     if let Some(c) = &a.config {
         let want = std::fs::read(c)
@@ -297,6 +290,9 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     let name = module_name(&a)?;
     let sign = sign_with(&a)?;
     let jobs = crate::cli::jobs(a.jobs)?;
+    if let Some(o) = &a.output {
+        crate::files::check_output_dir(o, "-o")?;
+    }
     let arch: Option<Arch> = match a.arch.clone().or(env.arch.clone()) {
         Some(n) => Some(
             n.parse()

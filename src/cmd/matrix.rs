@@ -49,13 +49,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         .as_ref()
         .map_or_else(|| "cross-dev.yaml".to_string(), |f| f.display().to_string());
     matrix.check_fragments(&shown, &dir)?;
-    if output.exists() && !output.is_dir() {
-        return Err(UserError::new(format!(
-            "-o {}: not a directory; give the directory for the modules",
-            output.display()
-        ))
-        .into());
-    }
+    crate::files::check_output_dir(&output, "-o")?;
     if let Some(md) = &a.markdown {
         let inputs: Vec<&Path> = a.patches.iter().map(PathBuf::as_path).collect();
         crate::files::check_output(md, "--markdown", &inputs)?;
