@@ -898,13 +898,7 @@ fn valid_object(arch: Arch, dir: &Path) -> PathBuf {
 /// exactly one line on stderr and naming every file in `blamed`, no OUT written.
 fn expect_bad_input(dir: &Path, orig: &Path, patched: &Path, blamed: &[&Path]) {
     let out = dir.join("never-written.o");
-    let run = klpx([
-        "diff".as_ref(),
-        orig.as_os_str(),
-        patched.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ]);
+    let run = diff_into(orig, patched, &out);
     let stderr = String::from_utf8_lossy(&run.stderr);
     let what = format!("klpx diff {} {}", orig.display(), patched.display());
     assert!(!stderr.contains("panicked"), "{what} panicked: {stderr}");
@@ -926,6 +920,17 @@ fn expect_bad_input(dir: &Path, orig: &Path, patched: &Path, blamed: &[&Path]) {
         );
     }
     assert!(!out.exists(), "{what} wrote {}", out.display());
+}
+
+/// `klpx diff ORIG PATCHED -o OUT`.
+fn diff_into(orig: &Path, patched: &Path, out: &Path) -> Output {
+    klpx([
+        "diff".as_ref(),
+        orig.as_os_str(),
+        patched.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
 }
 
 /// Checks a bad file both as the original and as the patched object, next to a valid x86_64 one.
@@ -1106,13 +1111,7 @@ fn bad_input_relocation_outside_its_section() {
         let mut bad = bytes.clone();
         bad[addend..addend + 8].copy_from_slice(&(-0x7fff_0000_i64).to_le_bytes());
         let bad = write_file(dir, &format!("far-{n}.o"), &bad);
-        let run = klpx([
-            "diff".as_ref(),
-            orig.as_os_str(),
-            bad.as_os_str(),
-            "-o".as_ref(),
-            dir.join("out.o").as_os_str(),
-        ]);
+        let run = diff_into(&orig, &bad, &dir.join("out.o"));
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(
@@ -1174,13 +1173,7 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
         std::fs::read(&patched).unwrap(),
     );
     for out in [&orig, &patched, &soft, &hard] {
-        let run = klpx([
-            "diff".as_ref(),
-            orig.as_os_str(),
-            patched.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ]);
+        let run = diff_into(&orig, &patched, out);
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "-o {}: {stderr}", out.display());
         assert!(stderr.contains("is the input"), "{stderr}");
@@ -1193,25 +1186,13 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     assert!(before == after, "an input was written over");
     // An output in a missing directory is the user's to fix (once exit 4).
     let missing = dir.join("no-such-dir/out.o");
-    let run = klpx([
-        "diff".as_ref(),
-        orig.as_os_str(),
-        patched.as_os_str(),
-        "-o".as_ref(),
-        missing.as_os_str(),
-    ]);
+    let run = diff_into(&orig, &patched, &missing);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no-such-dir"), "{stderr}");
     // The same diff into a fresh file works, and the patched function is what changed.
     let fresh = dir.join("out.o");
-    let run = klpx([
-        "diff".as_ref(),
-        orig.as_os_str(),
-        patched.as_os_str(),
-        "-o".as_ref(),
-        fresh.as_os_str(),
-    ]);
+    let run = diff_into(&orig, &patched, &fresh);
     assert_eq!(
         run.status.code(),
         Some(0),
