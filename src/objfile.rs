@@ -228,227 +228,19 @@ impl<'d> ObjectFile<'d> {
         let table = header
             .sections(e, data)
             .map_err(|err| bad(&format!("corrupt section headers: {err}")))?;
-
-        if table.is_empty() {
-            return Err(bad(
-                "has no section headers (e_shoff or e_shnum is 0): corrupt or not a compiled object",
-            ));
-        }
-        if u32::try_from(table.len()).is_err() {
-            return Err(bad("has more sections than an index of 32 bits holds"));
-        }
-        let mut sections = Vec::with_capacity(table.len());
-        for (index, sh) in table.enumerate() {
-            let name = table
-                .section_name(e, sh)
-                .ok()
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .ok_or_else(|| bad(&format!("section {} has a corrupt name", index.0)))?;
-            let sh_type = sh.sh_type(e).0;
-            let size = sh.sh_size(e);
-            if size > LIMIT {
-                return Err(bad(&format!("section {name} claims {size} bytes")));
-            }
-            let align = sh.sh_addralign(e);
-            if align > MAX_ALIGN || (align > 1 && !align.is_power_of_two()) {
-                return Err(bad(&format!(
-                    "section {name} has an invalid alignment {align}"
-                )));
-            }
-            let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
-                &[][..]
-            } else {
-                sh.data(e, data).map_err(|_| {
-                    bad(&format!(
-                        "section {name} lies outside the file (truncated?)"
-                    ))
-                })?
-            };
-            sections.push(Section {
-                name,
-                data,
-                size,
-                flags: sh.sh_flags(e).0,
-                entsize: sh.sh_entsize(e),
-                sh_type,
-                align: align as u32,
-                link: sh.sh_link(e),
-                section_symbol: None,
-                relocs: 0,
-                symbols: 0,
-            });
-        }
-
-        let symtab = table
-            .symbols(e, data, elf::SHT_SYMTAB)
-            .map_err(|err| bad(&format!("corrupt symbol table: {err}")))?;
-        if u32::try_from(symtab.len()).is_err() {
-            return Err(bad("has more symbols than an index of 32 bits holds"));
-        }
-        let mut symbols = Vec::with_capacity(symtab.len());
-        let mut source_name = None;
-        for (index, sym) in symtab.enumerate() {
-            let name = symtab
-                .symbol_name(e, sym)
-                .ok()
-                .and_then(|n| std::str::from_utf8(n).ok())
-                .ok_or_else(|| bad(&format!("symbol {} has a corrupt name", index.0)))?;
-            let kind = match sym.st_type() {
-                elf::STT_FUNC => SymKind::Func,
-                elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
-                elf::STT_SECTION => SymKind::Section,
-                elf::STT_FILE => SymKind::File,
-                elf::STT_NOTYPE => SymKind::NoType,
-                _ => SymKind::Other,
-            };
-            let section = match symtab.symbol_section(e, sym, index) {
-                Ok(Some(SectionIndex(i))) if i < sections.len() && i != 0 => {
-                    NonZeroU32::new(i as u32)
-                }
-                Ok(Some(_)) => {
-                    return Err(bad(&format!(
-                        "symbol {name} names a section that does not exist"
-                    )));
-                }
-                Ok(None) => None,
-                Err(err) => return Err(bad(&format!("symbol {name}: {err}"))),
-            };
-            if kind == SymKind::File && source_name.is_none() && !name.is_empty() {
-                source_name = Some(name);
-            }
-            let bind = sym.st_bind();
-            if sym.st_value(e) > LIMIT || sym.st_size(e) > LIMIT {
-                return Err(bad(&format!("symbol {name} has an absurd value or size")));
-            }
-            symbols.push(Symbol {
-                name,
-                kind,
-                global: bind == elf::STB_GLOBAL
-                    || bind == elf::STB_WEAK
-                    || bind == elf::STB_GNU_UNIQUE,
-                weak: bind == elf::STB_WEAK,
-                section,
-                value: sym.st_value(e),
-                size: sym.st_size(e),
-                st_other: sym.st_other().0,
-            });
-        }
-        let symtab_index = symtab.section().0;
-
-        // Relocation sections, grouped by the section they apply to (usually one each).
-        let mut rela_sections = Vec::new();
-        let mut total = 0usize;
-        for (index, sh) in table.enumerate() {
-            let Some((relas, link)) = sh
-                .rela(e, data)
-                .map_err(|err| bad(&format!("corrupt relocation section {}: {err}", index.0)))?
-            else {
-                if sh.sh_type(e) == elf::SHT_REL {
-                    return Err(bad(
-                        "REL relocations are not used by any supported kernel architecture",
-                    ));
-                }
-                continue;
-            };
-            let target = sh.sh_info(e) as usize;
-            let rel_name = sections[index.0].name;
-            if link.0 != symtab_index || target == 0 || target >= sections.len() {
-                return Err(bad(&format!(
-                    "relocation section {rel_name} has a bad sh_link or sh_info"
-                )));
-            }
-            if is_table(sections[target].sh_type) {
-                return Err(bad(&format!(
-                    "relocation section {rel_name} applies to {}, which is a {} and cannot be relocated",
-                    sections[target].name,
-                    table_kind(sections[target].sh_type)
-                )));
-            }
-            total += relas.len();
-            rela_sections.push((target, rel_name, relas));
-        }
-        rela_sections.sort_by_key(|&(target, _, _)| target);
-        if u32::try_from(total).is_err() {
-            return Err(bad("has more relocations than an index of 32 bits holds"));
-        }
-        let mut relocs = Vec::with_capacity(total);
-        let mut pending = rela_sections.iter().peekable();
-        for (index, section) in sections.iter_mut().enumerate() {
-            let first = relocs.len();
-            section.relocs = first as u32;
-            while let Some(&(_, rel_name, relas)) = pending.next_if(|&&(t, _, _)| t == index) {
-                for rela in relas {
-                    let symbol = rela.r_sym(e, false);
-                    let offset = rela.r_offset(e);
-                    if symbol as usize >= symbols.len() || offset >= section.size {
-                        return Err(bad(&format!(
-                            "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
-                        )));
-                    }
-                    if rela.r_addend(e).unsigned_abs() > LIMIT {
-                        return Err(bad(&format!(
-                            "relocation in {rel_name} at {offset:#x} has an absurd addend"
-                        )));
-                    }
-                    let r_type = rela.r_type(e, false).0;
-                    if !arch.backend().knows_reloc(r_type) {
-                        return Err(bad(&format!(
-                            "relocation in {rel_name} at {offset:#x} has type {r_type}, which no {arch} ABI defines"
-                        )));
-                    }
-                    relocs.push(Reloc {
-                        offset,
-                        addend: rela.r_addend(e),
-                        r_type,
-                        symbol,
-                    });
-                }
-            }
-            // Stable: relocations at one offset (ppc64 pairs) keep their order.
-            relocs[first..].sort_by_key(|r| r.offset);
-        }
-
-        let mut defined = Vec::new();
-        for (i, sym) in symbols.iter().enumerate() {
-            let Some(s) = sym.sec() else { continue };
-            match sym.kind {
-                SymKind::Section => {
-                    sections[s].section_symbol =
-                        sections[s].section_symbol.or(NonZeroU32::new(i as u32));
-                }
-                SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
-                    if !sections[s].is_content() {
-                        return Err(bad(&format!(
-                            "symbol {} is defined in {}, which holds no code or data",
-                            sym.name, sections[s].name
-                        )));
-                    }
-                    let end = sym.value.checked_add(sym.size);
-                    if end.is_none_or(|end| end > sections[s].size) {
-                        return Err(bad(&format!(
-                            "symbol {} extends past the end of its section {}",
-                            sym.name, sections[s].name
-                        )));
-                    }
-                    defined.push(i as u32);
-                }
-                _ => {}
-            }
-        }
-        defined.sort_unstable_by_key(|&i| {
-            let s = &symbols[i as usize];
-            (s.section, s.value, std::cmp::Reverse(s.size), i)
-        });
-        let mut at = 0;
-        for (index, sec) in sections.iter_mut().enumerate() {
-            sec.symbols = at as u32;
-            while at < defined.len() && symbols[defined[at] as usize].sec() == Some(index) {
-                at += 1;
-            }
-        }
-
+        let reader = Reader {
+            shown: &shown,
+            data,
+            e,
+            table,
+            arch,
+        };
+        let mut sections = reader.sections()?;
+        let (symbols, source_name, symtab_index) = reader.symbols(sections.len())?;
+        let relocs = reader.relocations(&mut sections, symbols.len(), symtab_index)?;
+        let defined = reader.index_defined(&mut sections, &symbols)?;
         Ok(ObjectFile {
-            path: shown,
+            path: shown.clone(),
             arch,
             sections,
             symbols,
@@ -543,6 +335,277 @@ impl<'d> ObjectFile<'d> {
             let s = &self.symbols[i];
             offset < s.value + s.size.max(1)
         })
+    }
+}
+
+/// The parts of [`ObjectFile::parse`]: one ELF file's tables, read and checked one after another.
+struct Reader<'a, 'd> {
+    shown: &'a str,
+    data: &'d [u8],
+    e: Endianness,
+    table: object::read::elf::SectionTable<'d, FileHeader64<Endianness>>,
+    arch: Arch,
+}
+
+impl<'d> Reader<'_, 'd> {
+    fn bad(&self, what: &str) -> UserError {
+        UserError::new(format!("{}: {what}", self.shown))
+    }
+
+    /// The section headers, each with its contents.
+    fn sections(&self) -> Result<Vec<Section<'d>>, UserError> {
+        let (table, e, bad) = (&self.table, self.e, |w: &str| self.bad(w));
+        if table.is_empty() {
+            return Err(bad(
+                "has no section headers (e_shoff or e_shnum is 0): corrupt or not a compiled object",
+            ));
+        }
+        if u32::try_from(table.len()).is_err() {
+            return Err(bad("has more sections than an index of 32 bits holds"));
+        }
+        let mut sections = Vec::with_capacity(table.len());
+        for (index, sh) in table.enumerate() {
+            let name = table
+                .section_name(e, sh)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(&format!("section {} has a corrupt name", index.0)))?;
+            let sh_type = sh.sh_type(e).0;
+            let size = sh.sh_size(e);
+            if size > LIMIT {
+                return Err(bad(&format!("section {name} claims {size} bytes")));
+            }
+            let align = sh.sh_addralign(e);
+            if align > MAX_ALIGN || (align > 1 && !align.is_power_of_two()) {
+                return Err(bad(&format!(
+                    "section {name} has an invalid alignment {align}"
+                )));
+            }
+            let data = if sh_type == elf::SHT_NOBITS.0 || index.0 == 0 {
+                &[][..]
+            } else {
+                sh.data(e, self.data).map_err(|_| {
+                    bad(&format!(
+                        "section {name} lies outside the file (truncated?)"
+                    ))
+                })?
+            };
+            sections.push(Section {
+                name,
+                data,
+                size,
+                flags: sh.sh_flags(e).0,
+                entsize: sh.sh_entsize(e),
+                sh_type,
+                align: align as u32,
+                link: sh.sh_link(e),
+                section_symbol: None,
+                relocs: 0,
+                symbols: 0,
+            });
+        }
+
+        Ok(sections)
+    }
+
+    /// The symbol table, the source file's name (the first `STT_FILE`) and the table's index.
+    fn symbols(
+        &self,
+        section_count: usize,
+    ) -> Result<(Vec<Symbol<'d>>, Option<&'d str>, usize), UserError> {
+        let (table, e, bad) = (&self.table, self.e, |w: &str| self.bad(w));
+        let symtab = table
+            .symbols(e, self.data, elf::SHT_SYMTAB)
+            .map_err(|err| bad(&format!("corrupt symbol table: {err}")))?;
+        if u32::try_from(symtab.len()).is_err() {
+            return Err(bad("has more symbols than an index of 32 bits holds"));
+        }
+        let mut symbols = Vec::with_capacity(symtab.len());
+        let mut source_name = None;
+        for (index, sym) in symtab.enumerate() {
+            let name = symtab
+                .symbol_name(e, sym)
+                .ok()
+                .and_then(|n| std::str::from_utf8(n).ok())
+                .ok_or_else(|| bad(&format!("symbol {} has a corrupt name", index.0)))?;
+            let kind = match sym.st_type() {
+                elf::STT_FUNC => SymKind::Func,
+                elf::STT_OBJECT | elf::STT_TLS => SymKind::Object,
+                elf::STT_SECTION => SymKind::Section,
+                elf::STT_FILE => SymKind::File,
+                elf::STT_NOTYPE => SymKind::NoType,
+                _ => SymKind::Other,
+            };
+            let section = match symtab.symbol_section(e, sym, index) {
+                Ok(Some(SectionIndex(i))) if i < section_count && i != 0 => {
+                    NonZeroU32::new(i as u32)
+                }
+                Ok(Some(_)) => {
+                    return Err(bad(&format!(
+                        "symbol {name} names a section that does not exist"
+                    )));
+                }
+                Ok(None) => None,
+                Err(err) => return Err(bad(&format!("symbol {name}: {err}"))),
+            };
+            if kind == SymKind::File && source_name.is_none() && !name.is_empty() {
+                source_name = Some(name);
+            }
+            let bind = sym.st_bind();
+            if sym.st_value(e) > LIMIT || sym.st_size(e) > LIMIT {
+                return Err(bad(&format!("symbol {name} has an absurd value or size")));
+            }
+            symbols.push(Symbol {
+                name,
+                kind,
+                global: bind == elf::STB_GLOBAL
+                    || bind == elf::STB_WEAK
+                    || bind == elf::STB_GNU_UNIQUE,
+                weak: bind == elf::STB_WEAK,
+                section,
+                value: sym.st_value(e),
+                size: sym.st_size(e),
+                st_other: sym.st_other().0,
+            });
+        }
+        let symtab_index = symtab.section().0;
+
+        Ok((symbols, source_name, symtab_index))
+    }
+
+    /// Every relocation, grouped by the section it applies to (whose range in the table it sets)
+    /// and sorted by offset there.
+    fn relocations(
+        &self,
+        sections: &mut [Section<'d>],
+        symbol_count: usize,
+        symtab_index: usize,
+    ) -> Result<Vec<Reloc>, UserError> {
+        let (table, e, bad, arch) = (&self.table, self.e, |w: &str| self.bad(w), self.arch);
+        // Relocation sections, grouped by the section they apply to (usually one each).
+        let mut rela_sections = Vec::new();
+        let mut total = 0usize;
+        for (index, sh) in table.enumerate() {
+            let Some((relas, link)) = sh
+                .rela(e, self.data)
+                .map_err(|err| bad(&format!("corrupt relocation section {}: {err}", index.0)))?
+            else {
+                if sh.sh_type(e) == elf::SHT_REL {
+                    return Err(bad(
+                        "REL relocations are not used by any supported kernel architecture",
+                    ));
+                }
+                continue;
+            };
+            let target = sh.sh_info(e) as usize;
+            let rel_name = sections[index.0].name;
+            if link.0 != symtab_index || target == 0 || target >= sections.len() {
+                return Err(bad(&format!(
+                    "relocation section {rel_name} has a bad sh_link or sh_info"
+                )));
+            }
+            if is_table(sections[target].sh_type) {
+                return Err(bad(&format!(
+                    "relocation section {rel_name} applies to {}, which is a {} and cannot be relocated",
+                    sections[target].name,
+                    table_kind(sections[target].sh_type)
+                )));
+            }
+            total += relas.len();
+            rela_sections.push((target, rel_name, relas));
+        }
+        rela_sections.sort_by_key(|&(target, _, _)| target);
+        if u32::try_from(total).is_err() {
+            return Err(bad("has more relocations than an index of 32 bits holds"));
+        }
+        let mut relocs = Vec::with_capacity(total);
+        let mut pending = rela_sections.iter().peekable();
+        for (index, section) in sections.iter_mut().enumerate() {
+            let first = relocs.len();
+            section.relocs = first as u32;
+            while let Some(&(_, rel_name, relas)) = pending.next_if(|&&(t, _, _)| t == index) {
+                for rela in relas {
+                    let symbol = rela.r_sym(e, false);
+                    let offset = rela.r_offset(e);
+                    if symbol as usize >= symbol_count || offset >= section.size {
+                        return Err(bad(&format!(
+                            "relocation in {rel_name} at {offset:#x} names symbol {symbol} or an offset out of range"
+                        )));
+                    }
+                    if rela.r_addend(e).unsigned_abs() > LIMIT {
+                        return Err(bad(&format!(
+                            "relocation in {rel_name} at {offset:#x} has an absurd addend"
+                        )));
+                    }
+                    let r_type = rela.r_type(e, false).0;
+                    if !arch.backend().knows_reloc(r_type) {
+                        return Err(bad(&format!(
+                            "relocation in {rel_name} at {offset:#x} has type {r_type}, which no {arch} ABI defines"
+                        )));
+                    }
+                    relocs.push(Reloc {
+                        offset,
+                        addend: rela.r_addend(e),
+                        r_type,
+                        symbol,
+                    });
+                }
+            }
+            // Stable: relocations at one offset (ppc64 pairs) keep their order.
+            relocs[first..].sort_by_key(|r| r.offset);
+        }
+
+        Ok(relocs)
+    }
+
+    /// The defined functions and data, sorted by section and address (each section's range set),
+    /// and each section's own symbol.
+    fn index_defined(
+        &self,
+        sections: &mut [Section<'d>],
+        symbols: &[Symbol<'d>],
+    ) -> Result<Vec<u32>, UserError> {
+        let (bad, arch) = (|w: &str| self.bad(w), self.arch);
+        let mut defined = Vec::new();
+        for (i, sym) in symbols.iter().enumerate() {
+            let Some(s) = sym.sec() else { continue };
+            match sym.kind {
+                SymKind::Section => {
+                    sections[s].section_symbol =
+                        sections[s].section_symbol.or(NonZeroU32::new(i as u32));
+                }
+                SymKind::Func | SymKind::Object if !arch.backend().is_mapping_symbol(sym.name) => {
+                    if !sections[s].is_content() {
+                        return Err(bad(&format!(
+                            "symbol {} is defined in {}, which holds no code or data",
+                            sym.name, sections[s].name
+                        )));
+                    }
+                    let end = sym.value.checked_add(sym.size);
+                    if end.is_none_or(|end| end > sections[s].size) {
+                        return Err(bad(&format!(
+                            "symbol {} extends past the end of its section {}",
+                            sym.name, sections[s].name
+                        )));
+                    }
+                    defined.push(i as u32);
+                }
+                _ => {}
+            }
+        }
+        defined.sort_unstable_by_key(|&i| {
+            let s = &symbols[i as usize];
+            (s.section, s.value, std::cmp::Reverse(s.size), i)
+        });
+        let mut at = 0;
+        for (index, sec) in sections.iter_mut().enumerate() {
+            sec.symbols = at as u32;
+            while at < defined.len() && symbols[defined[at] as usize].sec() == Some(index) {
+                at += 1;
+            }
+        }
+
+        Ok(defined)
     }
 }
 
