@@ -677,7 +677,7 @@ fn s390_callbacks_per_object() {
 }
 
 /// A second build of the same patch takes the original object from the object cache (the patched
-/// side is compiled again), and the module is byte for byte the one a full build makes.
+/// side is compiled again), and that object is byte for byte the one the first build compiled.
 #[test]
 fn a_second_build_takes_the_original_objects_from_the_cache() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -688,16 +688,36 @@ fn a_second_build_takes_the_original_objects_from_the_cache() {
     let dir = std::env::temp_dir().join(format!("klpx-objcache-{}", std::process::id()));
     let build = |out: &str| {
         let out_dir = dir.join(out);
-        let run = build_module(&tree, &out_dir, "livepatch-cached", &["--json"], &[&patch]);
+        // --skip-cleanup keeps the work directory (named after klpx's pid) to read orig.o from.
+        let child = Command::new(env!("CARGO_BIN_EXE_klpx"))
+            .args(["build", "-s", tree.src.to_str().unwrap()])
+            .args(["-O", tree.out.to_str().unwrap()])
+            .args(["-o", out_dir.to_str().unwrap(), "-n", "livepatch-cached"])
+            .args(["--json", "--skip-cleanup"])
+            .arg(&patch)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let run = child.wait_with_output().unwrap();
         assert_exit(&run, 0, out);
         let report: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-        let ko = std::fs::read(out_dir.join("livepatch-cached.ko")).unwrap();
-        (report["cached_objects"].as_u64().unwrap(), ko)
+        let work = klpx::kernel::cache::root()
+            .join("build")
+            .join(format!("livepatch-cached-{pid}"));
+        let orig = std::fs::read(work.join("objects/0/orig.o")).unwrap();
+        std::fs::remove_dir_all(&work).unwrap();
+        assert!(
+            out_dir.join("livepatch-cached.ko").is_file(),
+            "{out}: no module"
+        );
+        (report["cached_objects"].as_u64().unwrap(), orig)
     };
-    let (first_hits, first) = build("first");
-    let (second_hits, second) = build("second");
+    let (first_hits, compiled) = build("first");
+    let (second_hits, cached) = build("second");
     assert_eq!(first_hits, 0, "the cache was emptied");
     assert_eq!(second_hits, 1, "fs/proc/cmdline.o comes from the cache");
-    assert!(first == second, "the cached object makes the same module");
+    assert!(compiled == cached, "the cached object is the one compiled");
     let _ = std::fs::remove_dir_all(&dir);
 }
