@@ -421,6 +421,28 @@ fn check_reports(checks: &[String], g: &GuestLog) -> Vec<CheckReport> {
 
 /// `Ok(summary)` when every step worked, else `Err(the first thing that went wrong)`.
 fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, String> {
+    judge_boot(req, r)?;
+    judge_loads(req, r, g)?;
+    judge_enabled(req, r)?;
+    judge_unloads(req, r)?;
+    judge_end(req, r, g)?;
+    let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
+    Ok(format!(
+        "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
+        patches,
+        if patches == 1 { "" } else { "es" },
+        if r.workload.is_some() {
+            "workload ran, "
+        } else {
+            ""
+        },
+        r.checks.len(),
+        if r.checks.len() == 1 { "" } else { "s" },
+    ))
+}
+
+/// The kernel reached klpx's init.
+fn judge_boot(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
     let limit = req.timeout.as_secs();
     if !r.booted {
         if let Some(p) = r.log.lines().find(|l| l.contains("Kernel panic")) {
@@ -435,6 +457,11 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             "the kernel did not reach klpx's init (qemu exited)".to_string()
         });
     }
+    Ok(())
+}
+
+/// Every module loaded, and every livepatch finished its transition enabled.
+fn judge_loads(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), String> {
     for m in &r.modules {
         let Some(load) = &m.load else { break };
         if !m.loaded {
@@ -478,6 +505,12 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// With the livepatches enabled: the workload ran, and the checks passed and printed what they
+/// should (and had printed the old behaviour before).
+fn judge_enabled(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
     if let Some(w) = &r.workload
         && w.status != Some(0)
     {
@@ -515,6 +548,11 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             "before loading, the checks' output does not contain {want:?}"
         ));
     }
+    Ok(())
+}
+
+/// Every livepatch disabled and every module unloaded, and the old behaviour came back.
+fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
     for m in r.modules.iter().rev() {
         if let Some(d) = &m.disable
             && d.status != Some(0)
@@ -551,6 +589,12 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             "after unloading, the checks' output does not contain {want:?} (the old behaviour did not come back)"
         ));
     }
+    Ok(())
+}
+
+/// The guest ran to its end, with its output readable.
+fn judge_end(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), String> {
+    let limit = req.timeout.as_secs();
     if !r.finished {
         let at = r
             .unfinished
@@ -575,19 +619,7 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
             garbled.join(", ")
         ));
     }
-    let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
-    Ok(format!(
-        "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
-        patches,
-        if patches == 1 { "" } else { "es" },
-        if r.workload.is_some() {
-            "workload ran, "
-        } else {
-            ""
-        },
-        r.checks.len(),
-        if r.checks.len() == 1 { "" } else { "s" },
-    ))
+    Ok(())
 }
 
 /// What a capture tag stands for, in words.
