@@ -859,18 +859,27 @@ fn link_module(
     spec: &ModuleSpec,
     parts: &[(usize, Vec<u8>)],
 ) -> Result<Vec<u8>> {
-    let mdir = req.workdir.join("module");
-    std::fs::create_dir_all(&mdir)?;
-    std::fs::write(mdir.join("klpx-livepatch.c"), module_source(spec))?;
-    std::fs::write(mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()))?;
+    // The module directory outlives the build (beside the tree's object cache, one per module
+    // name) unless the work directory is kept for inspection: kbuild then finds the generated
+    // source and its `.mod.c` unchanged from the last build of the patch and only links again.
+    let mdir = if req.keep_workdir {
+        req.workdir.join("module")
+    } else {
+        crate::kbuild::objcache::dir_of(&req.objdir)
+            .join("modules")
+            .join(&req.name)
+    };
+    std::fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
+    write_if_changed(&mdir.join("klpx-livepatch.c"), module_source(spec).as_bytes())?;
+    write_if_changed(&mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()).as_bytes())?;
     for (n, (_, bytes)) in parts.iter().enumerate() {
-        std::fs::write(mdir.join(format!("part-{n}.o_shipped")), bytes)?;
+        write_if_changed(&mdir.join(format!("part-{n}.o_shipped")), bytes)?;
         // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
         // lines), which kbuild's copy of a shipped object does not write. The parts export
         // nothing: an empty record says so.
-        std::fs::write(
-            mdir.join(format!(".part-{n}.o.cmd")),
-            format!("savedcmd_part-{n}.o := klpx diff\n"),
+        write_if_changed(
+            &mdir.join(format!(".part-{n}.o.cmd")),
+            format!("savedcmd_part-{n}.o := klpx diff\n").as_bytes(),
         )?;
     }
     let clang_tree = std::fs::read_to_string(req.objdir.join(".config"))
@@ -885,6 +894,15 @@ fn link_module(
     )?;
     let linked_path = mdir.join(format!("{}.ko", req.name));
     std::fs::read(&linked_path).with_context(|| format!("reading {}", linked_path.display()))
+}
+
+/// Writes `bytes` to `path` unless it already holds them, so that make sees an unchanged file as
+/// up to date.
+fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Turns the linked module's side tables into `.klp.rela` sections and `.klp.sym` symbols, then
