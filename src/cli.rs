@@ -44,6 +44,18 @@ pub enum Command {
     /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+    /// Prints the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints a manual page (roff), made from these same definitions: `klpx man | man -l -` for
+    /// klpx(1), `klpx man build` for klpx-build(1).
+    Man {
+        /// The subcommand whose page to print (default: klpx's own).
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -130,3 +130,69 @@ fn bad_options_end_in_one_line_and_exit_2() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// The bash completion script, sourced in bash, completes subcommands and options.
+#[test]
+fn bash_completion_completes_subcommands_and_options() {
+    let complete = |words: &str, cword: usize| {
+        let script = format!(
+            "source <({bin} completions bash); COMP_WORDS=({words}); COMP_CWORD={cword}; \
+             _klpx klpx \"${{COMP_WORDS[$COMP_CWORD]}}\" \"${{COMP_WORDS[$COMP_CWORD-1]}}\"; \
+             echo \"${{COMPREPLY[@]}}\"",
+            bin = env!("CARGO_BIN_EXE_klpx")
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("klpx b", 1), "build");
+    assert_eq!(
+        complete("klpx build --skip-c", 2),
+        "--skip-cleanup --skip-compiler-check"
+    );
+    for shell in ["zsh", "fish"] {
+        let out = klpx(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("skip-compiler-check"));
+    }
+}
+
+/// `klpx man` and `klpx man SUBCOMMAND` are pages man(1) renders, naming the options.
+#[test]
+fn manual_pages_render() {
+    for (args, title, option) in [
+        (&["man"][..], "klpx(1)", "completions"),
+        (
+            &["man", "build"][..],
+            "klpx-build(1)",
+            "--skip-compiler-check",
+        ),
+        (&["man", "verify"][..], "klpx-verify(1)", "--expect-after"),
+    ] {
+        let page = klpx(args);
+        assert_eq!(page.status.code(), Some(0), "{args:?}");
+        let path = std::env::temp_dir().join(format!("klpx-man-{}.1", std::process::id()));
+        std::fs::write(&path, &page.stdout).unwrap();
+        let shown = std::process::Command::new("man")
+            .args(["-l", path.to_str().unwrap()])
+            .env("MANWIDTH", "100")
+            .output()
+            .expect("man (scripts/test.sh installs man-db)");
+        // Bold and underline come as overstrikes (`X\bX`) when not on a terminal.
+        let mut text = String::new();
+        for c in String::from_utf8_lossy(&shown.stdout).chars() {
+            if c == '\u{8}' {
+                text.pop();
+            } else {
+                text.push(c);
+            }
+        }
+        assert!(text.contains(title), "{args:?}: {text}");
+        assert!(text.contains(option), "{args:?}: {text}");
+        let _ = std::fs::remove_file(&path);
+    }
+    let out = klpx(&["man", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -4,6 +4,7 @@ pub mod arch;
 pub mod build;
 pub mod demo;
 pub mod diff;
+pub mod docs;
 pub mod doctor;
 pub mod kernel;
 pub mod matrix;

@@ -870,8 +870,14 @@ fn link_module(
             .join(&req.name)
     };
     std::fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
-    write_if_changed(&mdir.join("klpx-livepatch.c"), module_source(spec).as_bytes())?;
-    write_if_changed(&mdir.join("Kbuild"), kbuild_file(&req.name, parts.len()).as_bytes())?;
+    write_if_changed(
+        &mdir.join("klpx-livepatch.c"),
+        module_source(spec).as_bytes(),
+    )?;
+    write_if_changed(
+        &mdir.join("Kbuild"),
+        kbuild_file(&req.name, parts.len()).as_bytes(),
+    )?;
     for (n, (_, bytes)) in parts.iter().enumerate() {
         write_if_changed(&mdir.join(format!("part-{n}.o_shipped")), bytes)?;
         // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
