@@ -39,14 +39,32 @@ impl ObjectCache {
     }
 
     /// The key of `cmd` compiled with `extra` flags through `toolchain`, or `None` when a file it
-    /// depends on cannot be read.
-    pub fn key(&self, cmd: &CmdFile, extra: &[&str], toolchain: &Toolchain) -> Option<String> {
+    /// depends on cannot be read. `workdir` is the build's own directory, named after its process:
+    /// its path is left out of the key and the contents of the headers klpx put there
+    /// (`workdir/include`, in the flags) go in instead.
+    pub fn key(
+        &self,
+        cmd: &CmdFile,
+        extra: &[&str],
+        toolchain: &Toolchain,
+        workdir: &Path,
+    ) -> Option<String> {
         let neutral = Path::new("/klpx-objcache/object.o");
         let line = cmd
             .command_for(neutral, &neutral.with_extension("d"), extra)
             .ok()?;
-        let line = toolchain.rewrite_command(&line);
+        let line = toolchain
+            .rewrite_command(&line)
+            .replace(&*workdir.to_string_lossy(), "/klpx-work");
         let mut parts: Vec<Vec<u8>> = vec![VERSION.to_vec(), line.clone().into_bytes()];
+        let mut headers: Vec<PathBuf> = std::fs::read_dir(workdir.join("include"))
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        headers.sort();
+        for h in headers {
+            parts.push(h.file_name()?.as_encoded_bytes().to_vec());
+            parts.push(std::fs::read(&h).ok()?);
+        }
         let resolve = |p: &str| {
             let p = Path::new(p);
             if p.is_absolute() {
@@ -178,18 +196,41 @@ mod tests {
             extra_vars: Vec::new(),
         };
         let c = ObjectCache::for_tree(&dir);
-        let k1 = c.key(&cmd, &["-ffunction-sections"], &tc).unwrap();
-        assert_eq!(c.key(&cmd, &["-ffunction-sections"], &tc).unwrap(), k1);
-        assert_ne!(c.key(&cmd, &["-fdata-sections"], &tc).unwrap(), k1, "flags");
+        // Two builds' work directories, each with klpx's header.
+        let (w1, w2) = (dir.join("work-1"), dir.join("work-2"));
+        for w in [&w1, &w2] {
+            std::fs::create_dir_all(w.join("include")).unwrap();
+            std::fs::write(w.join("include/klpx.h"), "#define KLPX 1\n").unwrap();
+        }
+        let key = |flags: &[&str], tc: &Toolchain, w: &Path| {
+            let inc = format!("-I{}/include", w.display());
+            let mut all = flags.to_vec();
+            all.push(&inc);
+            c.key(&cmd, &all, tc, w)
+        };
+        let k1 = key(&["-ffunction-sections"], &tc, &w1).unwrap();
+        assert_eq!(
+            key(&["-ffunction-sections"], &tc, &w2).unwrap(),
+            k1,
+            "another build"
+        );
+        std::fs::write(w2.join("include/klpx.h"), "#define KLPX 2\n").unwrap();
+        assert_ne!(
+            key(&["-ffunction-sections"], &tc, &w2).unwrap(),
+            k1,
+            "klpx's header"
+        );
+        assert_eq!(key(&["-ffunction-sections"], &tc, &w1).unwrap(), k1);
+        assert_ne!(key(&["-fdata-sections"], &tc, &w1).unwrap(), k1, "flags");
         std::fs::write(dir.join("a.h"), "#define A 2\n").unwrap();
         assert_ne!(
-            c.key(&cmd, &["-ffunction-sections"], &tc).unwrap(),
+            key(&["-ffunction-sections"], &tc, &w1).unwrap(),
             k1,
             "a header"
         );
         std::fs::write(dir.join("a.h"), "#define A 1\n").unwrap();
         assert_eq!(
-            c.key(&cmd, &["-ffunction-sections"], &tc).unwrap(),
+            key(&["-ffunction-sections"], &tc, &w1).unwrap(),
             k1,
             "contents, not times"
         );
@@ -198,13 +239,13 @@ mod tests {
             ..tc.clone()
         };
         assert_ne!(
-            c.key(&cmd, &["-ffunction-sections"], &ccache).unwrap(),
+            key(&["-ffunction-sections"], &ccache, &w1).unwrap(),
             k1,
             "the compiler"
         );
         std::fs::remove_file(dir.join("a.h")).unwrap();
         assert!(
-            c.key(&cmd, &["-ffunction-sections"], &tc).is_none(),
+            key(&["-ffunction-sections"], &tc, &w1).is_none(),
             "a missing header"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -509,7 +509,7 @@ impl Planned {
                     let out = d.join(format!("{which}.o"));
                     let key = cache
                         .as_ref()
-                        .and_then(|c| c.key(&o.cmd, &flags, &req.toolchain));
+                        .and_then(|c| c.key(&o.cmd, &flags, &req.toolchain, &req.workdir));
                     if let (Some(c), Some(k)) = (&cache, &key)
                         && c.fetch(k, &out)
                     {
