@@ -44,6 +44,16 @@ pub enum Command {
     /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
+    /// Shows what a livepatch module patches: its functions, objects, livepatch relocations and
+    /// symbols, version magic and signature.
+    Info {
+        /// The livepatch module.
+        #[arg(value_name = "MODULE.ko")]
+        module: PathBuf,
+        /// Print one JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Prints the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.

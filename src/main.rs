@@ -33,6 +33,7 @@ fn main() {
         Command::Matrix(a) => cmd::matrix::run(a),
         Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&a),
+        Command::Info { module, json } => cmd::info::run(&module, json),
         Command::Completions { shell } => cmd::docs::completions(shell),
         Command::Man { subcommand } => cmd::docs::man(subcommand.as_deref()),
     };

@@ -721,3 +721,82 @@ fn a_second_build_takes_the_original_objects_from_the_cache() {
     assert!(compiled == cached, "the cached object is the one compiled");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `klpx info` on a module klpx built names the patched function (cases.yaml's expectation for
+/// string-change), the version magic kmod's `modinfo` reads, and the livepatch relocations `readelf`
+/// counts; on the kernel's own sample livepatch, what is there without klpx's records.
+#[test]
+fn klpx_info_names_what_the_module_patches() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let c = case("string-change");
+    let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
+    let dir = std::env::temp_dir().join(format!("klpx-info-{}", std::process::id()));
+    let run = build_module(&tree, &dir, "livepatch-info", &[], &[&patch]);
+    assert_exit(&run, 0, "build");
+    let ko = dir.join("livepatch-info.ko");
+    let out = klpx(&["info", "--json", ko.to_str().unwrap()]);
+    assert_exit(&out, 0, "info");
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let functions: Vec<String> = info["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}:{}",
+                f["object"].as_str().unwrap(),
+                f["function"].as_str().unwrap(),
+                f["sympos"]
+            )
+        })
+        .collect();
+    // The name is unique in vmlinux (position 0), as nm says.
+    let nm = Command::new("nm")
+        .arg(tree.out.join("vmlinux"))
+        .output()
+        .unwrap();
+    let nm = text(&nm.stdout);
+    for f in &c.changed {
+        let n = nm.lines().filter(|l| l.ends_with(&format!(" {f}"))).count();
+        assert_eq!(n, 1, "{f} in vmlinux");
+    }
+    let want: Vec<String> = c.changed.iter().map(|f| format!("vmlinux:{f}:0")).collect();
+    assert_eq!(functions, want);
+    assert_eq!(info["replace"], true);
+    assert_eq!(info["livepatch"], true);
+    let modinfo = Command::new("modinfo")
+        .args(["-F", "vermagic"])
+        .arg(&ko)
+        .output()
+        .unwrap();
+    assert_eq!(
+        info["vermagic"].as_str().unwrap().trim(),
+        text(&modinfo.stdout).trim()
+    );
+    let readelf = Command::new("readelf")
+        .args(["-rW"])
+        .arg(&ko)
+        .output()
+        .unwrap();
+    let readelf = text(&readelf.stdout);
+    let at = readelf
+        .find("'.klp.rela.vmlinux.")
+        .expect("a .klp.rela section");
+    let entries: usize = readelf[at..]
+        .lines()
+        .next()
+        .and_then(|l| l.split(" contains ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert_eq!(info["klp_relocations"]["vmlinux"], entries);
+    // The kernel's sample: a livepatch, no klpx records.
+    let sample = tree.out.join("samples/livepatch/livepatch-sample.ko");
+    let out = klpx(&["info", sample.to_str().unwrap()]);
+    assert_exit(&out, 0, "info on the sample");
+    let said = text(&out.stdout);
+    assert!(said.contains("livepatch:   yes"), "{said}");
+    assert!(said.contains("not recorded"), "{said}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -6,6 +6,7 @@ pub mod demo;
 pub mod diff;
 pub mod docs;
 pub mod doctor;
+pub mod info;
 pub mod kernel;
 pub mod matrix;
 pub mod verify;

@@ -2,6 +2,7 @@
 //! linked `.ko`, and the checks the final module must pass.
 
 pub mod check;
+pub mod inspect;
 pub mod klp_rela;
 pub mod link;
 pub mod reloc_check;

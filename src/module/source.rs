@@ -210,6 +210,17 @@ pub fn module_source(spec: &ModuleSpec) -> String {
          MODULE_LICENSE(\"GPL\");\nMODULE_INFO(livepatch, \"Y\");\n",
     );
     let _ = writeln!(c, "MODULE_DESCRIPTION({});", c_string(&spec.description));
+    // What `klpx info` (and modinfo) shows of the patch without reading klp_func's layout.
+    let _ = writeln!(c, "MODULE_INFO(klpx_replace, \"{}\");", spec.replace as u8);
+    for (name, o) in &spec.objects {
+        for f in &o.funcs {
+            let _ = writeln!(
+                c,
+                "MODULE_INFO(klpx_func, {});",
+                c_string(&format!("{name}:{}:{}", f.old_name, f.sympos))
+            );
+        }
+    }
     for ns in &spec.imports {
         // What MODULE_IMPORT_NS expands to, in every kernel generation (its argument changed from an
         // identifier to a string in 6.13).
