@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use klpx_arch::Arch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -81,8 +82,8 @@ pub enum KernelCommand {
 #[derive(Debug, Clone, Args)]
 pub struct KernelArgs {
     /// Architecture (x86_64, arm64, ppc64le, s390).
-    #[arg(long, default_value = "x86_64")]
-    pub arch: String,
+    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// The config the fragments go on top of: tinyconfig, defconfig, or a .config file.
     #[arg(long, default_value = "tinyconfig", value_name = "BASE")]
     pub base: String,
@@ -110,8 +111,8 @@ pub enum ArchCommand {
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     /// Check only this architecture (x86_64, arm64, ppc64le, s390).
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
     /// Compiler prefix (CROSS_COMPILE) to check instead of the default one.
     #[arg(long)]
     pub cross: Option<String>,
@@ -150,8 +151,8 @@ pub struct DiffArgs {
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Architecture of the demo tree.
-    #[arg(long, default_value = "x86_64")]
-    pub arch: String,
+    #[arg(long, default_value = "x86_64", value_parser = parse_arch)]
+    pub arch: Arch,
     /// Parallel make jobs.
     #[arg(short = 'j', long, default_value_t = 2)]
     pub jobs: usize,
@@ -184,8 +185,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "debian[:RELEASE]", conflicts_with_all = ["kernel", "tree"])]
     pub distro: Option<String>,
     /// The kernel's architecture (default: the module's).
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
     /// A shell command to run in the guest before loading and after the transitions.
     #[arg(long = "check", value_name = "CMD")]
     pub checks: Vec<String>,
@@ -281,8 +282,8 @@ pub struct BuildArgs {
     #[arg(short = 'a', long = "archversion", value_name = "RELEASE")]
     pub archversion: Option<String>,
     /// Architecture (x86_64, arm64, ppc64le, s390; default: ARCH, else x86_64).
-    #[arg(long)]
-    pub arch: Option<String>,
+    #[arg(long, value_parser = parse_arch)]
+    pub arch: Option<Arch>,
     /// CROSS_COMPILE prefix (default: CROSS_COMPILE, else the architecture's Debian prefix).
     #[arg(long)]
     pub cross: Option<String>,
@@ -408,6 +409,11 @@ pub fn jobs(requested: Option<usize>) -> Result<usize, crate::error::UserError> 
         }
         Some(n) => Ok(n),
     }
+}
+
+/// `--arch`: a name or alias the arch crate knows (`x86_64`, `aarch64`, `ppc64el`, `s390x`, ...).
+pub fn parse_arch(name: &str) -> Result<Arch, String> {
+    name.parse::<Arch>().map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

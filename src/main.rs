@@ -2,6 +2,7 @@
 //! statuses (2 for the user's mistakes, 4 for everything else).
 
 use clap::Parser;
+use clap::error::ErrorKind;
 
 use klpx::cli::{ArchCommand, Cli, Command};
 use klpx::cmd;
@@ -13,21 +14,19 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => usage_error(e),
+    };
     let env_cross = std::env::var("CROSS_COMPILE").ok();
     let result = match cli.command {
         Command::Arch {
             what: ArchCommand::List { json },
         } => Ok(cmd::arch::list(json)),
-        Command::Doctor(a) => {
-            cmd::doctor::run(a.arch.as_deref(), a.cross.as_deref(), env_cross.as_deref())
-        }
-        Command::Demo(a) => a
-            .arch
-            .parse::<klpx_arch::Arch>()
-            .map_err(|e| UserError::new(format!("--arch: {e}")).into())
-            .and_then(|arch| Ok((arch, klpx::cli::jobs(Some(a.jobs))?)))
-            .and_then(|(arch, jobs)| cmd::demo::run(arch, jobs)),
+        Command::Doctor(a) => cmd::doctor::run(a.arch, a.cross.as_deref(), env_cross.as_deref()),
+        Command::Demo(a) => klpx::cli::jobs(Some(a.jobs))
+            .map_err(Into::into)
+            .and_then(|jobs| cmd::demo::run(a.arch, jobs)),
         Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest::from(a)),
         Command::Build(a) => cmd::build::run(*a),
         Command::Matrix(a) => cmd::matrix::run(a),
@@ -55,4 +54,29 @@ fn main() {
         },
     };
     std::process::exit(code);
+}
+
+/// Help and version go out as clap writes them; a usage error is bad input like any other: one
+/// line naming the option and what is wrong, exit status 2.
+fn usage_error(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    // The message is the first paragraph (a list of missing arguments runs over several lines).
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let message = message.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    eprintln!("klpx: {message} (klpx --help says more)");
+    std::process::exit(exit::USER);
 }

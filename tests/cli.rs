@@ -122,6 +122,13 @@ fn bad_options_end_in_one_line_and_exit_2() {
             &["build", "--arch", "mips", "x.patch"][..],
             "unknown architecture 'mips'",
         ),
+        // clap's own usage errors are one line too.
+        (&["diff"][..], "<ORIG> <PATCHED>"),
+        (
+            &["build", "--jobs", "x", "y.patch"][..],
+            "invalid value 'x'",
+        ),
+        (&["frobnicate"][..], "unrecognized subcommand 'frobnicate'"),
     ] {
         let out = klpx(args);
         let err = String::from_utf8_lossy(&out.stderr);

@@ -53,6 +53,18 @@ pub struct Env {
 }
 
 impl Env {
+    /// The architecture `ARCH` names, as kbuild takes it (`x86`, `arm64`, `powerpc`, `s390`, or
+    /// one of klpx's names).
+    fn arch(&self) -> Result<Option<Arch>, UserError> {
+        self.arch
+            .as_deref()
+            .map(|n| {
+                n.parse::<Arch>()
+                    .map_err(|e| UserError::new(format!("ARCH={n}: {e}")))
+            })
+            .transpose()
+    }
+
     pub fn from_process() -> Env {
         let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
         Env {
@@ -98,17 +110,18 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             .into());
         }
     };
-    let arch_name = a.arch.clone().or(env.arch.clone());
+    let arch_given = match a.arch {
+        Some(a) => Some(a),
+        None => env.arch()?,
+    };
     let srcdir = a.sourcedir.clone().unwrap_or_else(|| PathBuf::from("."));
     let objdir = a
         .objdir
         .clone()
         .or(env.kbuild_output.clone().map(PathBuf::from))
         .unwrap_or_else(|| srcdir.clone());
-    let arch: Arch = match arch_name {
-        Some(n) => n
-            .parse()
-            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+    let arch: Arch = match arch_given {
+        Some(a) => a,
         // As kbuild would: the tree's own architecture, else the host's.
         None => std::fs::read_to_string(objdir.join(".config"))
             .ok()
@@ -293,12 +306,9 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     if let Some(o) = &a.output {
         crate::files::check_output_dir(o, "-o")?;
     }
-    let arch: Option<Arch> = match a.arch.clone().or(env.arch.clone()) {
-        Some(n) => Some(
-            n.parse()
-                .map_err(|e| UserError::new(format!("--arch: {e}")))?,
-        ),
-        None => None,
+    let arch: Option<Arch> = match a.arch {
+        Some(a) => Some(a),
+        None => env.arch()?,
     };
     let quiet = a.json;
     let say = |m: &str| {

@@ -7,12 +7,9 @@ use crate::error::UserError;
 use crate::kbuild::toolchain::find_compiler;
 
 /// Checks the compilers; exit status 0 when every checked one is present, 1 otherwise.
-pub fn run(arch: Option<&str>, cross: Option<&str>, env_cross: Option<&str>) -> Result<i32> {
+pub fn run(arch: Option<Arch>, cross: Option<&str>, env_cross: Option<&str>) -> Result<i32> {
     let arches: Vec<Arch> = match arch {
-        Some(a) => vec![
-            a.parse::<Arch>()
-                .map_err(|e| UserError::new(format!("--arch: {e}")))?,
-        ],
+        Some(a) => vec![a],
         None => {
             if cross.is_some() {
                 return Err(UserError::new(

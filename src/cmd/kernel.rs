@@ -45,10 +45,7 @@ fn tree_dir(a: &KernelArgs, arch: Arch) -> std::path::PathBuf {
 }
 
 fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
-    let arch: Arch = a
-        .arch
-        .parse()
-        .map_err(|e| UserError::new(format!("--arch: {e}")))?;
+    let arch = a.arch;
     let jobs = crate::cli::jobs(a.jobs)?;
     let mut packages = setup::BUILD_PACKAGES.to_vec();
     packages.push(arch.backend().compiler_package());
@@ -134,11 +131,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
             println!("{}", tree.out.display());
         }
         KernelCommand::Clean(a) => {
-            let arch: Arch = a
-                .arch
-                .parse()
-                .map_err(|e| UserError::new(format!("--arch: {e}")))?;
-            let dir = tree_dir(&a, arch);
+            let dir = tree_dir(&a, a.arch);
             if !dir.exists() {
                 println!("{}: nothing to remove", dir.display());
                 return Ok(exit::OK);

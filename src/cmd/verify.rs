@@ -20,10 +20,8 @@ pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
 
 /// The architecture `--arch` names, else the first module's, else x86_64.
 fn arch_of(a: &VerifyArgs) -> Result<Arch, UserError> {
-    Ok(match &a.arch {
-        Some(name) => name
-            .parse::<Arch>()
-            .map_err(|e| UserError::new(format!("--arch: {e}")))?,
+    Ok(match a.arch {
+        Some(arch) => arch,
         None => match a.modules.first() {
             Some(m) if m.is_file() => verify::module::read_module(m)?.arch,
             _ => Arch::X86_64,
