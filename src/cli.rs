@@ -228,14 +228,40 @@ Environment: ARCH, CROSS_COMPILE, LLVM and KBUILD_OUTPUT mean what they mean to 
 Patches written for kpatch-build build unchanged: #include \"kpatch-macros.h\" and
 \"kpatch-syscall.h\" are provided (and \"klpx.h\").";
 
+/// The options every command that builds a livepatch from patches takes (`build`, `matrix`).
 #[derive(Debug, Clone, Args)]
-pub struct BuildArgs {
-    /// Source patches (unified or git diffs), applied in order.
+pub struct PatchArgs {
+    /// Source patches (git diff, git format-patch mails, diff -u, quilt), applied in order.
     #[arg(required = true, value_name = "PATCH")]
     pub patches: Vec<PathBuf>,
     /// Context lines a hunk may ignore at each end to apply, as GNU patch's --fuzz (0: exact).
     #[arg(short = 'F', long = "fuzz", value_name = "N", default_value_t = crate::patch::source::DEFAULT_FUZZ)]
     pub fuzz: usize,
+    /// Module name (1 to 55 ASCII letters, digits, - and _); default livepatch-<first patch's name>.
+    #[arg(short = 'n', long = "name")]
+    pub name: Option<String>,
+    /// Do not replace earlier livepatches (no atomic replace).
+    #[arg(short = 'R', long = "non-replace")]
+    pub non_replace: bool,
+}
+
+impl PatchArgs {
+    /// The module name `-n` gives (checked, never rewritten), or the default from the first patch.
+    pub fn module_name(&self) -> Result<String, crate::error::UserError> {
+        match &self.name {
+            Some(n) => {
+                crate::module::source::check_module_name("--name", n)?;
+                Ok(n.clone())
+            }
+            None => Ok(crate::module::source::default_name(&self.patches[0])),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub patch: PatchArgs,
     /// The kernel source tree (default: the current directory).
     #[arg(short = 's', long = "sourcedir", value_name = "DIR")]
     pub sourcedir: Option<PathBuf>,
@@ -254,9 +280,6 @@ pub struct BuildArgs {
     /// Only patch these targets: vmlinux or module names (repeatable).
     #[arg(short = 't', long = "target", value_name = "TARGET")]
     pub targets: Vec<String>,
-    /// Module name (1 to 55 ASCII letters, digits, - and _); default livepatch-<patch name>.
-    #[arg(short = 'n', long = "name")]
-    pub name: Option<String>,
     /// Directory to write the module to (default: the current directory).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: Option<PathBuf>,
@@ -269,9 +292,6 @@ pub struct BuildArgs {
     /// The out-of-tree module's source directory.
     #[arg(long = "oot-module-src", value_name = "DIR")]
     pub oot_module_src: Option<PathBuf>,
-    /// Do not replace earlier livepatches (no atomic replace).
-    #[arg(short = 'R', long = "non-replace")]
-    pub non_replace: bool,
     /// Keep the work directory.
     #[arg(long = "skip-cleanup")]
     pub skip_cleanup: bool,
@@ -354,24 +374,14 @@ Exit status:
 
 #[derive(Debug, Clone, Args)]
 pub struct MatrixArgs {
-    /// Source patches, applied in order.
-    #[arg(required = true, value_name = "PATCH")]
-    pub patches: Vec<PathBuf>,
-    /// Context lines a hunk may ignore at each end to apply, as GNU patch's --fuzz (0: exact).
-    #[arg(short = 'F', long = "fuzz", value_name = "N", default_value_t = crate::patch::source::DEFAULT_FUZZ)]
-    pub fuzz: usize,
+    #[command(flatten)]
+    pub patch: PatchArgs,
     /// The matrix file.
     #[arg(short = 'f', long = "file", value_name = "YAML")]
     pub file: Option<PathBuf>,
-    /// Module name; default livepatch-<patch name>.
-    #[arg(short = 'n', long = "name")]
-    pub name: Option<String>,
     /// Directory for the modules (`<dir>/<arch>/<name>.ko`; default: ./<name>).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
     pub output: Option<PathBuf>,
-    /// Do not replace earlier livepatches (no atomic replace).
-    #[arg(short = 'R', long = "non-replace")]
-    pub non_replace: bool,
     /// Run the architectures one after another (for comparison; default: together).
     #[arg(long)]
     pub sequential: bool,

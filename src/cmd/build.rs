@@ -19,7 +19,6 @@ use crate::livepatch::lock::SourceLock;
 use crate::livepatch::pipeline::{
     BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, SignWith, build, default_workdir,
 };
-use crate::module::source::{check_module_name, default_name};
 use crate::patch::source::{SourcePatch, plan_edits};
 
 /// Runs `klpx build`; returns the exit status.
@@ -205,7 +204,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             .into());
         }
     }
-    for p in &a.patches {
+    for p in &a.patch.patches {
         if !p.is_file() {
             return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
         }
@@ -215,7 +214,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     {
         return Err(UserError::new(format!("{}: no such vmlinux", v.display())).into());
     }
-    let name = module_name(&a)?;
+    let name = a.patch.module_name()?;
     let sign = sign_with(&a)?;
     let jobs = crate::cli::jobs(a.jobs)?;
     let toolchain = Toolchain {
@@ -230,6 +229,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     // needs the tree's lock (another klpx may hold it patched), so it is checked here only when the
     // tree is to be built first, and otherwise by the pipeline's plan under the lock.
     let patches: Vec<SourcePatch> = a
+        .patch
         .patches
         .iter()
         .map(|p| SourcePatch::load(p))
@@ -238,11 +238,11 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         let root = oot.as_ref().map_or(srcdir.as_path(), |o| o.src.as_path());
         let _lock = SourceLock::try_take(root)?;
         journal::recover(root)?;
-        plan_edits(&patches, root, a.fuzz)?;
+        plan_edits(&patches, root, a.patch.fuzz)?;
     }
     Ok(BuildRequest {
-        patches: a.patches.iter().map(|p| absolute(p)).collect(),
-        fuzz: a.fuzz,
+        patches: a.patch.patches.iter().map(|p| absolute(p)).collect(),
+        fuzz: a.patch.fuzz,
         srcdir: absolute(&srcdir),
         objdir: absolute(&objdir),
         toolchain,
@@ -253,7 +253,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         output: absolute(&a.output.clone().unwrap_or_else(|| PathBuf::from("."))),
         name,
         keep_workdir: a.debug > 0 || a.skip_cleanup,
-        replace: !a.non_replace,
+        replace: !a.patch.non_replace,
         skip_compiler_check: a.skip_compiler_check,
         skip_identity_check: a.skip_identity_check,
         quiet: a.json,
@@ -278,17 +278,6 @@ fn sign_with(a: &BuildArgs) -> Result<Option<SignWith>> {
     }))
 }
 
-/// The module name `-n` asks for, or the default from the first patch.
-fn module_name(a: &BuildArgs) -> Result<String> {
-    Ok(match &a.name {
-        Some(n) => {
-            check_module_name("--name", n)?;
-            n.clone()
-        }
-        None => default_name(&a.patches[0]),
-    })
-}
-
 /// A build against a kernel that was never built here: a distribution's, from its packages
 /// (`--distro`), or any kernel's source, config, Module.symvers and vmlinux (`--symvers`). klpx
 /// prepares a scratch output tree once per kernel (in the cache) and kbuild compiles only the objects
@@ -296,11 +285,12 @@ fn module_name(a: &BuildArgs) -> Result<String> {
 fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     // Cheap checks first: options, the patches, the release in the package indexes.
     let patches: Vec<SourcePatch> = a
+        .patch
         .patches
         .iter()
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
-    let name = module_name(&a)?;
+    let name = a.patch.module_name()?;
     let sign = sign_with(&a)?;
     let jobs = crate::cli::jobs(a.jobs)?;
     if let Some(o) = &a.output {
@@ -480,7 +470,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         // The source must not be patched by another klpx while kbuild reads it.
         let _lock = SourceLock::try_take(&target.srcdir)?;
         journal::recover(&target.srcdir)?;
-        plan_edits(&patches, &target.srcdir, a.fuzz)?;
+        plan_edits(&patches, &target.srcdir, a.patch.fuzz)?;
         prepare(
             &PrepareRequest {
                 srcdir: &target.srcdir,
@@ -494,8 +484,8 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         )?;
     }
     Ok(BuildRequest {
-        patches: a.patches.iter().map(|p| absolute(p)).collect(),
-        fuzz: a.fuzz,
+        patches: a.patch.patches.iter().map(|p| absolute(p)).collect(),
+        fuzz: a.patch.fuzz,
         srcdir: target.srcdir,
         objdir: target.objdir,
         toolchain,
@@ -506,7 +496,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         output: absolute(&a.output.clone().unwrap_or_else(|| PathBuf::from("."))),
         name,
         keep_workdir: a.debug > 0 || a.skip_cleanup,
-        replace: !a.non_replace,
+        replace: !a.patch.non_replace,
         skip_compiler_check: a.skip_compiler_check,
         skip_identity_check: a.skip_identity_check,
         quiet,

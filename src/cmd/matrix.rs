@@ -10,7 +10,6 @@ use crate::livepatch::pipeline::Outcome;
 use crate::matrix::config::Matrix;
 use crate::matrix::report::Report;
 use crate::matrix::run::{MatrixRequest, run as run_matrix};
-use crate::module::source::{check_module_name, default_name};
 use crate::patch::source::SourcePatch;
 
 /// klpx's own default matrix, used when no file is given and there is no ./cross-dev.yaml.
@@ -29,20 +28,14 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
             PathBuf::from("."),
         ),
     };
-    for p in &a.patches {
+    for p in &a.patch.patches {
         if !p.is_file() {
             return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
         }
         // Read before any tree is built; whether it applies is known once the source is there.
         SourcePatch::load(p)?;
     }
-    let name = match &a.name {
-        Some(n) => {
-            check_module_name("--name", n)?;
-            n.clone()
-        }
-        None => default_name(&a.patches[0]),
-    };
+    let name = a.patch.module_name()?;
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));
     let shown = a
         .file
@@ -51,18 +44,18 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
     matrix.check_fragments(&shown, &dir)?;
     crate::files::check_output_dir(&output, "-o")?;
     if let Some(md) = &a.markdown {
-        let inputs: Vec<&Path> = a.patches.iter().map(PathBuf::as_path).collect();
+        let inputs: Vec<&Path> = a.patch.patches.iter().map(PathBuf::as_path).collect();
         crate::files::check_output(md, "--markdown", &inputs)?;
     }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let results = run_matrix(&MatrixRequest {
         matrix,
         matrix_dir: abs(&dir),
-        patches: a.patches.iter().map(|p| abs(p)).collect(),
-        fuzz: a.fuzz,
+        patches: a.patch.patches.iter().map(|p| abs(p)).collect(),
+        fuzz: a.patch.fuzz,
         name: name.clone(),
         output: abs(&output),
-        replace: !a.non_replace,
+        replace: !a.patch.non_replace,
         sequential: a.sequential,
         quiet: a.json,
     })?;
@@ -74,6 +67,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
     }
     if let Some(md) = &a.markdown {
         let title = a
+            .patch
             .patches
             .iter()
             .map(|p| p.display().to_string())
