@@ -75,17 +75,20 @@ impl ObjectCache {
         };
         let mut files: Vec<&str> = cmd.source.iter().map(String::as_str).collect();
         files.extend(cmd.deps.iter().map(String::as_str));
+        let mut hashed = std::collections::HashSet::new();
         for f in files {
             parts.push(f.as_bytes().to_vec());
             parts.push(std::fs::read(resolve(f)).ok()?);
+            hashed.insert(resolve(f));
         }
-        // Programs and files the command runs or reads besides the recorded dependencies.
+        // Programs and files the command runs or reads besides the recorded dependencies (whose
+        // contents are in already; their times are not, so that a restored file still matches).
         let first = line.split_whitespace().next().unwrap_or_default();
         let programs = which::which(first).ok().into_iter().chain(
             line.split_whitespace()
                 .filter(|w| w.contains('/') && !w.starts_with('-'))
                 .map(resolve)
-                .filter(|p| p.is_file()),
+                .filter(|p| p.is_file() && !hashed.contains(p)),
         );
         for p in programs {
             let m = std::fs::metadata(&p).ok()?;
@@ -181,10 +184,12 @@ mod tests {
         )
         .unwrap();
         std::fs::write(dir.join("a.h"), "#define A 1\n").unwrap();
+        // Touched, not changed: the source named in the command keeps its key.
+        std::fs::write(dir.join("a.c"), std::fs::read(dir.join("a.c")).unwrap()).unwrap();
         let cmd = CmdFile::parse(
-            "savedcmd_a.o := gcc -Wp,-MMD,./.a.o.d -O2 -c -o a.o a.c\n\
-             source_a.o := a.c\n\
-             deps_a.o := \\\n  a.c \\\n  a.h \\\n\n",
+            "savedcmd_a.o := gcc -Wp,-MMD,./.a.o.d -O2 -c -o a.o ./a.c\n\
+             source_a.o := ./a.c\n\
+             deps_a.o := \\\n  ./a.c \\\n  a.h \\\n\n",
         )
         .unwrap();
         let tc = Toolchain {
@@ -229,6 +234,8 @@ mod tests {
             "a header"
         );
         std::fs::write(dir.join("a.h"), "#define A 1\n").unwrap();
+        // Touched, not changed: the source named in the command keeps its key.
+        std::fs::write(dir.join("a.c"), std::fs::read(dir.join("a.c")).unwrap()).unwrap();
         assert_eq!(
             key(&["-ffunction-sections"], &tc, &w1).unwrap(),
             k1,
