@@ -159,7 +159,10 @@ fn missing_or_wrong_inputs_are_bad_input() {
         "klpx: /nonexistent/bzImage: no such kernel image\n"
     );
 
-    let image = env!("CARGO_BIN_EXE_klpx");
+    // A real kernel image, so that the module is what is wrong.
+    let (tree, _) = sample();
+    let image = tree.join("arch/x86/boot/bzImage");
+    let image = image.to_str().unwrap();
     let out = klpx(&["verify", "/nonexistent/fix.ko", "--kernel", image]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(

@@ -92,6 +92,9 @@ fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRe
 fn check_kernel_image(arch: Arch, image: &Path) -> Result<(), UserError> {
     use std::io::Read;
     let shown = image.display();
+    if !image.exists() {
+        return Err(UserError::new(format!("{shown}: no such kernel image")));
+    }
     let mut head = Vec::with_capacity(1024);
     std::fs::File::open(image)
         .and_then(|f| f.take(1024).read_to_end(&mut head))
