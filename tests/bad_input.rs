@@ -154,6 +154,8 @@ fn an_unbuilt_tree_is_not_built_for_a_patch_that_does_not_apply() {
             tree.src.to_str().unwrap(),
             "-O",
             obj.to_str().unwrap(),
+            "-o",
+            dir.join("out").to_str().unwrap(),
             patch.to_str().unwrap(),
         ],
         "fs/proc/cmdline.c",
@@ -188,17 +190,29 @@ fn matrix_checks_its_inputs_before_building_any_tree() {
     };
     let plain = yaml("");
     let plain = plain.to_str().unwrap();
+    // Modules would go here, never into the current directory.
+    let out = dir.join("out");
+    let out = out.to_str().unwrap();
     refused(
-        &["matrix", "-f", plain, "-n", "../../etc/evil", good],
+        &[
+            "matrix",
+            "-o",
+            out,
+            "-f",
+            plain,
+            "-n",
+            "../../etc/evil",
+            good,
+        ],
         "not a module name",
     );
     refused(
-        &["matrix", "-f", plain, "--markdown", good, good],
+        &["matrix", "-o", out, "-f", plain, "--markdown", good, good],
         "is the input",
     );
     let missing = yaml("    fragments: [no-such.config]\n");
     refused(
-        &["matrix", "-f", missing.to_str().unwrap(), good],
+        &["matrix", "-o", out, "-f", missing.to_str().unwrap(), good],
         "no-such.config",
     );
     let plain = yaml("");
@@ -206,6 +220,8 @@ fn matrix_checks_its_inputs_before_building_any_tree() {
     refused(
         &[
             "matrix",
+            "-o",
+            out,
             "-f",
             plain.to_str().unwrap(),
             patch.to_str().unwrap(),
@@ -219,10 +235,11 @@ fn matrix_checks_its_inputs_before_building_any_tree() {
     )
     .unwrap();
     refused(
-        &["matrix", "-f", deep.to_str().unwrap(), good],
+        &["matrix", "-o", out, "-f", deep.to_str().unwrap(), good],
         "nested more than",
     );
     assert!(!trees.exists(), "no kernel tree was started");
+    assert!(!dir.join("out").exists(), "no module was written");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -239,8 +256,8 @@ fn kernel_clean_removes_only_trees_klpx_made() {
     for (target, needle) in [
         (mine.to_str().unwrap(), "no .klpx-tree marker"),
         ("/", "is /"),
-        (home.as_str(), "/"),
-        (cache.to_str().unwrap(), "klpx"),
+        (home.as_str(), home.as_str()),
+        (cache.to_str().unwrap(), cache.to_str().unwrap()),
         (tree.src.to_str().unwrap(), "kernel source tree"),
     ] {
         refused(&["kernel", "clean", "-O", target], needle);
