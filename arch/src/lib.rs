@@ -414,9 +414,6 @@ pub trait Backend: Send + Sync {
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"
     }
-    /// How many bytes before a function's symbol its ftrace record may point: arm64 with
-    /// DYNAMIC_FTRACE_WITH_CALL_OPS (`-fpatchable-function-entry=4,2`) records the first of two
-    /// NOPs placed before the function.
     /// How far into a function its ftrace entry (the call or NOPs a `__mcount_loc` or
     /// `__patchable_function_entries` record names) may lie: after an `ENDBR64`, a `BTI C`, or
     /// ppc64's global entry.
@@ -428,6 +425,9 @@ pub trait Backend: Send + Sync {
     fn virtualization_flags(&self) -> &'static [&'static str] {
         &[]
     }
+    /// How many bytes before a function's symbol its ftrace record may point: arm64 with
+    /// DYNAMIC_FTRACE_WITH_CALL_OPS (`-fpatchable-function-entry=4,2`) records the first of two
+    /// NOPs placed before the function.
     fn entry_record_before(&self) -> u64 {
         0
     }
@@ -465,6 +465,15 @@ pub fn all_special_sections(backend: &dyn Backend) -> Vec<SpecialSection> {
         .collect()
 }
 
+/// The entry size of `name` when it is one of the backend's private sections (ppc64 `.toc`: 8).
+pub fn private_entry_size(backend: &dyn Backend, name: &str) -> Option<u64> {
+    backend
+        .private_sections()
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, size)| size)
+}
+
 /// Whether `head` (the first kilobyte or more of a file) starts a bootable kernel image of the
 /// backend's architecture.
 pub fn is_kernel_image(backend: &dyn Backend, head: &[u8]) -> bool {
@@ -483,19 +492,21 @@ pub fn read_u32(endian: Endian, bytes: &[u8], at: usize) -> Option<u32> {
     })
 }
 
-/// Whether the object crate's table names relocation type `r_type` of `machine`.
-fn has_reloc_name(machine: u16, r_type: u32) -> bool {
+/// The object crate's name of relocation type `r_type` of `machine`, when its table has one.
+fn known_reloc_name(machine: u16, r_type: u32) -> Option<&'static str> {
     object::elf::machine_names(object::elf::Machine(machine))
         .r
         .name(object::elf::RelocationType(r_type))
-        .is_some()
+}
+
+/// Whether the object crate's table names relocation type `r_type` of `machine`.
+fn has_reloc_name(machine: u16, r_type: u32) -> bool {
+    known_reloc_name(machine, r_type).is_some()
 }
 
 /// Name of a relocation type for a machine (`R_X86_64_PC32`), or its number when unnamed.
 fn reloc_name(machine: u16, r_type: u32) -> String {
-    object::elf::machine_names(object::elf::Machine(machine))
-        .r
-        .name(object::elf::RelocationType(r_type))
+    known_reloc_name(machine, r_type)
         .map(str::to_string)
         .unwrap_or_else(|| format!("relocation type {r_type}"))
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::error::exit;
-use crate::module::inspect::inspect;
+use crate::verify::inspect::inspect;
 
 /// Prints what the module at `path` holds; returns the exit status.
 pub fn run(path: &Path, json: bool) -> Result<i32> {

@@ -8,8 +8,9 @@ use klpx_arch::Arch;
 
 use crate::cli::{KernelArgs, KernelCommand};
 use crate::error::{UserError, exit};
+use crate::kbuild::toolchain::find_compiler;
 use crate::kernel::cache;
-use crate::kernel::tree::{BaseConfig, CREATED_MARKER, KernelTree};
+use crate::kernel::tree::{BaseConfig, CREATED_MARKER, FRAGMENTS, KernelTree};
 use crate::setup;
 
 /// The base config a `--base` value names.
@@ -52,18 +53,18 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     setup::ensure_packages(&packages)?;
     let src = cache::debian_source()?;
     let mut tree = KernelTree::new(arch, &src, &tree_dir(a, arch), jobs);
-    if let Some(c) = &a.cross {
-        tree.cross = c.clone();
-    }
-    let cc = format!("{}gcc", tree.cross);
-    if which::which(&cc).is_err() {
+    let compiler = find_compiler(arch.backend(), a.cross.as_deref(), None);
+    if compiler.gcc.is_none() {
         return Err(UserError::new(format!(
-            "--cross {}: {cc} is not installed; install {} or give another prefix",
-            tree.cross,
+            "{} {}: {} is not installed; install {} or give another prefix with --cross",
+            compiler.source,
+            compiler.prefix,
+            compiler.command(),
             arch.backend().compiler_package()
         ))
         .into());
     }
+    tree.cross = compiler.prefix;
     Ok(tree)
 }
 
@@ -101,7 +102,7 @@ fn check_removable(dir: &Path) -> Result<(), UserError> {
     }
     let made = real.join(CREATED_MARKER).is_file();
     let cached = real.starts_with(root.canonicalize().unwrap_or(root.clone()).join("trees"))
-        && real.join(".klpx-fragments").is_file();
+        && real.join(FRAGMENTS).is_file();
     if !(made || cached) {
         return refuse(&format!("holds no {CREATED_MARKER} marker"));
     }

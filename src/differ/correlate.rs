@@ -123,13 +123,7 @@ pub fn referenced_entity(obj: &ObjectFile, sec: usize, r: &Reloc, follow: bool) 
         return Some(c);
     }
     let t = &obj.sections[target];
-    if follow
-        && obj
-            .backend()
-            .private_sections()
-            .iter()
-            .any(|(n, _)| *n == t.name)
-    {
+    if follow && klpx_arch::private_entry_size(obj.backend(), t.name).is_some() {
         let inner = obj.relocs_in(target, off, off + 1).first()?;
         return referenced_entity(obj, target, inner, false);
     }

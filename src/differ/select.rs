@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use klpx_arch::{FunctionCode, RelocClass, Site, special_section};
+use klpx_arch::{FunctionCode, RelocClass, Site, private_entry_size, special_section};
 
 use super::correlate::{Correlation, is_entity, is_special, referenced_entity};
 use super::names::{canonical, is_ignored_section, is_init_section};
@@ -421,12 +421,7 @@ impl<'a, 'd> Selector<'a, 'd> {
         if is_ignored_section(section.name) || !section.is_alloc() || !section.is_content() {
             return (OutTarget::Dropped(sec), in_section);
         }
-        if let Some(&(_, size)) = p
-            .backend()
-            .private_sections()
-            .iter()
-            .find(|(n, _)| *n == section.name)
-        {
+        if let Some(size) = private_entry_size(p.backend(), section.name) {
             // A table of address-sized entries (ppc64 `.toc`): take only the entry referenced.
             let entry = (off.max(0) as u64) / size * size;
             if entry >= section.size {

@@ -119,8 +119,8 @@ impl ObjectCache {
         true
     }
 
-    /// Keeps `out` as the entry `key`, then trims the cache to its limit. Failures only cost the
-    /// next build a compile, so they are ignored.
+    /// Keeps `out` as the entry `key`. Failures only cost the next build a compile, so they are
+    /// ignored.
     pub fn store(&self, key: &str, out: &Path) {
         if std::fs::create_dir_all(&self.dir).is_err() {
             return;
@@ -130,18 +130,23 @@ impl ObjectCache {
             let _ = std::fs::rename(&tmp, self.dir.join(format!("{key}.o")));
         }
         let _ = std::fs::remove_file(&tmp);
-        self.trim(LIMIT);
     }
 
-    /// Removes the least recently used entries until the cache holds at most `limit` bytes.
-    fn trim(&self, limit: u64) {
+    /// Removes the least recently used entries until the cache holds at most its limit; once per
+    /// build, after the entries are stored.
+    pub fn trim(&self) {
+        self.trim_to(LIMIT);
+    }
+
+    fn trim_to(&self, limit: u64) {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
             .flatten()
             .filter_map(|e| {
-                let m = e.metadata().ok()?;
+                // Entries only: the kept module directories (`modules/`) are not counted.
+                let m = e.metadata().ok().filter(|m| m.is_file())?;
                 Some((m.modified().ok()?, m.len(), e.path()))
             })
             .collect();
@@ -275,7 +280,7 @@ mod tests {
             f.set_modified(t0 + std::time::Duration::from_secs(10 * i as u64))
                 .unwrap();
         }
-        c.trim(2000);
+        c.trim_to(2000);
         assert!(!dir.join("old.o").exists());
         assert!(dir.join("mid.o").exists() && dir.join("new.o").exists());
         std::fs::remove_dir_all(&dir).unwrap();

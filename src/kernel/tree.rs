@@ -9,6 +9,9 @@ use klpx_arch::Arch;
 
 use super::configs;
 
+/// klpx's config fragments as merged into a tree (in every tree klpx configured).
+pub const FRAGMENTS: &str = ".klpx-fragments";
+
 /// The file that says klpx created an output tree (and may remove it with `klpx kernel clean`).
 pub const CREATED_MARKER: &str = ".klpx-tree";
 
@@ -153,7 +156,7 @@ impl KernelTree {
     /// [`KernelTree::ensure_prepared`] from another base config.
     pub fn ensure_prepared_from(&self, base: &BaseConfig) -> Result<Vec<String>> {
         claim(&self.out)?;
-        let mut fragments = configs::write_fragments(self.arch, &self.out.join(".klpx-fragments"))?;
+        let mut fragments = configs::write_fragments(self.arch, &self.out.join(FRAGMENTS))?;
         fragments.extend(self.extra_fragments.iter().cloned());
         let mut key = match base {
             BaseConfig::Tinyconfig => String::new(),

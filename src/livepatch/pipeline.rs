@@ -507,10 +507,10 @@ impl Planned {
                 .zip(&self.dirs)
                 .map(|(o, d)| {
                     let out = d.join(format!("{which}.o"));
-                    let key = cache
-                        .as_ref()
-                        .and_then(|c| c.key(&o.cmd, &flags, &req.toolchain, &req.workdir));
-                    if let (Some(c), Some(k)) = (&cache, &key)
+                    let keyed = cache.as_ref().and_then(|c| {
+                        Some((c, c.key(&o.cmd, &flags, &req.toolchain, &req.workdir)?))
+                    });
+                    if let Some((c, k)) = &keyed
                         && c.fetch(k, &out)
                     {
                         return Ok(true);
@@ -522,13 +522,16 @@ impl Planned {
                                 o.object
                             )))
                         })?;
-                    if let (Some(c), Some(k)) = (&cache, &key) {
+                    if let Some((c, k)) = &keyed {
                         c.store(k, &out);
                     }
                     Ok(false)
                 })
                 .collect::<Result<Vec<bool>>>()
         })?;
+        if let Some(c) = &cache {
+            c.trim();
+        }
         let hits = cached.iter().filter(|&&h| h).count();
         if hits > 0 {
             self.notes.push(format!(

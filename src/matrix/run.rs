@@ -48,14 +48,6 @@ pub struct ArchFailure {
 }
 
 impl ArchFailure {
-    /// What an architecture's slot holds once its result is taken.
-    fn finished() -> ArchFailure {
-        ArchFailure {
-            message: "finished".into(),
-            user_error: false,
-        }
-    }
-
     fn from_error(e: &anyhow::Error, context: &str) -> ArchFailure {
         ArchFailure {
             message: format!("{context}{e:#}"),
@@ -162,42 +154,35 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
 
     // Plan every architecture.
     let times: Vec<Mutex<Duration>> = arches.iter().map(|_| Mutex::new(Duration::ZERO)).collect();
-    let timed = |i: usize, f: &mut dyn FnMut()| {
-        let t = Instant::now();
-        f();
-        *times[i].lock().unwrap_or_else(|p| p.into_inner()) += t.elapsed();
-    };
-    let planned: Vec<Mutex<Result<Planned, ArchFailure>>> = m
+    // Each architecture's own time in the livepatch stages.
+    let timed = |i: usize| &times[i];
+    let planned: Vec<Mutex<Option<Result<Planned, ArchFailure>>>> = m
         .arches
         .iter()
         .zip(&trees)
         .enumerate()
         .map(|(i, (e, t))| {
-            let mut out = None;
-            timed(i, &mut || {
-                out = Some(match t {
-                    Err(why) => Err(why.clone()),
-                    Ok(tree) => {
-                        board.set(e.arch.0, "plan");
-                        plan(&request(req, e, tree, per_arch))
-                            .map_err(|e| ArchFailure::from_error(&e, ""))
-                    }
-                });
+            let p = timing(timed(i), || match t {
+                Err(why) => Err(why.clone()),
+                Ok(tree) => {
+                    board.set(e.arch.0, "plan");
+                    plan(&request(req, e, tree, per_arch))
+                        .map_err(|e| ArchFailure::from_error(&e, ""))
+                }
             });
-            Mutex::new(out.expect("timed runs its closure"))
+            Mutex::new(Some(p))
         })
         .collect();
+    let slot = |i: usize| planned[i].lock().unwrap_or_else(|p| p.into_inner());
 
     let idx: Vec<usize> = (0..arches.len()).collect();
     let compile = |which: &'static str, what: &'static str| {
         each(&idx, req.sequential, |&i| {
-            let mut slot = planned[i].lock().unwrap_or_else(|p| p.into_inner());
-            if let Ok(p) = slot.as_mut() {
+            let mut slot = slot(i);
+            if let Some(Ok(p)) = slot.as_mut() {
                 board.set(arches[i], what);
-                let mut r = Ok(());
-                timed(i, &mut || r = p.compile(which, what));
-                if let Err(e) = r {
-                    *slot = Err(ArchFailure::from_error(&e, ""));
+                if let Err(e) = timing(timed(i), || p.compile(which, what)) {
+                    *slot = Some(Err(ArchFailure::from_error(&e, "")));
                 }
             }
         });
@@ -205,12 +190,9 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
     compile("orig", "original build");
 
     // The shared tree, patched once for every architecture's patched build.
-    let edits = planned.iter().find_map(|p| {
-        p.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .ok()
-            .map(|p| p.edits().to_vec())
+    let edits = (0..arches.len()).find_map(|i| match slot(i).as_ref() {
+        Some(Ok(p)) => Some(p.edits().to_vec()),
+        _ => None,
     });
     if let Some(edits) = edits {
         let patched = journal::apply(&root, &edits)?;
@@ -220,32 +202,34 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
 
     // Diff and module, per architecture.
     let results: Vec<ArchResult> = each(&idx, req.sequential, |&i| {
-        let mut slot = planned[i].lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = match std::mem::replace(&mut *slot, Err(ArchFailure::finished())) {
+        let taken = slot(i).take().expect("each architecture finishes once");
+        let outcome = match taken {
             Err(why) => Err(why),
             Ok(p) => {
                 board.set(arches[i], "diff and module");
-                let mut p = Some(p);
-                let mut r = None;
-                timed(i, &mut || {
-                    r = p
-                        .take()
-                        .map(|p| p.finish().map_err(|e| ArchFailure::from_error(&e, "")));
-                });
-                r.expect("timed runs its closure")
+                timing(timed(i), || {
+                    p.finish().map_err(|e| ArchFailure::from_error(&e, ""))
+                })
             }
         };
-        drop(slot);
         board.done(arches[i], &outcome);
         ArchResult {
             arch: arches[i],
             tree: tree_dir(m, arches[i]),
             outcome,
-            time: *times[i].lock().unwrap_or_else(|p| p.into_inner()),
+            time: *timed(i).lock().unwrap_or_else(|p| p.into_inner()),
         }
     });
     board.finish();
     Ok(results)
+}
+
+/// Runs `f`, adding the time it takes to `total`.
+fn timing<R>(total: &Mutex<Duration>, f: impl FnOnce() -> R) -> R {
+    let t = Instant::now();
+    let r = f();
+    *total.lock().unwrap_or_else(|p| p.into_inner()) += t.elapsed();
+    r
 }
 
 /// Restores what an interrupted run left patched (the caller holds the tree's lock).

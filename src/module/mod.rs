@@ -2,7 +2,6 @@
 //! linked `.ko`, and the checks the final module must pass.
 
 pub mod check;
-pub mod inspect;
 pub mod klp_rela;
 pub mod link;
 pub mod reloc_check;

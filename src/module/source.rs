@@ -78,15 +78,20 @@ pub fn sanitize_name(name: &str) -> String {
     s
 }
 
+/// Whether `name` is a module name the kernel takes: 1 to 55 ASCII letters, digits, `-` and `_`
+/// (`MODULE_NAME_LEN` is 56 with the NUL on 64-bit kernels).
+pub fn is_module_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 55
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// Checks a module name the user gave (`-n`, `--object`): what the kernel takes as a module name
 /// and as a livepatch object name, unchanged: ASCII letters, digits, `-` and `_`, 1 to 55 characters.
 pub fn check_module_name(option: &str, name: &str) -> Result<(), crate::error::UserError> {
-    let ok = !name.is_empty()
-        && name.len() <= 55
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
+    if is_module_name(name) {
         Ok(())
     } else {
         Err(crate::error::UserError::new(format!(

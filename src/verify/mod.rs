@@ -8,6 +8,7 @@
 
 pub mod guest;
 pub mod initramfs;
+pub mod inspect;
 pub mod module;
 pub mod qemu;
 pub mod without_loading;

@@ -74,27 +74,19 @@ pub fn parse_module(path: &Path, data: &[u8]) -> Result<ModuleInfo, UserError> {
     let modinfo = elf
         .section_by_name(".modinfo")
         .ok_or_else(|| bad("not a kernel module (no .modinfo section)"))?;
-    let info = modinfo
-        .data()
-        .map_err(|e| bad(&format!("unreadable .modinfo: {e}")))?;
-    let field = |key: &str| {
-        info.split(|&b| b == 0)
-            .filter_map(|entry| entry.strip_prefix(key.as_bytes())?.strip_prefix(b"="))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .next()
-    };
+    let info = modinfo_entries(
+        modinfo
+            .data()
+            .map_err(|e| bad(&format!("unreadable .modinfo: {e}")))?,
+    );
+    let field = |key: &str| info.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let name = match field("name") {
         Some(n) => n,
         None => this_module_name(&elf).ok_or_else(|| {
             bad("no module name in .modinfo or .gnu.linkonce.this_module (was it built by kbuild?)")
         })?,
     };
-    let valid = !name.is_empty()
-        && name.len() < MODULE_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
+    if !crate::module::source::is_module_name(&name) {
         return Err(bad(&format!(
             "module name {name:?} is not a kernel module name"
         )));
@@ -106,6 +98,19 @@ pub fn parse_module(path: &Path, data: &[u8]) -> Result<ModuleInfo, UserError> {
         vermagic: field("vermagic"),
         arch,
     })
+}
+
+/// The `key=value` entries of a `.modinfo` section, in order (a key may repeat: `alias`,
+/// `import_ns`).
+pub fn modinfo_entries(section: &[u8]) -> Vec<(String, String)> {
+    section
+        .split(|&b| b == 0)
+        .filter_map(|e| {
+            let e = String::from_utf8_lossy(e);
+            let (k, v) = e.split_once('=')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
 }
 
 /// `struct module.name` in `.gnu.linkonce.this_module`.

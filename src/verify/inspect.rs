@@ -10,6 +10,7 @@ use std::path::Path;
 use object::{Object, ObjectSection, ObjectSymbol};
 use serde::Serialize;
 
+use super::module::{modinfo_entries, parse_module};
 use crate::error::UserError;
 
 /// The marker the kernel's `scripts/sign-file` appends after a module's signature.
@@ -50,20 +51,14 @@ pub struct ModuleContents {
 pub fn inspect(path: &Path) -> Result<ModuleContents, UserError> {
     let shown = path.display();
     let data = crate::files::read_input(path, "a kernel module (.ko)")?;
-    let info = crate::verify::module::parse_module(path, &data)?;
+    let info = parse_module(path, &data)?;
     let elf = object::File::parse(&*data)
         .map_err(|e| UserError::new(format!("{shown}: not an ELF module: {e}")))?;
-    let modinfo: Vec<(String, String)> = elf
-        .section_by_name(".modinfo")
-        .and_then(|s| s.data().ok())
-        .unwrap_or_default()
-        .split(|&b| b == 0)
-        .filter_map(|e| {
-            let e = String::from_utf8_lossy(e);
-            let (k, v) = e.split_once('=')?;
-            Some((k.to_string(), v.to_string()))
-        })
-        .collect();
+    let modinfo = modinfo_entries(
+        elf.section_by_name(".modinfo")
+            .and_then(|s| s.data().ok())
+            .unwrap_or_default(),
+    );
     let all = |key: &str| -> Vec<String> {
         modinfo
             .iter()
