@@ -63,6 +63,7 @@ pub fn run_pair(orig: &[u8], patched: &[u8]) -> usize {
     let opts = DiffOptions {
         object_name: "vmlinux".into(),
         exports: Exports::default(),
+        count_line_changes: false,
     };
     let d = diff(&o, &p, &opts).expect("diff");
     if d.verdict == Verdict::Patchable {

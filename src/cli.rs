@@ -146,6 +146,10 @@ pub struct DiffArgs {
     /// kbuild's Module.symvers: which symbols the module loader can resolve.
     #[arg(long, value_name = "FILE")]
     pub symvers: Option<PathBuf>,
+    /// Count a function whose code differs only in the line numbers it passes to __might_sleep,
+    /// __warn_printk and the like as changed (by default it is unchanged: lines above it moved).
+    #[arg(long)]
+    pub count_line_changes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -3,8 +3,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, ModuleReloc, Reach, RelocClass, ResolvedBranch, Site,
-    SpecialSection, Triple, read_u32,
+    Arch, Backend, Endian, FunctionCode, ImmediateLoad, ModuleReloc, Reach, RelocClass,
+    ResolvedBranch, Site, SpecialSection, Triple, read_u32,
 };
 
 pub struct Arm64;
@@ -196,6 +196,22 @@ impl Backend for Arm64 {
         Some(ResolvedBranch {
             field: (at, at + 4),
             target: at as i64 + offset,
+        })
+    }
+    fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad> {
+        // MOVZ Wd/Xd, #imm16, LSL #(16*hw): sf 10 100101 hw imm16 Rd (`mov w2, #0x436`).
+        if !start.is_multiple_of(4) {
+            return None;
+        }
+        let insn = read_u32(Endian::Little, code, start)?;
+        if insn & 0x7f80_0000 != 0x5280_0000 {
+            return None;
+        }
+        let hw = (insn >> 21) & 3;
+        Some(ImmediateLoad {
+            insn: (start, start + 4),
+            register: insn & 0x1f | (insn >> 31) << 5 | hw << 6,
+            value: i64::from((insn >> 5) & 0xffff) << (16 * hw),
         })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {

@@ -173,6 +173,21 @@ pub struct ResolvedBranch {
     pub target: i64,
 }
 
+/// A load of a constant into a register (`mov $imm, %edx`, `movz w2, #imm`, `li r5, imm`,
+/// `lghi %r4, imm`): how `__LINE__` reaches the kernel functions that report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImmediateLoad {
+    /// The instruction's bytes `[start, end)` in the section.
+    pub insn: (usize, usize),
+    /// The destination, as the architecture numbers its registers, with the operand width and any
+    /// shift folded in: two loads with the same `register` differ in their value only.
+    pub register: u32,
+    pub value: i64,
+}
+
+/// The longest instruction [`Backend::immediate_load`] recognises (x86: REX, `c7`, ModRM, imm32).
+pub const MAX_IMMEDIATE_LOAD: usize = 7;
+
 /// A relocation inside one function, as the differ hands it to a backend.
 #[derive(Clone, Copy, Debug)]
 pub struct CodeReloc<'a> {
@@ -378,6 +393,11 @@ pub trait Backend: Send + Sync {
     /// section bytes `code`, if there is one. Used where several functions share one section
     /// (`.sched.text`) and a changed function shifts the displacements of its neighbours.
     fn resolved_branch(&self, code: &[u8], pos: usize) -> Option<ResolvedBranch>;
+    /// The instruction at byte `start` of the section bytes `code`, when it loads a constant into
+    /// a register (at most [`MAX_IMMEDIATE_LOAD`] bytes long). Used to see a function whose only
+    /// change is the line number it passes to `__might_sleep` or `__warn_printk`. Callers try every
+    /// start that could cover a byte: decoding backwards is ambiguous on x86.
+    fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad>;
     /// Special sections this architecture's kernel emits.
     fn special_sections(&self) -> &'static [SpecialSection];
     /// Symbols that are not functions or data even though they look like them (arm64 `$x`).
@@ -794,5 +814,39 @@ mod module_reloc_rules {
             b.check_module_reloc(&reloc(elf::R_AARCH64_CALL26.0, 0, None, KERNEL))
                 .is_ok()
         );
+    }
+
+    /// Loads of line numbers as gcc 12 emits them for ASSERT_RTNL() in net/core/dev.o (Debian's
+    /// configs; bytes from objdump -d), and instructions that are not such loads.
+    #[test]
+    fn immediate_loads() {
+        let load = |arch: Arch, code: &[u8], at: usize| arch.backend().immediate_load(code, at);
+        // x86_64 `jne .-0x47; mov $0x15ac,%edx`: the jne's displacement byte (b9) is no `mov %ecx`
+        // when decoding starts at the right place.
+        let x86 = [0x75, 0xb9, 0xba, 0xac, 0x15, 0x00, 0x00];
+        let l = load(Arch::X86_64, &x86, 2).expect("mov $imm32, %edx");
+        assert_eq!((l.insn, l.value), ((2, 7), 0x15ac));
+        assert_eq!(load(Arch::X86_64, &x86, 1).map(|l| l.value), Some(0x0015_acba));
+        assert!(load(Arch::X86_64, &x86, 0).is_none());
+        // `mov $0x1,%r8d` (41 b8) and `mov $0x5,%rax` (48 c7 c0): distinct destinations.
+        let r8 = load(Arch::X86_64, &[0x41, 0xb8, 1, 0, 0, 0], 0).expect("REX.B");
+        let rax = load(Arch::X86_64, &[0x48, 0xc7, 0xc0, 5, 0, 0, 0], 0).expect("REX.W c7");
+        assert_ne!(r8.register, rax.register);
+        assert_eq!((rax.insn, rax.value), ((0, 7), 5));
+        // arm64 `mov w2, #0x15ac` (52 82 b5 82), and `ret` is none.
+        let l = load(Arch::Arm64, &0x5282_b582u32.to_le_bytes(), 0).expect("movz");
+        assert_eq!(l.value, 5548);
+        assert!(load(Arch::Arm64, &0xd65f_03c0u32.to_le_bytes(), 0).is_none());
+        assert!(load(Arch::Arm64, &[0; 8], 2).is_none());
+        // ppc64le `li r5,5316` (38 a0 14 c4); `addi r5,r9,8` has RA != 0.
+        let l = load(Arch::Ppc64le, &[0xc4, 0x14, 0xa0, 0x38], 0).expect("li");
+        assert_eq!(l.value, 5316);
+        assert!(load(Arch::Ppc64le, &0x38a9_0008u32.to_le_bytes(), 0).is_none());
+        // s390 `lghi %r4,5316` (a7 49 14 c4) and `lhi %r2,0`; `brasl` (c0 e5) is none.
+        let l = load(Arch::S390x, &[0xa7, 0x49, 0x14, 0xc4], 0).expect("lghi");
+        assert_eq!((l.insn, l.value), ((0, 4), 5316));
+        let lhi = load(Arch::S390x, &[0xa7, 0x28, 0, 0], 0).expect("lhi");
+        assert_ne!(lhi.register, l.register);
+        assert!(load(Arch::S390x, &[0xc0, 0xe5, 0, 0, 0, 0], 0).is_none());
     }
 }

@@ -4,8 +4,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, ModuleReloc, RelocClass, ResolvedBranch, Site,
-    SpecialSection, Triple, read_u32,
+    Arch, Backend, Endian, FunctionCode, ImmediateLoad, ModuleReloc, RelocClass, ResolvedBranch,
+    Site, SpecialSection, Triple, read_u32,
 };
 
 pub struct Ppc64le;
@@ -252,6 +252,21 @@ impl Backend for Ppc64le {
         Some(ResolvedBranch {
             field: (at, at + 4),
             target: at as i64 + offset,
+        })
+    }
+    fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad> {
+        // li rD, simm16: addi (primary opcode 14) with RA = 0.
+        if !start.is_multiple_of(4) {
+            return None;
+        }
+        let insn = read_u32(Endian::Little, code, start)?;
+        if insn >> 26 != 14 || (insn >> 16) & 0x1f != 0 {
+            return None;
+        }
+        Some(ImmediateLoad {
+            insn: (start, start + 4),
+            register: (insn >> 21) & 0x1f,
+            value: i64::from(insn as u16 as i16),
         })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {

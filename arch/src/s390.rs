@@ -4,8 +4,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, ModuleReloc, Reach, RelocClass, ResolvedBranch, Site,
-    SpecialSection, Triple,
+    Arch, Backend, Endian, FunctionCode, ImmediateLoad, ModuleReloc, Reach, RelocClass,
+    ResolvedBranch, Site, SpecialSection, Triple,
 };
 
 pub struct S390x;
@@ -273,6 +273,35 @@ impl Backend for S390x {
             }
         }
         None
+    }
+    fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad> {
+        // lhi/lghi (a7 r8/r9, signed 16-bit) and lgfi/iilf (c0 r1/r9, 32-bit), the immediate after
+        // the two opcode bytes; instructions start on halfwords.
+        if !start.is_multiple_of(2) {
+            return None;
+        }
+        let (op, r1) = (*code.get(start)?, *code.get(start + 1)?);
+        let imm = |len: usize| code.get(start + 2..start + 2 + len);
+        let (end, value) = match (op, r1 & 0x0f) {
+            (0xa7, 8 | 9) => (
+                start + 4,
+                i64::from(i16::from_be_bytes(imm(2)?.try_into().ok()?)),
+            ),
+            (0xc0, 1) => (
+                start + 6,
+                i64::from(i32::from_be_bytes(imm(4)?.try_into().ok()?)),
+            ),
+            (0xc0, 9) => (
+                start + 6,
+                i64::from(u32::from_be_bytes(imm(4)?.try_into().ok()?)),
+            ),
+            _ => return None,
+        };
+        Some(ImmediateLoad {
+            insn: (start, end),
+            register: u32::from(op) << 8 | u32::from(r1),
+            value,
+        })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

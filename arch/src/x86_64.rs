@@ -3,8 +3,8 @@
 use object::elf;
 
 use crate::{
-    Arch, Backend, Endian, FunctionCode, ModuleReloc, RelocClass, ResolvedBranch, Site,
-    SpecialSection, Triple,
+    Arch, Backend, Endian, FunctionCode, ImmediateLoad, ModuleReloc, RelocClass, ResolvedBranch,
+    Site, SpecialSection, Triple,
 };
 
 pub struct X86_64;
@@ -188,6 +188,33 @@ impl Backend for X86_64 {
             });
         }
         None
+    }
+    fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad> {
+        // `mov $imm32, %r32` (b8+r), and `mov $imm32, r/m` with a register operand (c7 /0, mod 11),
+        // each with an optional REX prefix (B selects r8-r15, W widens c7; b8+r with W is movabs).
+        let first = *code.get(start)?;
+        let (rex, at) = if first & 0xf0 == 0x40 {
+            (first, start + 1)
+        } else {
+            (0, start)
+        };
+        let op = *code.get(at)?;
+        let (imm_at, reg) = match op {
+            0xb8..=0xbf if rex & 8 == 0 => (at + 1, op - 0xb8),
+            0xc7 => match *code.get(at + 1)? {
+                modrm if modrm & 0xf8 == 0xc0 => (at + 2, modrm & 7),
+                _ => return None,
+            },
+            _ => return None,
+        };
+        let end = imm_at + 4;
+        let value = i32::from_le_bytes(code.get(imm_at..end)?.try_into().ok()?);
+        let register = u32::from(reg) + u32::from(rex & 1) * 8 + u32::from(rex & 8) * 32;
+        Some(ImmediateLoad {
+            insn: (start, end),
+            register: register | u32::from(op) << 16,
+            value: i64::from(value),
+        })
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

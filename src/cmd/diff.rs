@@ -21,6 +21,7 @@ pub struct DiffRequest {
     pub json: bool,
     pub object: String,
     pub symvers: Option<PathBuf>,
+    pub count_line_changes: bool,
 }
 
 impl From<crate::cli::DiffArgs> for DiffRequest {
@@ -32,6 +33,7 @@ impl From<crate::cli::DiffArgs> for DiffRequest {
             json: a.json,
             object: a.object,
             symvers: a.symvers,
+            count_line_changes: a.count_line_changes,
         }
     }
 }
@@ -58,6 +60,7 @@ struct Report<'a> {
     patched_functions: &'a [PatchedFunction],
     new_functions: &'a [String],
     copied_functions: &'a [String],
+    line_only_functions: &'a [String],
     changed_data: &'a [String],
     new_data: &'a [String],
     klp_relocations: Vec<KlpRelocJson>,
@@ -90,6 +93,7 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
     let opts = DiffOptions {
         object_name: req.object.clone(),
         exports,
+        count_line_changes: req.count_line_changes,
     };
     let diff = differ::diff(&orig, &patched, &opts)?;
 
@@ -136,6 +140,7 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
             patched_functions: &diff.changed_functions,
             new_functions: &diff.new_functions,
             copied_functions: &diff.copied_functions,
+            line_only_functions: &diff.line_only_functions,
             changed_data: &diff.changed_data,
             new_data: &diff.new_data,
             klp_relocations: klp,
@@ -201,6 +206,12 @@ fn print_summary(
     }
     for f in &diff.copied_functions {
         println!("  copied function   {f} (unchanged, travels with the patched code)");
+    }
+    if !diff.line_only_functions.is_empty() {
+        println!(
+            "  unchanged         {} function(s) whose code differs only in line numbers (--count-line-changes counts them)",
+            diff.line_only_functions.len()
+        );
     }
     for d in &diff.new_data {
         println!("  new data          {d}");

@@ -161,6 +161,51 @@ fn target_at_depth<'a>(
     }
 }
 
+/// How the contents of a symbol compare with its original's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sameness {
+    Same,
+    /// Code whose only differences are line numbers passed to the kernel's reporting functions
+    /// (`__might_sleep`, `__warn_printk`): the lines above it moved, the function did not change.
+    LinesOnly,
+    Different,
+}
+
+/// One symbol's contents as [`compare`] reads them: its object, the object's correlation keys, and
+/// the symbol's section and byte range.
+#[derive(Clone, Copy)]
+pub struct Side<'o, 'd> {
+    pub obj: &'o ObjectFile<'d>,
+    pub keys: &'o Keys<'d>,
+    pub sec: usize,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl<'o, 'd> Side<'o, 'd> {
+    fn of(obj: &'o ObjectFile<'d>, keys: &'o Keys<'d>, sym: usize) -> Option<Side<'o, 'd>> {
+        let (start, end) = extent(obj, sym);
+        Some(Side {
+            obj,
+            keys,
+            sec: obj.symbols[sym].sec()?,
+            start,
+            end,
+        })
+    }
+
+    /// The section's bytes.
+    pub fn code(&self) -> &'d [u8] {
+        self.obj.sections[self.sec].data
+    }
+
+    /// The relocations in `[start + from, start + to)` of the symbol.
+    pub fn relocs(&self, from: u64, to: u64) -> &'o [Reloc] {
+        self.obj
+            .relocs_in(self.sec, self.start + from, self.start + to)
+    }
+}
+
 /// Whether two symbols have the same bytes and relocations that mean the same things.
 pub fn same_contents(
     orig: &ObjectFile,
@@ -170,101 +215,120 @@ pub fn same_contents(
     pk: &Keys,
     psym: usize,
 ) -> bool {
-    let (os, oe) = extent(orig, osym);
-    let (ps, pe) = extent(patched, psym);
-    if oe - os != pe - ps {
-        return false;
-    }
-    let (Some(osec_index), Some(psec_index)) =
-        (orig.symbols[osym].sec(), patched.symbols[psym].sec())
-    else {
-        return false;
-    };
-    let (osec, psec) = (&orig.sections[osec_index], &patched.sections[psec_index]);
-    if osec.is_nobits() != psec.is_nobits() {
-        return false;
-    }
-    if !osec.is_nobits() {
-        let (Some(a), Some(b)) = (
-            osec.data.get(os as usize..oe as usize),
-            psec.data.get(ps as usize..pe as usize),
-        ) else {
-            return false;
-        };
-        if a != b
-            && !(osec.is_exec()
-                && branches_explain(orig, ok, osec_index, os, patched, pk, psec_index, ps, a, b))
-        {
-            return false;
-        }
-    }
-    let (orel, prel) = (
-        orig.relocs_in(osec_index, os, oe),
-        patched.relocs_in(psec_index, ps, pe),
-    );
-    orel.len() == prel.len()
-        && orel.iter().zip(prel).all(|(a, b)| {
-            a.offset - os == b.offset - ps
-                && a.r_type == b.r_type
-                && target(orig, ok, a, osec_index) == target(patched, pk, b, psec_index)
-        })
+    compare(orig, ok, osym, patched, pk, psym, false) == Sameness::Same
 }
 
-/// Whether every byte that differs between two functions lies in the displacement of a branch the
-/// assembler resolved inside the section (no relocation), and both branches land on the same place of
-/// the same correlated symbol. Functions sharing a section (`.sched.text`) see such displacements move
-/// when a neighbour changes size.
-#[allow(clippy::too_many_arguments)]
-fn branches_explain(
+/// Compares two symbols' bytes and relocations. With `lines`, code that differs only in line
+/// numbers (see [`super::lines`]) is [`Sameness::LinesOnly`]; without, it is different.
+pub fn compare(
     orig: &ObjectFile,
     ok: &Keys,
-    osec: usize,
-    os: u64,
+    osym: usize,
     patched: &ObjectFile,
     pk: &Keys,
-    psec: usize,
-    ps: u64,
-    a: &[u8],
-    b: &[u8],
-) -> bool {
-    let backend = patched.backend();
-    let (odata, pdata) = (orig.sections[osec].data, patched.sections[psec].data);
-    let landing =
-        |obj: &ObjectFile, keys: &Keys, sec: usize, target: i64| -> Option<(String, i64)> {
-            let cover = obj.symbol_covering(sec, u64::try_from(target).ok()?)?;
-            let s = &obj.symbols[cover];
-            let name = keys
-                .of(cover)
-                .map_or_else(|| s.name.to_string(), str::to_string);
-            Some((name, target - s.value as i64))
+    psym: usize,
+    lines: bool,
+) -> Sameness {
+    let (Some(o), Some(p)) = (Side::of(orig, ok, osym), Side::of(patched, pk, psym)) else {
+        return Sameness::Different;
+    };
+    if o.end - o.start != p.end - p.start {
+        return Sameness::Different;
+    }
+    let (osec, psec) = (&orig.sections[o.sec], &patched.sections[p.sec]);
+    if osec.is_nobits() != psec.is_nobits() {
+        return Sameness::Different;
+    }
+    let mut result = Sameness::Same;
+    if !osec.is_nobits() {
+        let (Some(a), Some(b)) = (
+            osec.data.get(o.start as usize..o.end as usize),
+            psec.data.get(p.start as usize..p.end as usize),
+        ) else {
+            return Sameness::Different;
         };
+        if a != b {
+            if !osec.is_exec() {
+                return Sameness::Different;
+            }
+            match explain_differences(o, p, a, b, lines) {
+                Some(r) => result = r,
+                None => return Sameness::Different,
+            }
+        }
+    }
+    let (orel, prel) = (o.relocs(0, o.end - o.start), p.relocs(0, p.end - p.start));
+    if orel.len() != prel.len() {
+        return Sameness::Different;
+    }
+    let big_endian = patched.backend().endian() == klpx_arch::Endian::Big;
+    for (a, b) in orel.iter().zip(prel) {
+        if a.offset - o.start != b.offset - p.start || a.r_type != b.r_type {
+            return Sameness::Different;
+        }
+        let (x, y) = (target(orig, ok, a, o.sec), target(patched, pk, b, p.sec));
+        if x == y {
+            continue;
+        }
+        if lines && super::lines::same_but_lines(&x, &y, big_endian) {
+            result = Sameness::LinesOnly;
+        } else {
+            return Sameness::Different;
+        }
+    }
+    result
+}
+
+/// Explains every byte that differs between two functions `a` and `b` (their bytes), or returns
+/// `None`. A difference is explained by the displacement of a branch the assembler resolved inside
+/// the section (no relocation) when both branches land on the same place of the same correlated
+/// symbol: functions sharing a section (`.sched.text`) see such displacements move when a
+/// neighbour changes size. With `lines`, also by a line number (see [`super::lines`]); the result
+/// says whether one was needed.
+fn explain_differences(o: Side, p: Side, a: &[u8], b: &[u8], lines: bool) -> Option<Sameness> {
+    let mut result = Sameness::Same;
     let mut i = 0;
     while i < a.len() {
         if a[i] == b[i] {
             i += 1;
             continue;
         }
-        let (Some(ob), Some(pb)) = (
-            backend.resolved_branch(odata, os as usize + i),
-            backend.resolved_branch(pdata, ps as usize + i),
-        ) else {
-            return false;
-        };
-        let field_o = (ob.field.0 as u64 - os, ob.field.1 as u64 - os);
-        let field_p = (pb.field.0 as u64 - ps, pb.field.1 as u64 - ps);
-        let relocated = !orig
-            .relocs_in(osec, ob.field.0 as u64, ob.field.1 as u64)
-            .is_empty();
-        if field_o != field_p || relocated {
-            return false;
-        }
-        match (
-            landing(orig, ok, osec, ob.target),
-            landing(patched, pk, psec, pb.target),
-        ) {
-            (Some(x), Some(y)) if x == y => i = field_o.1 as usize,
-            _ => return false,
+        if let Some(end) = branch_explains(o, p, i) {
+            i = end;
+        } else if lines && let Some(end) = super::lines::line_number_at(o, p, i) {
+            result = Sameness::LinesOnly;
+            i = end;
+        } else {
+            return None;
         }
     }
-    true
+    Some(result)
+}
+
+/// Where the resolved branch covering byte `i` (from the symbols' starts) ends, when both builds
+/// have one there landing on the same place of the same correlated symbol.
+fn branch_explains(o: Side, p: Side, i: usize) -> Option<usize> {
+    let backend = p.obj.backend();
+    let landing = |s: Side, target: i64| -> Option<(String, i64)> {
+        let cover = s.obj.symbol_covering(s.sec, u64::try_from(target).ok()?)?;
+        let sym = &s.obj.symbols[cover];
+        let name = s
+            .keys
+            .of(cover)
+            .map_or_else(|| sym.name.to_string(), str::to_string);
+        Some((name, target - sym.value as i64))
+    };
+    let ob = backend.resolved_branch(o.code(), o.start as usize + i)?;
+    let pb = backend.resolved_branch(p.code(), p.start as usize + i)?;
+    let field_o = (ob.field.0 as u64 - o.start, ob.field.1 as u64 - o.start);
+    let field_p = (pb.field.0 as u64 - p.start, pb.field.1 as u64 - p.start);
+    let relocated = !o
+        .obj
+        .relocs_in(o.sec, ob.field.0 as u64, ob.field.1 as u64)
+        .is_empty();
+    if field_o != field_p || relocated {
+        return None;
+    }
+    let (x, y) = (landing(o, ob.target)?, landing(p, pb.target)?);
+    (x == y).then_some(field_o.1 as usize)
 }

@@ -3,6 +3,7 @@
 
 mod compare;
 mod correlate;
+pub mod lines;
 pub mod names;
 pub mod select;
 mod special;
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::error::UserError;
 use crate::objfile::{ObjectFile, SymKind};
-use compare::{extent, same_contents};
+use compare::{Sameness, compare, extent, same_contents};
 use correlate::{Correlation, is_entity};
 use names::{ChildKind, canonical, child_parent, is_ignored_section};
 use select::Selector;
@@ -71,6 +72,8 @@ pub struct DiffOptions {
     /// The livepatch object the code belongs to: `vmlinux` or a module name.
     pub object_name: String,
     pub exports: Exports,
+    /// Counts functions whose only change is a line number as changed (see [`lines`]).
+    pub count_line_changes: bool,
 }
 
 /// A change that cannot be live-patched, with the symbol it concerns.
@@ -108,6 +111,8 @@ pub struct Diff {
     pub changed_data: Vec<String>,
     pub new_data: Vec<String>,
     pub copied_functions: Vec<String>,
+    /// Functions whose code differs only in line numbers, taken as unchanged (see [`lines`]).
+    pub line_only_functions: Vec<String>,
     pub refusals: Vec<Refusal>,
     pub selection: Selection,
 }
@@ -161,7 +166,8 @@ pub fn diff(
     same_unit(orig, patched)?;
     let corr = Correlation::new(orig, patched);
     let mut refusals = Vec::new();
-    let mut status = classify_functions(orig, patched, &corr);
+    let (mut status, line_only_functions) =
+        classify_functions(orig, patched, &corr, !opts.count_line_changes);
     let sites = EntrySites::new(orig);
     let through_callers = patch_callers_of_entryless(orig, patched, &corr, &sites, &mut status);
 
@@ -241,6 +247,7 @@ pub fn diff(
         changed_data,
         new_data,
         copied_functions,
+        line_only_functions,
         refusals,
         selection,
     })
@@ -250,24 +257,31 @@ fn is_cold_child(name: &str) -> bool {
     matches!(child_parent(&canonical(name)), Some((_, ChildKind::Cold)))
 }
 
-/// Status of every patched function symbol (`None` for everything else). A `.cold` child's change is
-/// its parent's change.
+/// Status of every patched function symbol (`None` for everything else), and the functions taken
+/// as unchanged because only line numbers differ (with `lines`). A `.cold` child's change is its
+/// parent's change.
 fn classify_functions(
     orig: &ObjectFile,
     patched: &ObjectFile,
     corr: &Correlation,
-) -> Vec<Option<FuncStatus>> {
+    lines: bool,
+) -> (Vec<Option<FuncStatus>>, Vec<String>) {
     let mut status: Vec<Option<FuncStatus>> = vec![None; patched.symbols.len()];
+    let mut line_only = Vec::new();
     for (i, s) in patched.symbols.iter().enumerate() {
         if s.kind != SymKind::Func || !is_entity(patched, i) || in_ignored_section(patched, i) {
             continue;
         }
         status[i] = Some(match corr.twin(i) {
             None => FuncStatus::New,
-            Some(o) if same_contents(orig, &corr.orig, o, patched, &corr.patched, i) => {
-                FuncStatus::Unchanged
-            }
-            Some(_) => FuncStatus::Changed,
+            Some(o) => match compare(orig, &corr.orig, o, patched, &corr.patched, i, lines) {
+                Sameness::Same => FuncStatus::Unchanged,
+                Sameness::LinesOnly => {
+                    line_only.push(s.name.to_string());
+                    FuncStatus::Unchanged
+                }
+                Sameness::Different => FuncStatus::Changed,
+            },
         });
     }
     for (i, s) in patched.symbols.iter().enumerate() {
@@ -280,9 +294,10 @@ fn classify_functions(
             && status[p] == Some(FuncStatus::Unchanged)
         {
             status[p] = Some(FuncStatus::Changed);
+            line_only.retain(|n| canonical(n) != parent);
         }
     }
-    status
+    (status, line_only)
 }
 
 /// `.cold` and `.part` children of every function, by the parent's canonical name: they travel with it.

@@ -777,6 +777,7 @@ mod tests {
         let opts = DiffOptions {
             object_name: "vmlinux".into(),
             exports: Exports::default(),
+            count_line_changes: false,
         };
         let d = diff(&o, &p, &opts).expect("diffs");
         assert_eq!(d.verdict, Verdict::Patchable);

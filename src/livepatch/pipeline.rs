@@ -996,6 +996,7 @@ fn diff_objects<'d>(
             &DiffOptions {
                 object_name: o.target.clone(),
                 exports: exports.clone(),
+                count_line_changes: false,
             },
         )?;
         reports.push(ObjectReport {

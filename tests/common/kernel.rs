@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use klpx::kbuild::cmdfile::CmdFile;
@@ -146,20 +146,23 @@ pub struct ObjectPair {
     pub patched: PathBuf,
 }
 
-/// Builds `object` (kbuild's name, `kernel/sys.o`) of `tree` twice into `dir`, before and after
-/// `patch` (applied under klpx's journal, as `klpx build` does); reuses earlier results when the
-/// patch and the recorded command are unchanged.
-fn build_pair(
-    tree: &KernelTree,
+/// Builds `object` (kbuild's name, `kernel/sys.o`) of the output tree `out` over the source `src`
+/// twice into `dir`, before and after `patch` (applied under klpx's journal, as `klpx build` does,
+/// but without its `#line` directives), with each object's recorded kbuild command plus the
+/// livepatch flags; reuses earlier results when the patch and the recorded command are unchanged.
+pub fn build_pair_in(
+    src: &Path,
+    out: &Path,
+    arch: Arch,
     object: &str,
     patch: &SourcePatch,
     patch_text: &str,
-    dir: &std::path::Path,
+    dir: &Path,
 ) -> Result<ObjectPair> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let flags = livepatch_cflags(tree.arch.backend());
-    let _lock = SourceLock::take(&tree.src)?;
-    let cmd = CmdFile::load(&tree.out, object)?;
+    let flags = livepatch_cflags(arch.backend());
+    let _lock = SourceLock::take(src)?;
+    let cmd = CmdFile::load(out, object)?;
     let key = format!(
         "{:016x}",
         cache::fingerprint_bytes(
@@ -179,11 +182,11 @@ fn build_pair(
     {
         return Ok(pair);
     }
-    recompile(&tree.out, &cmd, &pair.orig, &flags)
+    recompile(out, &cmd, &pair.orig, &flags)
         .with_context(|| format!("{object}: original build"))?;
-    let edits = plan_edits(std::slice::from_ref(patch), &tree.src, DEFAULT_FUZZ)?;
-    let patched = journal::apply(&tree.src, &edits)?;
-    let built = recompile(&tree.out, &cmd, &pair.patched, &flags);
+    let edits = plan_edits(std::slice::from_ref(patch), src, DEFAULT_FUZZ)?;
+    let patched = journal::apply(src, &edits)?;
+    let built = recompile(out, &cmd, &pair.patched, &flags);
     patched.undo()?;
     built.with_context(|| format!("{object}: patched build"))?;
     std::fs::write(&key_file, key)?;
@@ -200,5 +203,13 @@ pub fn pair(tree: &KernelTree, case: &Case) -> Result<ObjectPair> {
     let text = std::fs::read_to_string(&patch_path)
         .with_context(|| format!("reading {}", patch_path.display()))?;
     let patch = SourcePatch::parse(&case.patch, &text)?;
-    build_pair(tree, &case.object, &patch, &text, &dir)
+    build_pair_in(
+        &tree.src,
+        &tree.out,
+        tree.arch,
+        &case.object,
+        &patch,
+        &text,
+        &dir,
+    )
 }

@@ -2,4 +2,5 @@
 
 pub mod cases;
 pub mod cli;
+pub mod distro;
 pub mod kernel;

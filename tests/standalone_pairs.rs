@@ -1,0 +1,269 @@
+//! `klpx diff` on pairs compiled without klpx's `#line` directives, on Debian's own kernel configs:
+//! a patch that adds lines near the top of net/core/dev.c must not make the functions below it
+//! changed (tests/standalone-pairs/cases.yaml). Every function klpx calls "line numbers only" is
+//! checked against objdump: its instructions differ only in numbers that moved by the lines added.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::kernel::{ObjectPair, build_pair_in, repo};
+use klpx::kernel::cache;
+use klpx::patch::source::SourcePatch;
+use klpx_arch::Arch;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    patch: String,
+    object: String,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    verdict: String,
+    #[serde(default)]
+    changed: Vec<String>,
+    /// Where an architecture's compiler makes other functions changed (inlining).
+    #[serde(default)]
+    changed_on: std::collections::BTreeMap<String, Vec<String>>,
+    lines_moved: i64,
+}
+
+fn cases_dir() -> PathBuf {
+    repo().join("tests/standalone-pairs")
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(cases_dir().join("cases.yaml")).expect("reading cases.yaml");
+    serde_norway::from_str(&text).expect("parsing cases.yaml")
+}
+
+fn strings(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
+    v[key]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
+
+/// `klpx diff --json [EXTRA] ORIG PATCHED`: the report and the exit status.
+fn diff(pair: &ObjectPair, extra: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let run = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(["diff", "--json"])
+        .args(extra)
+        .arg(&pair.orig)
+        .arg(&pair.patched)
+        .output()
+        .expect("running klpx");
+    let json = serde_json::from_slice(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON from klpx diff ({e}): {}",
+            String::from_utf8_lossy(&run.stderr)
+        )
+    });
+    (json, run.status.code())
+}
+
+/// objdump -dr of one function, from its first instruction on.
+fn disassembly(arch: Arch, obj: &Path, function: &str) -> Vec<String> {
+    let tool = format!("{}objdump", arch.backend().default_cross_prefix());
+    let out = Command::new(&tool)
+        .args(["-dr", "--no-show-raw-insn"])
+        .arg(format!("--disassemble={function}"))
+        .arg(obj)
+        .output()
+        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    assert!(out.status.success(), "{tool} failed on {}", obj.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .skip_while(|l| !l.starts_with("Disassembly of section"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Splits an objdump line into its numbers and the text between them.
+fn tokens(line: &str) -> (Vec<String>, Vec<i64>) {
+    let (mut text, mut numbers) = (vec![String::new()], Vec::new());
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let hex = b[i..].starts_with(b"0x");
+            let start = if hex { i + 2 } else { i };
+            let mut end = start;
+            while end < b.len()
+                && (if hex {
+                    b[end].is_ascii_hexdigit()
+                } else {
+                    b[end].is_ascii_digit()
+                })
+            {
+                end += 1;
+            }
+            let radix = if hex { 16 } else { 10 };
+            if let Ok(n) = i64::from_str_radix(&line[start..end], radix) {
+                numbers.push(n);
+                text.push(String::new());
+                i = end;
+                continue;
+            }
+        }
+        text.last_mut().expect("never empty").push(b[i] as char);
+        i += 1;
+    }
+    (text, numbers)
+}
+
+/// Why two builds of `function` differ in more than numbers moved by `moved`, if they do.
+fn more_than_lines(arch: Arch, pair: &ObjectPair, function: &str, moved: i64) -> Option<String> {
+    let (a, b) = (
+        disassembly(arch, &pair.orig, function),
+        disassembly(arch, &pair.patched, function),
+    );
+    if a.len() != b.len() || a.len() < 2 {
+        return Some(format!(
+            "{function}: {} vs {} lines of disassembly",
+            a.len(),
+            b.len()
+        ));
+    }
+    for (x, y) in a.iter().zip(&b).filter(|(x, y)| x != y) {
+        let ((tx, nx), (ty, ny)) = (tokens(x), tokens(y));
+        let only_moved = tx == ty
+            && nx.len() == ny.len()
+            && nx.iter().zip(&ny).all(|(p, q)| p == q || q - p == moved);
+        if !only_moved {
+            return Some(format!("{function}: `{}` became `{}`", x.trim(), y.trim()));
+        }
+    }
+    None
+}
+
+fn run_arch(arch: Arch, distro: &str) {
+    let scratch = std::env::temp_dir().join(format!("klpx-standalone-{}", arch.name()));
+    let cases = cases();
+    let any_patch = cases_dir().join(&cases[0].patch);
+    let tree = common::distro::tree(arch, distro, &any_patch, &scratch)
+        .unwrap_or_else(|e| panic!("{arch}: {e:#}"));
+    let objects: Vec<String> = cases.iter().map(|c| c.object.clone()).collect();
+    tree.compile(&objects)
+        .unwrap_or_else(|e| panic!("{arch}: compiling the original objects: {e:#}"));
+    let release = tree
+        .out
+        .parent()
+        .and_then(Path::file_name)
+        .map_or_else(|| "tree".to_string(), |n| n.to_string_lossy().into_owned());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let text = std::fs::read_to_string(cases_dir().join(&case.patch)).expect("reading patch");
+        let patch = SourcePatch::parse(&case.patch, &text).expect("parsing patch");
+        let dir = cache::root()
+            .join("standalone-pairs")
+            .join(&release)
+            .join(&case.name);
+        let pair = build_pair_in(
+            &tree.src,
+            &tree.out,
+            arch,
+            &case.object,
+            &patch,
+            &text,
+            &dir,
+        )
+        .unwrap_or_else(|e| panic!("{arch} {}: building the pair: {e:#}", case.name));
+        let mut bad = Vec::new();
+        let (report, status) = diff(&pair, &[]);
+        let want_status = match case.expect.verdict.as_str() {
+            "patchable" => 0,
+            "no-change" => 1,
+            _ => 3,
+        };
+        if report["verdict"] != case.expect.verdict.as_str() || status != Some(want_status) {
+            bad.push(format!(
+                "verdict {} (exit {status:?}), expected {}; refusals {}",
+                report["verdict"], case.expect.verdict, report["refusals"]
+            ));
+        }
+        let changed = strings(&report, "changed_functions");
+        let want: BTreeSet<String> = case
+            .expect
+            .changed_on
+            .get(arch.name())
+            .unwrap_or(&case.expect.changed)
+            .iter()
+            .cloned()
+            .collect();
+        if changed != want {
+            bad.push(format!("changed {changed:?}, expected {want:?}"));
+        }
+        let line_only = strings(&report, "line_only_functions");
+        if line_only.is_empty() {
+            bad.push("no function differs in line numbers only".to_string());
+        }
+        bad.extend(
+            line_only
+                .iter()
+                .filter_map(|f| more_than_lines(arch, &pair, f, case.expect.lines_moved)),
+        );
+        // Counted, the same functions are changed.
+        let (counted, _) = diff(&pair, &["--count-line-changes"]);
+        let all: BTreeSet<String> = want.union(&line_only).cloned().collect();
+        if strings(&counted, "changed_functions") != all
+            || !strings(&counted, "line_only_functions").is_empty()
+        {
+            bad.push(format!(
+                "with --count-line-changes: changed {:?}, expected {all:?}",
+                strings(&counted, "changed_functions")
+            ));
+        }
+        eprintln!(
+            "{arch} {}: {} changed, {} differ in line numbers only",
+            case.name,
+            changed.len(),
+            line_only.len()
+        );
+        failures.extend(
+            bad.into_iter()
+                .map(|b| format!("{arch} {}: {b}", case.name)),
+        );
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn standalone_pairs_x86_64() {
+    run_arch(Arch::X86_64, "debian");
+}
+
+#[test]
+fn standalone_pairs_arm64() {
+    run_arch(Arch::Arm64, "debian");
+}
+
+#[test]
+fn standalone_pairs_ppc64le() {
+    run_arch(Arch::Ppc64le, "debian:6.1");
+}
+
+#[test]
+fn standalone_pairs_s390() {
+    run_arch(Arch::S390x, "debian:6.1");
+}
+
+#[test]
+fn objdump_lines_split_into_numbers() {
+    let (t, n) = tokens("  9d:\tmov    $0x436,%edx");
+    assert_eq!(n, vec![0x9, 0x436]);
+    assert_eq!(t.len(), 3);
+    let (_, n) = tokens("  48:\tli      r5,1078");
+    assert_eq!(n, vec![48, 5, 1078]);
+}
