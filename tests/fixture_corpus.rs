@@ -74,6 +74,10 @@ struct Case {
     object: Option<String>,
     #[serde(default)]
     symvers: Option<String>,
+    /// x86_64: built as kernels before 5.8 without objtool built it: `-pg -mfentry` without
+    /// `-mrecord-mcount`, then the kernel's own `scripts/recordmcount` (see [`recordmcount`]).
+    #[serde(default)]
+    recordmcount: bool,
     #[serde(default)]
     known_bug: Option<String>,
     expect: Mapping,
@@ -241,16 +245,94 @@ impl Scratch {
 /// The compiler command for `arch`: `<prefix>gcc -O2 <kernel flags> <entry flags> <livepatch flags>
 /// <common flags> -c`. The livepatch flags are what klpx adds to kernel builds it diffs (ppc64le
 /// `-mcmodel=large`, so static data is reached through `.toc` entries a module can relocate).
-fn compiler(arch: Arch) -> Command {
+fn compiler(arch: Arch, old_mcount: bool) -> Command {
     let b = arch.backend();
     let mut cmd = Command::new(format!("{}gcc", b.default_cross_prefix()));
     cmd.arg("-O2")
         .args(b.kernel_cflags())
-        .args(b.entry_cflags())
+        .args(
+            b.entry_cflags()
+                .iter()
+                .filter(|f| !(old_mcount && **f == "-mrecord-mcount")),
+        )
         .args(b.livepatch_cflags())
         .args(COMMON_CFLAGS)
         .arg("-c");
     cmd
+}
+
+/// The kernel's `scripts/recordmcount`, built once from the cached linux-source-6.12.
+fn recordmcount_tool() -> Result<PathBuf, String> {
+    static TOOL: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    TOOL.get_or_init(|| {
+        let src = klpx::kernel::cache::debian_source().map_err(|e| format!("{e:#}"))?;
+        let dir = klpx::kernel::cache::root().join("tools");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let tool = dir.join(format!("recordmcount-{}", std::process::id()));
+        let out = Command::new("gcc")
+            .args(["-O2", "-I"])
+            .arg(src.join("tools/include"))
+            .arg(src.join("scripts/recordmcount.c"))
+            .arg("-o")
+            .arg(&tool)
+            .output()
+            .map_err(|e| format!("running gcc: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building recordmcount: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let kept = dir.join("recordmcount");
+        std::fs::rename(&tool, &kept).map_err(|e| e.to_string())?;
+        Ok(kept)
+    })
+    .clone()
+}
+
+/// Runs recordmcount over `obj` as kernels before 5.8 did (Linux commit 9c8e2f6d3d36 taught it
+/// `.text.*`). Their list of traced sections named `.text` but no `.text.NAME`, so the call to
+/// `__fentry__` of every function `-ffunction-sections` put in a section of its own became a 5-byte
+/// NOP with an `R_X86_64_NONE` relocation, listed nowhere. Today's tool does the same for sections
+/// off its list; each `.text.NAME` is renamed off it (to `.tExt.NAME`) for the run and back after,
+/// which leaves exactly what the old tool wrote.
+fn recordmcount(obj: &Path) -> Result<(), String> {
+    let tool = recordmcount_tool()?;
+    let bytes = std::fs::read(obj).map_err(|e| e.to_string())?;
+    let file = ElfFile64::<Endianness>::parse(&*bytes).map_err(|e| e.to_string())?;
+    let names: Vec<String> = file
+        .sections()
+        .filter_map(|s| s.name().ok().map(str::to_string))
+        .filter(|n| n.starts_with(".text."))
+        .collect();
+    let run = |program: &Path, args: Vec<String>| -> Result<(), String> {
+        let out = Command::new(program)
+            .args(&args)
+            .arg(obj)
+            .output()
+            .map_err(|e| format!("running {}: {e}", program.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} failed: {}",
+                program.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let renames = |from: &str, to: &str| -> Vec<String> {
+        names
+            .iter()
+            .flat_map(|n| {
+                let (a, b) = (n.replacen(".text.", from, 1), n.replacen(".text.", to, 1));
+                ["--rename-section".to_string(), format!("{a}={b}")]
+            })
+            .collect()
+    };
+    run(Path::new("objcopy"), renames(".text.", ".tExt."))?;
+    run(&tool, vec!["-w".to_string()])?;
+    run(Path::new("objcopy"), renames(".tExt.", ".text."))
 }
 
 /// Compiles `src` for `arch` into `out`. Both builds of a case are compiled from a copy named
@@ -263,12 +345,13 @@ fn compile(
     unit: &str,
     include_dir: &Path,
     out: &Path,
+    old_mcount: bool,
 ) -> Result<(), String> {
     let dir = out.with_extension("src");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let copy = dir.join(format!("{unit}.c"));
     std::fs::copy(src, &copy).map_err(|e| format!("copying {}: {e}", src.display()))?;
-    let mut cmd = compiler(arch);
+    let mut cmd = compiler(arch, old_mcount);
     cmd.arg("-I")
         .arg(include_dir)
         .arg(format!("{unit}.c"))
@@ -289,6 +372,9 @@ fn compile(
             src.display(),
             String::from_utf8_lossy(&result.stderr)
         ));
+    }
+    if old_mcount {
+        recordmcount(out)?;
     }
     check_machine(arch, out)
 }
@@ -342,6 +428,7 @@ fn build_pair(arch: Arch, case: &Case, dir: &Path) -> Result<Pair, String> {
         &unit,
         &case.dir(),
         &pair.orig,
+        case.recordmcount,
     )?;
     compile(
         arch,
@@ -349,6 +436,7 @@ fn build_pair(arch: Arch, case: &Case, dir: &Path) -> Result<Pair, String> {
         &unit,
         &case.dir(),
         &pair.patched,
+        case.recordmcount,
     )?;
     Ok(pair)
 }
@@ -890,7 +978,7 @@ fn valid_object(arch: Arch, dir: &Path) -> PathBuf {
     let src = dir.join("valid.c");
     std::fs::write(&src, "int answer(int x)\n{\n\treturn x + 42;\n}\n").expect("writing valid.c");
     let out = dir.join(format!("valid-{}.o", arch.name()));
-    compile(arch, &src, "valid", dir, &out).unwrap_or_else(|e| panic!("{e}"));
+    compile(arch, &src, "valid", dir, &out, false).unwrap_or_else(|e| panic!("{e}"));
     out
 }
 
@@ -1058,7 +1146,7 @@ fn object_with_string(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let out = dir.join("greeting.o");
-    compile(Arch::X86_64, &src, "greeting", dir, &out).unwrap_or_else(|e| panic!("{e}"));
+    compile(Arch::X86_64, &src, "greeting", dir, &out, false).unwrap_or_else(|e| panic!("{e}"));
     out
 }
 
@@ -1095,7 +1183,7 @@ fn bad_input_relocation_outside_its_section() {
         )
         .unwrap();
         let obj = dir.join(format!("{out}.o"));
-        compile(Arch::Ppc64le, &src, "bump", dir, &obj).unwrap_or_else(|e| panic!("{e}"));
+        compile(Arch::Ppc64le, &src, "bump", dir, &obj, false).unwrap_or_else(|e| panic!("{e}"));
         obj
     };
     let orig = unit("x", "orig");
@@ -1160,10 +1248,10 @@ fn an_output_that_is_an_input_is_refused_and_the_input_kept() {
     let src = dir.join("v.c");
     std::fs::write(&src, "int answer(int x)\n{\n\treturn x + 42;\n}\n").unwrap();
     let orig = dir.join("orig.o");
-    compile(Arch::X86_64, &src, "valid", dir, &orig).unwrap();
+    compile(Arch::X86_64, &src, "valid", dir, &orig, false).unwrap();
     std::fs::write(&src, "int answer(int x)\n{\n\treturn x + 43;\n}\n").unwrap();
     let patched = dir.join("patched.o");
-    compile(Arch::X86_64, &src, "valid", dir, &patched).unwrap();
+    compile(Arch::X86_64, &src, "valid", dir, &patched, false).unwrap();
     let soft = dir.join("soft.o");
     std::os::unix::fs::symlink(&orig, &soft).unwrap();
     let hard = dir.join("hard.o");

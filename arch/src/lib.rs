@@ -203,6 +203,8 @@ pub struct CodeReloc<'a> {
 #[derive(Clone, Copy, Debug)]
 pub struct FunctionCode<'a> {
     pub name: &'a str,
+    /// The name of the section holding it (`.text.NAME` with `-ffunction-sections`).
+    pub section: &'a str,
     /// The function's bytes, starting at its symbol value.
     pub bytes: &'a [u8],
     /// Relocations inside the function, sorted by offset.
@@ -826,7 +828,10 @@ mod module_reloc_rules {
         let x86 = [0x75, 0xb9, 0xba, 0xac, 0x15, 0x00, 0x00];
         let l = load(Arch::X86_64, &x86, 2).expect("mov $imm32, %edx");
         assert_eq!((l.insn, l.value), ((2, 7), 0x15ac));
-        assert_eq!(load(Arch::X86_64, &x86, 1).map(|l| l.value), Some(0x0015_acba));
+        assert_eq!(
+            load(Arch::X86_64, &x86, 1).map(|l| l.value),
+            Some(0x0015_acba)
+        );
         assert!(load(Arch::X86_64, &x86, 0).is_none());
         // `mov $0x1,%r8d` (41 b8) and `mov $0x5,%rax` (48 c7 c0): distinct destinations.
         let r8 = load(Arch::X86_64, &[0x41, 0xb8, 1, 0, 0, 0], 0).expect("REX.B");

@@ -153,8 +153,31 @@ impl Backend for X86_64 {
         if call {
             return Ok("call __fentry__");
         }
-        if f.bytes.get(start..start + 5) == Some(&NOP5) && f.entry_sites.contains(&(start as i64)) {
+        let nop = f.bytes.get(start..start + 5) == Some(&NOP5);
+        if nop && f.entry_sites.contains(&(start as i64)) {
             return Ok("5-byte NOP listed in __mcount_loc");
+        }
+        // scripts/recordmcount makes the call of a function in a section off its list a NOP and its
+        // relocation R_X86_64_NONE, listing it nowhere. Before Linux 5.8 the list named `.text` but
+        // not `.text.NAME`, where -ffunction-sections (which klpx builds with) puts each function:
+        // the kernel's own build, without it, has the function in `.text`, traced. In any other
+        // section (`.noinstr.text`, `.entry.text`) it is untraced in the kernel too.
+        let removed = nop
+            && f.relocs.iter().any(|r| {
+                r.offset == start as i64 + 1
+                    && r.r_type == elf::R_X86_64_NONE.0
+                    && r.target == "__fentry__"
+            });
+        if removed && f.section.starts_with(".text.") {
+            return Ok(
+                "call __fentry__ that recordmcount made a NOP in .text.NAME (traced in .text)",
+            );
+        }
+        if removed {
+            return Err(format!(
+                "recordmcount made its call to __fentry__ a NOP in {}, which ftrace does not trace",
+                f.section
+            ));
         }
         Err(format!(
             "no call to __fentry__ at offset {start} (the function is notrace or noinstr)"

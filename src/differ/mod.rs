@@ -504,6 +504,7 @@ fn entry_of(orig: &ObjectFile, sym: usize, sites: &EntrySites) -> Result<&'stati
     let sites = sites.relative_to(sec, start);
     orig.backend().find_entry(&FunctionCode {
         name: s.name,
+        section: orig.sections[sec].name,
         bytes,
         relocs: &views,
         st_other: s.st_other,

@@ -551,6 +551,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             let views = views.get_or_insert_with(|| p.code_relocs(sec, start, end));
             let f = FunctionCode {
                 name: section.name,
+                section: section.name,
                 bytes: code,
                 relocs: views,
                 st_other: 0,
