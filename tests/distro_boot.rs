@@ -244,6 +244,11 @@ fn dynamic_debug_site_of_a_changed_function() {
 }
 
 #[test]
+fn tracepoint_of_a_changed_function() {
+    run_case("tracepoint");
+}
+
+#[test]
 fn symbol_namespace_imported() {
     run_case("symbol-namespace");
 }

@@ -400,6 +400,12 @@ pub trait Backend: Send + Sync {
     /// change is the line number it passes to `__might_sleep` or `__warn_printk`. Callers try every
     /// start that could cover a byte: decoding backwards is ambiguous on x86.
     fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad>;
+    /// The no-op relocation type klpx leaves in place of each livepatch relocation, when the
+    /// module's link reads relocations (the livepatch one itself travels in klpx's side table,
+    /// invisible to it). `None`: nothing is left.
+    fn klp_placeholder(&self) -> Option<u32> {
+        None
+    }
     /// Special sections this architecture's kernel emits.
     fn special_sections(&self) -> &'static [SpecialSection];
     /// Symbols that are not functions or data even though they look like them (arm64 `$x`).

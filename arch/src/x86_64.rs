@@ -31,6 +31,21 @@ const SPECIAL: &[SpecialSection] = &[
     SpecialSection::table(".return_sites", &[4]),
     SpecialSection::table(".call_sites", &[4]),
     SpecialSection::table(".ibt_endbr_seal", &[4]),
+    // objtool's annotations of the kernel's own code (include/linux/objtool.h, `.long 999b`, and
+    // 6.13's `.discard.annotate_insn`): on IBT kernels objtool runs over the linked module and
+    // needs them as it did for vmlinux (a paravirt `call *pv_ops` is retpoline-safe, a path after
+    // a BUG is reachable); the module's final link discards them.
+    SpecialSection::table(".discard.retpoline_safe", &[4]),
+    SpecialSection::table(".discard.reachable", &[4]),
+    SpecialSection::table(".discard.unreachable", &[4]),
+    SpecialSection::table(".discard.noendbr", &[4]),
+    SpecialSection::table(".discard.intra_function_calls", &[4]),
+    SpecialSection::table(".discard.ignore_alts", &[4]),
+    SpecialSection::table(".discard.instr_begin", &[4]),
+    SpecialSection::table(".discard.instr_end", &[4]),
+    SpecialSection::table(".discard.validate_unret", &[4]),
+    SpecialSection::table(".discard.unwind_hints", &[12]),
+    SpecialSection::table(".discard.annotate_insn", &[8]),
 ];
 
 const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
@@ -238,6 +253,18 @@ impl Backend for X86_64 {
             register: register | u32::from(op) << 16,
             value: i64::from(value),
         })
+    }
+    /// With IBT (and clang LTO) kbuild runs objtool over the whole module at its link
+    /// (scripts/Makefile.build `delay-objtool`), and objtool stops before writing ORC,
+    /// `.return_sites`, `.call_sites` and the jump-label NOPs at the first call without a
+    /// relocation ("unannotated intra-function call") or `__jump_table` entry without a key
+    /// relocation (whose addend's bit 1 says whether the branch is likely). The module then warns
+    /// "Unpatched return thunk in use", and the kernel BUGs when a key is switched. An
+    /// `R_X86_64_NONE` against no symbol, with the addend, satisfies objtool (a call to an
+    /// undefined symbol is a call out of the module, as it is); the module loader skips it, and
+    /// the livepatch relocation writes the place.
+    fn klp_placeholder(&self) -> Option<u32> {
+        Some(elf::R_X86_64_NONE.0)
     }
     fn special_sections(&self) -> &'static [SpecialSection] {
         SPECIAL

@@ -423,6 +423,7 @@ fn check_reports(checks: &[String], g: &GuestLog) -> Vec<CheckReport> {
 /// `Ok(summary)` when every step worked, else `Err(the first thing that went wrong)`.
 fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, String> {
     judge_boot(req, r)?;
+    judge_kernel_health(&r.log)?;
     judge_loads(req, r, g)?;
     judge_enabled(req, r)?;
     judge_unloads(req, r)?;
@@ -459,6 +460,54 @@ fn judge_boot(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
         });
     }
     Ok(())
+}
+
+/// The kernel stayed healthy from the first module load on: a warning, BUG or oops there is the
+/// module's doing (objtool's return-site table missing from a module makes the kernel warn
+/// "Unpatched return thunk in use"; a wrong jump label makes it BUG when the key is switched), even
+/// when every check still printed what it should.
+fn judge_kernel_health(log: &str) -> Result<(), String> {
+    let Some(start) = log.find(&format!("{}BEGIN insmod", guest::MARKER)) else {
+        return Ok(());
+    };
+    const SIGNS: [&str; 6] = [
+        "WARNING: CPU:",
+        "kernel BUG at",
+        "BUG: ",
+        "Oops: ",
+        "general protection fault",
+        "Unable to handle kernel",
+    ];
+    let lines: Vec<&str> = log[start..].lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(at) = SIGNS.iter().find_map(|s| line.find(s)) {
+            // The line that names the place (`RIP:`, `pc :`, `NIP`, `Krnl PSW`), when there is one.
+            let place = lines[i + 1..]
+                .iter()
+                .take(12)
+                .find(|l| {
+                    ["RIP:", " pc :", "NIP ", "Krnl PSW"]
+                        .iter()
+                        .any(|k| l.contains(k))
+                })
+                .map(|l| format!(" ({})", strip_time(l)))
+                .unwrap_or_default();
+            return Err(format!(
+                "the kernel reported a problem after the modules began loading: {}{place}",
+                line[at..].trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A console line without its `[    4.289940] ` timestamp.
+fn strip_time(line: &str) -> &str {
+    let l = line.trim();
+    match (l.starts_with('['), l.find("] ")) {
+        (true, Some(end)) => l[end + 2..].trim(),
+        _ => l,
+    }
 }
 
 /// Every module loaded, and every livepatch finished its transition enabled.
@@ -691,5 +740,42 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::judge_kernel_health;
+
+    /// Lines of a real run: Debian's 6.12 amd64 kernel with a livepatch whose `__jump_table` key
+    /// relocation objtool could not find (so it wrote no return sites and no jump-label NOPs).
+    #[test]
+    fn kernel_trouble_after_loading_fails() {
+        let healthy = "[    1.0] e1000: probe\nKLPX:BOOT x86_64 6.12\nKLPX:BEGIN insmod.0\n\
+                       [    2.1] livepatch: enabling patch 'livepatch_tracepoint'\nKLPX:END insmod.0 0\n";
+        assert_eq!(judge_kernel_health(healthy), Ok(()));
+        let warned = format!(
+            "{healthy}[    2.844888] WARNING: CPU: 0 PID: 310 at arch/x86/kernel/cpu/bugs.c:3033 __warn_thunk+0x2a/0x40\n\
+             [    2.845024] RIP: 0010:__warn_thunk+0x2a/0x40\n"
+        );
+        let why = judge_kernel_health(&warned).unwrap_err();
+        assert!(
+            why.contains("WARNING: CPU: 0 PID: 310 at arch/x86/kernel/cpu/bugs.c:3033"),
+            "{why}"
+        );
+        assert!(why.ends_with("(RIP: 0010:__warn_thunk+0x2a/0x40)"), "{why}");
+        let bug = format!(
+            "{healthy}[    4.290555] kernel BUG at arch/x86/kernel/jump_label.c:73!\n\
+             [    4.291023] Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI\n"
+        );
+        assert!(
+            judge_kernel_health(&bug)
+                .unwrap_err()
+                .contains("kernel BUG at arch/x86/kernel/jump_label.c:73!")
+        );
+        // Before the first load, the kernel's own warnings are not the module's.
+        let early =
+            "[    0.5] WARNING: CPU: 0 PID: 1 at drivers/foo.c:1 probe\nKLPX:BOOT x86_64 6.12\n";
+        assert_eq!(judge_kernel_health(early), Ok(()));
     }
 }

@@ -393,11 +393,19 @@ pub fn write_object_aliased(
 
     // Section indexes: the pieces, the side strings, the pieces' relocations, the side tables with
     // theirs, then the symbol and string tables.
-    let emitted = |r: &&OutReloc| !matches!(r.target, OutTarget::Klp(_) | OutTarget::Dropped(_));
+    // A livepatch relocation goes into the side table; where the module's link reads
+    // relocations (`Backend::klp_placeholder`), a no-op one with the same addend stays in place.
+    let placeholder = backend.klp_placeholder();
+    let emitted = |_: usize, r: &OutReloc| match r.target {
+        OutTarget::Dropped(_) => false,
+        OutTarget::Klp(_) => placeholder.is_some(),
+        _ => true,
+    };
     let plain_count: Vec<usize> = sel
         .pieces
         .iter()
-        .map(|p| p.relocs.iter().filter(emitted).count())
+        .enumerate()
+        .map(|(pi, p)| p.relocs.iter().filter(|r| emitted(pi, r)).count())
         .collect();
     let piece_index = |i: usize| (1 + i) as u32;
     let mut next = 1 + sel.pieces.len() as u32;
@@ -620,7 +628,8 @@ pub fn write_object_aliased(
             continue;
         }
         out.pad_to(rela_offset[pi]);
-        for r in p.relocs.iter().filter(emitted) {
+        for r in p.relocs.iter().filter(|r| emitted(pi, r)) {
+            let mut r_type = r.r_type;
             let (sym, addend) = match &r.target {
                 OutTarget::Symbol(s) => (
                     placed
@@ -647,9 +656,13 @@ pub fn write_object_aliased(
                     (first_undefined + at as u32, r.addend)
                 }
                 OutTarget::NoSymbol => (0, r.addend),
-                OutTarget::Klp(_) | OutTarget::Dropped(_) => unreachable!("filtered out"),
+                OutTarget::Klp(_) => {
+                    r_type = placeholder.expect("placeholders only");
+                    (0, r.addend)
+                }
+                OutTarget::Dropped(_) => unreachable!("filtered out"),
             };
-            out.rela(r.offset, sym, r.r_type, addend);
+            out.rela(r.offset, sym, r_type, addend);
         }
     }
 
