@@ -238,6 +238,8 @@ pub fn write_klp_sections(
 
     // klpx's own aliases go: relocations against one move to the function's own symbol at the same
     // place, so that kallsyms (which takes the first of equal addresses) names the real function.
+    // objtool, where it runs over the linked module (IBT kernels), gives each function symbol its
+    // padding symbol (`__pfx_`, and `__cfi_` with kCFI): the aliases' go the same way.
     let mut alias_of: HashMap<usize, usize> = HashMap::new();
     {
         let mut real: HashMap<(u16, u64), usize> = HashMap::new();
@@ -248,7 +250,11 @@ pub fn write_klp_sections(
             }
             let name = sym.name(endian, symbols.strings()).unwrap_or_default();
             let place = (sym.st_shndx(endian).0, sym.st_value(endian));
-            if name.starts_with(ALIAS_PREFIX.as_bytes()) {
+            let unprefixed = [b"__pfx_".as_slice(), b"__cfi_"]
+                .iter()
+                .find_map(|p| name.strip_prefix(*p))
+                .unwrap_or(name);
+            if unprefixed.starts_with(ALIAS_PREFIX.as_bytes()) {
                 aliases.push((i, place));
             } else if !name.is_empty() {
                 real.entry(place).or_insert(i);
