@@ -55,6 +55,43 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Loads a livepatch module into the running kernel and waits for its transition (as root).
+    #[command(after_help = LOAD_HELP)]
+    Load(LoadArgs),
+    /// Disables a loaded livepatch, waits for its transition and removes its module (as root).
+    Unload {
+        /// The module's name (`livepatch-fix` or `livepatch_fix`), or its .ko file.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// Seconds to wait for the transition.
+        #[arg(long, value_name = "S", default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Lists the livepatch modules installed for each kernel release and the livepatches loaded
+    /// now, with the objects and functions each patches.
+    List {
+        /// Print one JSON object instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Installs a livepatch module for the kernel release it was built for, where `klpx load --all`
+    /// finds it at boot (/var/lib/klpx/<release>/).
+    Install {
+        #[arg(value_name = "MODULE.ko")]
+        module: PathBuf,
+        /// The kernel release it is for: must be the one its vermagic names.
+        #[arg(long = "kernel", value_name = "RELEASE")]
+        kernel: Option<String>,
+    },
+    /// Removes an installed livepatch module (loaded ones stay loaded).
+    Uninstall {
+        /// The module's name (`livepatch-fix` or `livepatch_fix`).
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The kernel release it was installed for (default: the running kernel's).
+        #[arg(long = "kernel", value_name = "RELEASE")]
+        kernel: Option<String>,
+    },
     /// Prints the shell completion script for SHELL (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to complete for.
@@ -150,6 +187,33 @@ pub struct DiffArgs {
     /// __warn_printk and the like as changed (by default it is unchanged: lines above it moved).
     #[arg(long)]
     pub count_line_changes: bool,
+}
+
+const LOAD_HELP: &str = "\
+A module built for another kernel release, or one already loaded, is refused before insmod. When the
+transition does not finish within --timeout, klpx names the tasks it waits for (pid, name, innermost
+kernel frame), reverses the load (disables the livepatch and removes the module) and exits 3; it
+never forces a transition. Signalling or stopping those tasks lets a later load finish.
+
+Exit status: 0 loaded (or unloaded), 2 refused (bad module, wrong kernel, already loaded, not
+loaded, stacked under another livepatch), 3 the transition did not finish.";
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The livepatch module to load.
+    #[arg(
+        value_name = "MODULE.ko",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub module: Option<PathBuf>,
+    /// Load every module installed for the running kernel (/var/lib/klpx/<release>/), in name
+    /// order, skipping loaded ones: what the boot service runs.
+    #[arg(long)]
+    pub all: bool,
+    /// Seconds to wait for each transition.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

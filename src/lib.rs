@@ -20,6 +20,7 @@
 pub mod cli;
 pub mod cmd;
 pub mod livepatch;
+pub mod machine;
 
 pub mod patch;
 

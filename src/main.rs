@@ -33,6 +33,11 @@ fn main() {
         Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&a),
         Command::Info { module, json } => cmd::info::run(&module, json),
+        Command::Load(a) => cmd::load::run(&a),
+        Command::Unload { name, timeout } => cmd::load::unload(&name, timeout),
+        Command::List { json } => cmd::list::run(json),
+        Command::Install { module, kernel } => cmd::install::install(&module, kernel.as_deref()),
+        Command::Uninstall { name, kernel } => cmd::install::uninstall(&name, kernel.as_deref()),
         Command::Completions { shell } => cmd::docs::completions(shell),
         Command::Man { subcommand } => cmd::docs::man(subcommand.as_deref()),
     };

@@ -203,3 +203,42 @@ fn manual_pages_render() {
     let out = klpx(&["man", "nope"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// contrib/klpx.service passes `systemd-analyze verify` with its ExecStart pointing at this klpx,
+/// and the command it runs is one klpx has.
+#[test]
+fn boot_service_unit_verifies() {
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/klpx.service"))
+            .expect("reading contrib/klpx.service");
+    assert!(
+        unit.contains("ExecStart=/usr/bin/klpx load --all"),
+        "{unit}"
+    );
+    let help = klpx(&["load", "--help"]);
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--all"));
+    let dir = std::env::temp_dir().join(format!("klpx-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("klpx.service");
+    std::fs::write(
+        &path,
+        unit.replace("/usr/bin/klpx", env!("CARGO_BIN_EXE_klpx")),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("running systemd-analyze (systemd)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "systemd-analyze verify: {said}");
+    assert!(
+        !said.contains("klpx.service:"),
+        "systemd-analyze verify: {said}"
+    );
+}
