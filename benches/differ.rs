@@ -64,6 +64,7 @@ pub fn run_pair(orig: &[u8], patched: &[u8]) -> usize {
         object_name: "vmlinux".into(),
         exports: Exports::default(),
         count_line_changes: false,
+        objtool_at_module_link: false,
     };
     let d = diff(&o, &p, &opts).expect("diff");
     if d.verdict == Verdict::Patchable {

@@ -244,6 +244,11 @@ fn dynamic_debug_site_of_a_changed_function() {
 }
 
 #[test]
+fn module_static_function_named_like_vmlinux_ones() {
+    run_case("module-static-name");
+}
+
+#[test]
 fn tracepoint_of_a_changed_function() {
     run_case("tracepoint");
 }

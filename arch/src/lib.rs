@@ -400,6 +400,17 @@ pub trait Backend: Send + Sync {
     /// change is the line number it passes to `__might_sleep` or `__warn_printk`. Callers try every
     /// start that could cover a byte: decoding backwards is ambiguous on x86.
     fn immediate_load(&self, code: &[u8], start: usize) -> Option<ImmediateLoad>;
+    /// The tables objtool writes for the code it reads (ORC, return and call sites...). Where the
+    /// module's link runs objtool ([`Backend::objtool_at_module_link`]), it writes them for the
+    /// whole module and skips any it finds already there, so the parts must not bring them.
+    fn objtool_tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Whether kbuild runs objtool over a whole module at its link for a kernel with this
+    /// `.config`, rather than over each object as it is compiled.
+    fn objtool_at_module_link(&self, _config: &str) -> bool {
+        false
+    }
     /// The no-op relocation type klpx leaves in place of each livepatch relocation, when the
     /// module's link reads relocations (the livepatch one itself travels in klpx's side table,
     /// invisible to it). `None`: nothing is left.

@@ -263,6 +263,26 @@ impl Backend for X86_64 {
     /// `R_X86_64_NONE` against no symbol, with the addend, satisfies objtool (a call to an
     /// undefined symbol is a call out of the module, as it is); the module loader skips it, and
     /// the livepatch relocation writes the place.
+    fn objtool_tables(&self) -> &'static [&'static str] {
+        &[
+            ".orc_unwind",
+            ".orc_unwind_ip",
+            ".return_sites",
+            ".retpoline_sites",
+            ".call_sites",
+            ".static_call_sites",
+            ".ibt_endbr_seal",
+            ".cfi_sites",
+        ]
+    }
+    /// scripts/Makefile.build: `delay-objtool := $(or $(CONFIG_LTO_CLANG),$(CONFIG_X86_KERNEL_IBT))`;
+    /// then objtool runs once over each module (and over vmlinux.o), not per object, except over
+    /// an object that is a module by itself, whose tables the patched object then carries.
+    fn objtool_at_module_link(&self, config: &str) -> bool {
+        config
+            .lines()
+            .any(|l| l == "CONFIG_X86_KERNEL_IBT=y" || l == "CONFIG_LTO_CLANG=y")
+    }
     fn klp_placeholder(&self) -> Option<u32> {
         Some(elf::R_X86_64_NONE.0)
     }

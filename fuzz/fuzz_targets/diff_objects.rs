@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     let (a, b) = rest.split_at(split);
     let Ok(orig) = ObjectFile::parse(Path::new("orig.o"), a) else { return };
     let Ok(patched) = ObjectFile::parse(Path::new("patched.o"), b) else { return };
-    let opts = DiffOptions { object_name: "vmlinux".into(), exports: Exports::default(), count_line_changes: false };
+    let opts = DiffOptions { object_name: "vmlinux".into(), exports: Exports::default(), count_line_changes: false, objtool_at_module_link: false };
     let Ok(d) = diff(&orig, &patched, &opts) else { return };
     if d.verdict == Verdict::Patchable {
         if let Ok(out) = write_object(&patched, &d) {

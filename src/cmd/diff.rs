@@ -94,6 +94,7 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
         object_name: req.object.clone(),
         exports,
         count_line_changes: req.count_line_changes,
+        objtool_at_module_link: false,
     };
     let diff = differ::diff(&orig, &patched, &opts)?;
 

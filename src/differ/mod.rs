@@ -74,6 +74,9 @@ pub struct DiffOptions {
     pub exports: Exports,
     /// Counts functions whose only change is a line number as changed (see [`lines`]).
     pub count_line_changes: bool,
+    /// The module's link runs objtool (`Backend::objtool_at_module_link`): the tables it writes
+    /// stay out of the output, for it to write them for the whole module.
+    pub objtool_at_module_link: bool,
 }
 
 /// A change that cannot be live-patched, with the symbol it concerns.
@@ -214,6 +217,7 @@ pub fn diff(
             &status,
             &mut refusals,
         )
+        .leaving_objtool_tables(opts.objtool_at_module_link)
         .run(&roots);
         sel.patched_functions = patched_functions;
         sel

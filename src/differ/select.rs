@@ -142,6 +142,8 @@ pub struct Selector<'a, 'd> {
     klp_targets: HashMap<&'d str, Arc<KlpTarget>>,
     queue: Vec<usize>,
     out: Selection,
+    /// Special sections objtool writes at the module's link: not selected.
+    objtool_tables: &'static [&'static str],
 }
 
 /// How a symbol reference out of included content resolves, before it is turned into an [`OutTarget`].
@@ -174,7 +176,16 @@ impl<'a, 'd> Selector<'a, 'd> {
             klp_targets: HashMap::new(),
             queue: Vec::new(),
             out: Selection::default(),
+            objtool_tables: &[],
         }
+    }
+
+    /// Leaves out the tables objtool writes, when the module's link runs it.
+    pub fn leaving_objtool_tables(mut self, at_module_link: bool) -> Self {
+        if at_module_link {
+            self.objtool_tables = self.patched.backend().objtool_tables();
+        }
+        self
     }
 
     /// Runs the selection from the given roots (changed and new functions with their children).
@@ -599,6 +610,9 @@ impl<'a, 'd> Selector<'a, 'd> {
             else {
                 continue;
             };
+            if self.objtool_tables.contains(&section.name) {
+                continue;
+            }
             let entries = match split_entries(p, sec, &spec) {
                 Ok(e) => e,
                 Err(why) => {
@@ -779,6 +793,7 @@ mod tests {
             object_name: "vmlinux".into(),
             exports: Exports::default(),
             count_line_changes: false,
+            objtool_at_module_link: false,
         };
         let d = diff(&o, &p, &opts).expect("diffs");
         assert_eq!(d.verdict, Verdict::Patchable);

@@ -574,6 +574,8 @@ impl Planned {
             std::fs::read_to_string(req.objdir.join("Module.symvers")).unwrap_or_default();
         let exports = Exports::from_symvers(&symvers);
         let exported: HashSet<String> = exports.symbols.clone().unwrap_or_default();
+        let config = std::fs::read_to_string(req.objdir.join(".config")).unwrap_or_default();
+        let objtool_at_link = req.toolchain.arch.backend().objtool_at_module_link(&config);
         let bytes: Vec<(Vec<u8>, Vec<u8>)> = dirs
             .iter()
             .map(|d| -> Result<_> {
@@ -593,7 +595,14 @@ impl Planned {
             mut diffs,
             identity,
             refused,
-        } = diff_objects(&objects, &dirs, &bytes, &exports, compare_shipped)?;
+        } = diff_objects(
+            &objects,
+            &dirs,
+            &bytes,
+            &exports,
+            compare_shipped,
+            objtool_at_link,
+        )?;
         let units = Units::of(diffs.iter().map(|(pat, _)| pat));
         let CrossLinked {
             parts,
@@ -978,6 +987,7 @@ fn diff_objects<'d>(
     bytes: &'d [(Vec<u8>, Vec<u8>)],
     exports: &Exports,
     compare_shipped: bool,
+    objtool_at_module_link: bool,
 ) -> Result<Diffed<'d>> {
     let mut reports = Vec::new();
     let mut refused = false;
@@ -997,6 +1007,7 @@ fn diff_objects<'d>(
                 object_name: o.target.clone(),
                 exports: exports.clone(),
                 count_line_changes: false,
+                objtool_at_module_link,
             },
         )?;
         reports.push(ObjectReport {
