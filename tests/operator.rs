@@ -242,6 +242,9 @@ fn operator_commands_in_the_guest() {
     .unwrap();
     let log = out.log.clone();
     let s = steps(&log);
+    for (label, (text, rc)) in &s {
+        eprintln!("--- {label} (exit {rc})\n{text}");
+    }
     let step = |label: &str| -> (String, i32) {
         s.get(label)
             .cloned()
