@@ -156,3 +156,18 @@ fn debian_amd64() {
 fn debian_arm64() {
     run(Arch::Arm64, "debian", "debian-arm64.yaml");
 }
+
+#[test]
+fn debian_6_1_ppc64el() {
+    run(Arch::Ppc64le, "debian:6.1", "debian-6.1-ppc64le.yaml");
+}
+
+#[test]
+fn debian_6_1_s390x() {
+    run(Arch::S390x, "debian:6.1", "debian-6.1-s390.yaml");
+}
+
+#[test]
+fn debian_6_1_amd64() {
+    run(Arch::X86_64, "debian:6.1", "debian-6.1-amd64.yaml");
+}
