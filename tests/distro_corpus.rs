@@ -6,70 +6,28 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
-
+use common::corpus::{check, expectations, kernel_cases};
 use common::kernel::{build_pair_in, repo};
 use klpx::kernel::cache;
 use klpx::patch::source::SourcePatch;
 use klpx_arch::Arch;
-use serde::Deserialize;
-
-/// A corpus case on one Debian release: the kernel corpus case it takes its patch and object from,
-/// and what klpx must say.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Case {
-    name: String,
-    verdict: String,
-    #[serde(default)]
-    changed: Vec<String>,
-    #[serde(default)]
-    new: Vec<String>,
-    #[serde(default)]
-    refused: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct KernelCase {
-    name: String,
-    patch: String,
-    object: String,
-}
-
-fn strings(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
-    v[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect()
-}
 
 /// Both releases share Debian's 6.12 source, which preparing a tree locks without waiting.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(arch: Arch, distro: &str, file: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let kernel: Vec<KernelCase> = serde_norway::from_str(
-        &std::fs::read_to_string(repo().join("tests/kernel-corpus/cases.yaml")).unwrap(),
-    )
-    .unwrap();
-    let by_name: BTreeMap<&str, &KernelCase> =
-        kernel.iter().map(|c| (c.name.as_str(), c)).collect();
-    let cases: Vec<Case> = serde_norway::from_str(
-        &std::fs::read_to_string(repo().join("tests/distro-corpus").join(file)).unwrap(),
-    )
-    .unwrap_or_else(|e| panic!("parsing {file}: {e}"));
+    let by_name = kernel_cases();
+    let cases = expectations(&format!("tests/distro-corpus/{file}"));
     let scratch = std::env::temp_dir().join(format!("klpx-distro-corpus-{}", arch.name()));
     let first = repo()
         .join("tests/kernel-corpus")
-        .join(&by_name[cases[0].name.as_str()].patch);
+        .join(&by_name[&cases[0].name].patch);
     let tree = common::distro::tree(arch, distro, &first, &scratch)
         .unwrap_or_else(|e| panic!("{arch}: {e:#}"));
     let mut objects: Vec<String> = cases
         .iter()
-        .map(|c| by_name[c.name.as_str()].object.clone())
+        .map(|c| by_name[&c.name].object.clone())
         .collect();
     objects.sort();
     objects.dedup();
@@ -81,10 +39,11 @@ fn run(arch: Arch, distro: &str, file: &str) {
         .and_then(|p| p.file_name())
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let symvers = tree.out.join("Module.symvers");
     let mut failures = Vec::new();
     for case in &cases {
         let k = by_name
-            .get(case.name.as_str())
+            .get(&case.name)
             .unwrap_or_else(|| panic!("{}: no such kernel corpus case", case.name));
         let path = repo().join("tests/kernel-corpus").join(&k.patch);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -93,48 +52,9 @@ fn run(arch: Arch, distro: &str, file: &str) {
             .join("distro-corpus")
             .join(&release)
             .join(&case.name);
-        let pair = match build_pair_in(&tree.src, &tree.out, arch, &k.object, &patch, &text, &dir) {
-            Ok(p) => p,
-            Err(e) => {
-                failures.push(format!("{}: building the pair: {e:#}", case.name));
-                continue;
-            }
-        };
-        let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
-            .args(["diff", "--json", "--symvers"])
-            .arg(tree.out.join("Module.symvers"))
-            .arg(&pair.orig)
-            .arg(&pair.patched)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let refused: BTreeSet<String> = v["refusals"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| r["symbol"].as_str().map(str::to_string))
-            .collect();
-        let got = (
-            v["verdict"].as_str().unwrap_or("?").to_string(),
-            strings(&v, "changed_functions"),
-            strings(&v, "new_functions"),
-            refused,
-        );
-        let want = (
-            case.verdict.clone(),
-            case.changed.iter().cloned().collect(),
-            case.new.iter().cloned().collect(),
-            case.refused.iter().cloned().collect(),
-        );
-        eprintln!(
-            "{arch} {}: {} changed {:?} new {:?} refused {:?}",
-            case.name, got.0, got.1, got.2, got.3
-        );
-        if got != want {
-            failures.push(format!(
-                "{}: got {} {:?} {:?} refused {:?}, expected {} {:?} {:?} refused {:?}",
-                case.name, got.0, got.1, got.2, got.3, want.0, want.1, want.2, want.3
-            ));
+        match build_pair_in(&tree.src, &tree.out, arch, &k.object, &patch, &text, &dir) {
+            Ok(pair) => failures.extend(check(arch.name(), &pair, Some(&symvers), case)),
+            Err(e) => failures.push(format!("{}: building the pair: {e:#}", case.name)),
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);

@@ -55,6 +55,9 @@ pub struct KernelTree {
     pub jobs: usize,
     /// Config fragments merged after klpx's own (a matrix's per-architecture extras).
     pub extra_fragments: Vec<PathBuf>,
+    /// kbuild's `LLVM=` (`1`, a `-16` suffix or a `/usr/lib/llvm-16/bin/` prefix): clang and the
+    /// LLVM tools instead of gcc and binutils.
+    pub llvm: Option<String>,
 }
 
 impl KernelTree {
@@ -67,7 +70,14 @@ impl KernelTree {
             cross: arch.backend().default_cross_prefix().to_string(),
             jobs,
             extra_fragments: Vec::new(),
+            llvm: None,
         }
+    }
+
+    /// The same tree built with clang and the LLVM tools (`LLVM=llvm`).
+    pub fn with_llvm(mut self, llvm: &str) -> KernelTree {
+        self.llvm = Some(llvm.to_string());
+        self
     }
 
     /// `make -C SRC O=OUT ARCH=.. CROSS_COMPILE=.. ARGS`, with output captured for errors.
@@ -80,6 +90,9 @@ impl KernelTree {
             format!("CROSS_COMPILE={}", self.cross),
             format!("-j{}", self.jobs.max(1)),
         ];
+        if let Some(llvm) = &self.llvm {
+            argv.push(format!("LLVM={llvm}"));
+        }
         argv.extend(args.iter().map(|s| s.to_string()));
         let out = duct::cmd("make", &argv)
             .stderr_to_stdout()
@@ -167,6 +180,9 @@ impl KernelTree {
         };
         for f in &fragments {
             key.push_str(&std::fs::read_to_string(f)?);
+        }
+        if let Some(llvm) = &self.llvm {
+            key.push_str(&format!("LLVM={llvm}\n"));
         }
         let key = format!("{:016x}", super::cache::fingerprint_bytes(key.as_bytes()));
         let stamp = self.out.join(".klpx-prepared");

@@ -49,6 +49,39 @@ pub fn tree(arch: Arch) -> Result<KernelTree> {
     Ok(tree)
 }
 
+/// Where Debian's clang 16 and its LLVM tools live, unsuffixed (kbuild's `LLVM=` prefix form).
+pub const LLVM_16: &str = "/usr/lib/llvm-16/bin/";
+
+/// As [`tree`], built with clang 16 and the LLVM tools (`LLVM=/usr/lib/llvm-16/bin/`), in a tree
+/// of its own.
+pub fn llvm_tree(arch: Arch) -> Result<KernelTree> {
+    let src = {
+        let base = cache::root().join("src");
+        std::fs::create_dir_all(&base)?;
+        let lock = File::create(base.join(".unpack.lock"))?;
+        lock.lock()?;
+        cache::debian_source()?
+    };
+    let tree = KernelTree::new(
+        arch,
+        &src,
+        &cache::root()
+            .join("trees")
+            .join(format!("{}-llvm16", arch.name())),
+        2,
+    )
+    .with_llvm(LLVM_16);
+    let _lock = SourceLock::take(&src)?;
+    let dropped = tree.ensure_prepared()?;
+    if !dropped.is_empty() {
+        eprintln!(
+            "{arch} (clang): Kconfig did not keep: {}",
+            dropped.join(", ")
+        );
+    }
+    Ok(tree)
+}
+
 /// A tree for `arch` configured, prepared and built whole (kernel image, vmlinux, modules): built on
 /// first use (a few minutes) and reused while the fragments are unchanged.
 pub fn built_tree(arch: Arch) -> Result<KernelTree> {

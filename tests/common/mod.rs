@@ -2,5 +2,6 @@
 
 pub mod cases;
 pub mod cli;
+pub mod corpus;
 pub mod distro;
 pub mod kernel;
