@@ -130,6 +130,10 @@ pub struct KernelArgs {
     /// CROSS_COMPILE prefix (default: the architecture's Debian prefix).
     #[arg(long)]
     pub cross: Option<String>,
+    /// Build with clang and the LLVM tools (`LLVM=1`: `clang`, `ld.lld`, `llvm-*` from PATH; on
+    /// Debian, PATH=/usr/lib/llvm-16/bin:$PATH), in a tree of its own (trees/<arch>-llvm).
+    #[arg(long)]
+    pub llvm: bool,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,

@@ -37,11 +37,14 @@ fn tree_dir(a: &KernelArgs, arch: Arch) -> std::path::PathBuf {
     if let Some(d) = &a.objdir {
         return std::path::absolute(d).unwrap_or_else(|_| d.clone());
     }
-    let name = match a.base.as_str() {
+    let mut name = match a.base.as_str() {
         "tinyconfig" => arch.name().to_string(),
         "defconfig" => format!("{}-defconfig", arch.name()),
         _ => format!("{}-custom", arch.name()),
     };
+    if a.llvm {
+        name.push_str("-llvm");
+    }
     cache::root().join("trees").join(name)
 }
 
@@ -53,6 +56,21 @@ fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     setup::ensure_packages(&packages)?;
     let src = cache::debian_source()?;
     let mut tree = KernelTree::new(arch, &src, &tree_dir(a, arch), jobs);
+    if a.llvm {
+        for tool in ["clang", "ld.lld", "llvm-objcopy"] {
+            if which::which(tool).is_err() {
+                return Err(UserError::new(format!(
+                    "--llvm: {tool} is not in PATH (Debian: apt-get install clang-16 lld-16 llvm-16, then PATH=/usr/lib/llvm-16/bin:$PATH)"
+                ))
+                .into());
+            }
+        }
+        tree = tree.with_llvm("1");
+        if let Some(c) = &a.cross {
+            tree.cross = c.clone();
+        }
+        return Ok(tree);
+    }
     let compiler = find_compiler(arch.backend(), a.cross.as_deref(), None);
     if compiler.gcc.is_none() {
         return Err(UserError::new(format!(

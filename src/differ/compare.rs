@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::correlate::{Keys, is_special};
-use super::names::canonical;
+use super::names::{canonical, is_anonymous_constant_section};
 use crate::objfile::{ObjectFile, Reloc, SymKind};
 
 /// What a relocation refers to, in terms that mean the same thing in both builds.
@@ -108,7 +108,8 @@ fn target_at_depth<'a>(
         .backend()
         .target_offset(r.r_type, r.addend, obj.site(from, r.offset))
         + base;
-    if section.is_strings()
+    let anonymous = is_anonymous_constant_section(section.name);
+    if (section.is_strings() || anonymous && section.name.contains("..L.str"))
         && let Some((text, inner)) = usize::try_from(off)
             .ok()
             .and_then(|o| string_at(section.data, o))
@@ -133,6 +134,12 @@ fn target_at_depth<'a>(
                 addend: r.addend + base - s.value as i64,
             };
         }
+    }
+    if anonymous && obj.defined_in(sec_index).is_empty() {
+        return Target::Const {
+            bytes: section.data,
+            addend: r.addend + base,
+        };
     }
     if section.is_merge() && section.entsize > 0 {
         let start = usize::try_from(off).unwrap_or(usize::MAX);

@@ -58,6 +58,14 @@ pub fn is_special_static(canonical: &str) -> bool {
         || canonical.starts_with("__UNIQUE_ID___addressable")
 }
 
+/// Sections clang makes for one anonymous constant each with `-fdata-sections`, named after its
+/// local label: `.rodata..L.str.2` (a string literal it does not merge) and `.rodata..L__unnamed_3`.
+/// The labels are numbered in order, so a literal added above renumbers every later one: such a
+/// section is known by its contents, never by its name.
+pub fn is_anonymous_constant_section(name: &str) -> bool {
+    name.contains("..L.str") || name.contains("..L__unnamed_")
+}
+
 /// Sections that carry nothing a livepatch module takes over (metadata, exports, debug info).
 pub fn is_ignored_section(name: &str) -> bool {
     const PREFIXES: [&str; 17] = [
@@ -132,6 +140,9 @@ mod tests {
         assert_eq!(canonical("__UNIQUE_ID_ddebug412"), "__UNIQUE_ID_ddebug");
         assert_eq!(canonical("__func__.7"), "__func__");
         assert_eq!(canonical("foo.llvm.123456"), "foo");
+        assert!(is_anonymous_constant_section(".rodata..L.str.2"));
+        assert!(is_anonymous_constant_section(".rodata..L__unnamed_3"));
+        assert!(!is_anonymous_constant_section(".rodata.str1.1"));
     }
 
     #[test]

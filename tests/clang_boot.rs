@@ -1,0 +1,140 @@
+//! A tiny x86_64 kernel built with clang 16 and the LLVM tools (`klpx kernel build --llvm`, with
+//! Debian's /usr/lib/llvm-16/bin first in PATH), on which `klpx build --llvm` builds patches of
+//! tests/boot/cases.yaml and `klpx verify` boots each with its check before, after and unloaded.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use common::cases::case;
+use common::cli::{assert_exit, text};
+use common::kernel::{LLVM_16, repo};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Where clang changes other functions than gcc: it keeps copy_signal out of line (nm of the clang
+/// tree's kernel/fork.o: `t copy_signal`; gcc inlines it into copy_process).
+const CLANG_CHANGED: &[(&str, &[&str])] = &[("fork-copy-process", &["copy_signal"])];
+
+/// klpx with Debian's LLVM 16 tools first in PATH, as the README says to run it.
+fn klpx_llvm(args: &[&str]) -> Output {
+    let path = format!(
+        "{}:{}",
+        LLVM_16.trim_end_matches('/'),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .expect("running klpx")
+}
+
+/// The clang-built tree: `klpx kernel build --llvm` (a no-op once built).
+fn tree() -> PathBuf {
+    let out = klpx_llvm(&["kernel", "build", "--llvm", "--arch", "x86_64", "-j", "2"]);
+    assert_exit(&out, 0, "klpx kernel build --llvm");
+    let dir = klpx::kernel::cache::root().join("trees/x86_64-llvm");
+    let comment = std::fs::read(dir.join("vmlinux")).expect("the clang tree's vmlinux");
+    assert!(
+        comment.windows(5).any(|w| w == b"clang"),
+        "vmlinux names no clang in its .comment"
+    );
+    dir
+}
+
+fn run_case(name: &str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let src = klpx::kernel::cache::debian_source().unwrap();
+    let c = case(name);
+    let patch = repo().join("tests/boot").join(&c.patch);
+    let dir = std::env::temp_dir().join(format!("klpx-clang-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let module = format!("livepatch-clang-{name}");
+    let out = klpx_llvm(&[
+        "build",
+        "--llvm",
+        "-s",
+        src.to_str().unwrap(),
+        "-O",
+        tree.to_str().unwrap(),
+        "-o",
+        dir.to_str().unwrap(),
+        "-n",
+        &module,
+        "--json",
+        patch.to_str().unwrap(),
+    ]);
+    assert_exit(&out, 0, &format!("{name}: klpx build --llvm"));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut changed: Vec<String> = report["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|o| o["changed_functions"].as_array().unwrap().clone())
+        .filter_map(|f| f.as_str().map(str::to_string))
+        .collect();
+    changed.sort();
+    let mut want = CLANG_CHANGED
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| f.iter().map(|s| s.to_string()).collect())
+        .or_else(|| c.changed_by_arch.get("x86_64").cloned())
+        .unwrap_or_else(|| c.changed.clone());
+    want.sort();
+    assert_eq!(changed, want, "{name}: changed functions with clang");
+    let ko = dir.join(format!("{module}.ko"));
+    let mut args: Vec<String> = vec![
+        "verify".into(),
+        ko.display().to_string(),
+        "--tree".into(),
+        tree.display().to_string(),
+    ];
+    if let Some(check) = &c.check {
+        args.extend(["--check".into(), check.clone()]);
+    }
+    if let Some(b) = &c.before {
+        args.extend(["--expect-before".into(), b.clone()]);
+    }
+    if let Some(a) = &c.after {
+        args.extend(["--expect-after".into(), a.clone()]);
+    }
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v = klpx_llvm(&refs);
+    assert_exit(&v, 0, &format!("{name}: verify on the clang kernel"));
+    assert!(text(&v.stdout).contains("PASS"), "{}", text(&v.stdout));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn clang_string_change() {
+    run_case("string-change");
+}
+
+#[test]
+fn clang_new_function() {
+    run_case("new-function");
+}
+
+#[test]
+fn clang_static_local() {
+    run_case("static-local");
+}
+
+#[test]
+fn clang_syscall() {
+    run_case("syscall");
+}
+
+#[test]
+fn clang_copy_process() {
+    run_case("fork-copy-process");
+}
+
+#[test]
+fn clang_shadow_variable() {
+    run_case("shadow-variable");
+}
