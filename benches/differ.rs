@@ -52,6 +52,48 @@ pub fn corpus_pairs_matching(filter: &str) -> Vec<(String, Vec<u8>, Vec<u8>)> {
     pairs
 }
 
+/// The pairs of the newer corpora already in the cache (nothing is built for them here): Debian's
+/// configs (`distro-corpus/<release>/<case>`), clang (`corpus/<arch>-llvm16/<case>`) and the
+/// standalone pairs (`standalone-pairs/<release>/<case>`), named `<dir>/<case>`.
+pub fn newer_corpora_pairs(filter: &str) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    let root = cache::root();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let subdirs = |d: &Path| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(d)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        v.sort();
+        v
+    };
+    for top in ["distro-corpus", "standalone-pairs"] {
+        for rel in subdirs(&root.join(top)) {
+            dirs.extend(subdirs(&rel));
+        }
+    }
+    for arch in subdirs(&root.join("corpus")) {
+        if arch.to_string_lossy().ends_with("-llvm16") {
+            dirs.extend(subdirs(&arch));
+        }
+    }
+    dirs.into_iter()
+        .filter(|d| d.join("orig.o").is_file() && d.join("patched.o").is_file())
+        .filter_map(|d| {
+            let name = d.strip_prefix(&root).ok()?.display().to_string();
+            name.contains(filter).then(|| {
+                (
+                    name,
+                    read(&d.join("orig.o")),
+                    read(&d.join("patched.o")),
+                )
+            })
+        })
+        .collect()
+}
+
 fn read(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -87,6 +129,19 @@ fn bench(c: &mut Criterion) {
         ),
         |b| b.iter(|| pairs.iter().map(|(_, o, p)| run_pair(o, p)).sum::<usize>()),
     );
+    let newer = newer_corpora_pairs("");
+    if !newer.is_empty() {
+        let bytes: usize = newer.iter().map(|(_, a, b)| a.len() + b.len()).sum();
+        group.throughput(Throughput::Bytes(bytes as u64));
+        group.bench_function(
+            format!(
+                "Debian, clang and standalone corpora ({} pairs, {} KiB)",
+                newer.len(),
+                bytes / 1024
+            ),
+            |b| b.iter(|| newer.iter().map(|(_, o, p)| run_pair(o, p)).sum::<usize>()),
+        );
+    }
     group.finish();
 }
 

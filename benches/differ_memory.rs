@@ -35,7 +35,8 @@ fn main() {
         .skip(1)
         .find(|a| !a.starts_with("--"))
         .unwrap_or_default();
-    let pairs = differ::corpus_pairs_matching(&filter);
+    let mut pairs = differ::corpus_pairs_matching(&filter);
+    pairs.extend(differ::newer_corpora_pairs(&filter));
     let mut worst: (f64, String) = (0.0, String::new());
     let mut total_in = 0usize;
     let mut total_peak = 0usize;
