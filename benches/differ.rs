@@ -83,13 +83,8 @@ pub fn newer_corpora_pairs(filter: &str) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         .filter(|d| d.join("orig.o").is_file() && d.join("patched.o").is_file())
         .filter_map(|d| {
             let name = d.strip_prefix(&root).ok()?.display().to_string();
-            name.contains(filter).then(|| {
-                (
-                    name,
-                    read(&d.join("orig.o")),
-                    read(&d.join("patched.o")),
-                )
-            })
+            name.contains(filter)
+                .then(|| (name, read(&d.join("orig.o")), read(&d.join("patched.o"))))
         })
         .collect()
 }

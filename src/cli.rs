@@ -48,8 +48,8 @@ pub enum Command {
     /// Shows what a livepatch module patches: its functions, objects, livepatch relocations and
     /// symbols, version magic and signature.
     Info {
-        /// The livepatch module.
-        #[arg(value_name = "MODULE.ko")]
+        /// The livepatch module, or the name of one installed for the running kernel.
+        #[arg(value_name = "MODULE.ko|NAME")]
         module: PathBuf,
         /// Print one JSON object instead of a summary.
         #[arg(long)]

@@ -80,6 +80,8 @@ const STEPS: &[(&str, &str)] = &[
         "install",
         "klpx install /klpx/files/livepatch-op-cmdline.ko",
     ),
+    ("info-installed", "klpx info livepatch-op-cmdline"),
+    ("info-missing", "klpx info livepatch-op-nothing"),
     (
         "install-wrong-kernel",
         "klpx install --kernel 6.1.0-99-amd64 /klpx/files/livepatch-op-cmdline.ko",
@@ -298,6 +300,19 @@ fn operator_commands_in_the_guest() {
         "install",
         0,
         &["installed /var/lib/klpx/", "/livepatch_op_cmdline.ko"],
+    );
+    expect(
+        "info-installed",
+        0,
+        &[
+            "module:      livepatch_op_cmdline",
+            "patches:     vmlinux:cmdline_proc_show",
+        ],
+    );
+    expect(
+        "info-missing",
+        2,
+        &["no livepatch livepatch_op_nothing is installed for"],
     );
     expect(
         "install-wrong-kernel",

@@ -1,14 +1,38 @@
-//! `klpx info MODULE.ko`: what a livepatch module patches, read from the module itself.
+//! `klpx info MODULE.ko|NAME`: what a livepatch module patches, read from the module itself: a
+//! file, or one installed for the running kernel under that name (`/var/lib/klpx/<release>/`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::error::exit;
+use crate::error::{UserError, exit};
+use crate::machine::{Machine, kernel_name};
 use crate::verify::inspect::inspect;
 
-/// Prints what the module at `path` holds; returns the exit status.
-pub fn run(path: &Path, json: bool) -> Result<i32> {
+/// The module file `arg` names: the file itself, or the module installed for the running kernel
+/// under that name.
+fn module_file(arg: &Path) -> Result<PathBuf, UserError> {
+    if arg.exists() || arg.components().count() > 1 {
+        return Ok(arg.to_path_buf());
+    }
+    let name = kernel_name(arg.to_string_lossy().trim_end_matches(".ko"));
+    let m = Machine::default();
+    let release = m.release()?;
+    let installed = m.installed.join(&release).join(format!("{name}.ko"));
+    if installed.is_file() {
+        return Ok(installed);
+    }
+    Err(UserError::new(format!(
+        "{}: no such file, and no livepatch {name} is installed for {release} ({})",
+        arg.display(),
+        m.installed.join(&release).display()
+    )))
+}
+
+/// Prints what the module `arg` names holds; returns the exit status.
+pub fn run(arg: &Path, json: bool) -> Result<i32> {
+    let path = module_file(arg)?;
+    let path = path.as_path();
     let m = inspect(path)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&m)?);
