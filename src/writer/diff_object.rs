@@ -396,7 +396,7 @@ pub fn write_object_aliased(
     // A livepatch relocation goes into the side table; where the module's link reads
     // relocations (`Backend::klp_placeholder`), a no-op one with the same addend stays in place.
     let placeholder = backend.klp_placeholder();
-    let emitted = |_: usize, r: &OutReloc| match r.target {
+    let emitted = |r: &&OutReloc| match r.target {
         OutTarget::Dropped(_) => false,
         OutTarget::Klp(_) => placeholder.is_some(),
         _ => true,
@@ -404,8 +404,7 @@ pub fn write_object_aliased(
     let plain_count: Vec<usize> = sel
         .pieces
         .iter()
-        .enumerate()
-        .map(|(pi, p)| p.relocs.iter().filter(|r| emitted(pi, r)).count())
+        .map(|p| p.relocs.iter().filter(emitted).count())
         .collect();
     let piece_index = |i: usize| (1 + i) as u32;
     let mut next = 1 + sel.pieces.len() as u32;
@@ -628,7 +627,7 @@ pub fn write_object_aliased(
             continue;
         }
         out.pad_to(rela_offset[pi]);
-        for r in p.relocs.iter().filter(|r| emitted(pi, r)) {
+        for r in p.relocs.iter().filter(emitted) {
             let mut r_type = r.r_type;
             let (sym, addend) = match &r.target {
                 OutTarget::Symbol(s) => (
