@@ -149,15 +149,7 @@ fn run_case_on(arch: Arch, name: &str) {
     for f in &c.files {
         args.extend(["--file".into(), tree.out.join(f).display().to_string()]);
     }
-    if let Some(check) = &c.check {
-        args.extend(["--check".into(), check.clone()]);
-    }
-    if let Some(b) = &c.before {
-        args.extend(["--expect-before".into(), b.clone()]);
-    }
-    if let Some(a) = &c.after {
-        args.extend(["--expect-after".into(), a.clone()]);
-    }
+    args.extend(c.verify_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let v = klpx(&refs);
     assert_exit(&v, 0, &format!("{name}: verify"));

@@ -93,15 +93,7 @@ fn run_case(name: &str) {
         "--tree".into(),
         tree.display().to_string(),
     ];
-    if let Some(check) = &c.check {
-        args.extend(["--check".into(), check.clone()]);
-    }
-    if let Some(b) = &c.before {
-        args.extend(["--expect-before".into(), b.clone()]);
-    }
-    if let Some(a) = &c.after {
-        args.extend(["--expect-after".into(), a.clone()]);
-    }
+    args.extend(c.verify_args());
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let v = klpx_llvm(&refs);
     assert_exit(&v, 0, &format!("{name}: verify on the clang kernel"));

@@ -7,17 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::process::Command;
 
+use common::corpus::strings;
 use common::kernel::{self, Case};
 use klpx_arch::Arch;
-
-fn names(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
-    v[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect()
-}
 
 fn refused(v: &serde_json::Value) -> BTreeSet<String> {
     v["refusals"]
@@ -81,7 +73,7 @@ fn check(arch: Arch, tree: &klpx::kernel::tree::KernelTree, case: &Case) -> Vec<
         ));
     }
     for (key, want) in [("changed_functions", &e.changed), ("new_functions", &e.new)] {
-        let got = names(&json, key);
+        let got = strings(&json, key);
         let want: BTreeSet<String> = want.iter().cloned().collect();
         if got != want {
             bad.push(format!("{key} {got:?}, expected {want:?}"));

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::corpus::strings;
 use common::kernel::{ObjectPair, build_pair_in, repo};
 use klpx::kernel::cache;
 use klpx::patch::source::SourcePatch;
@@ -43,15 +44,6 @@ fn cases_dir() -> PathBuf {
 fn cases() -> Vec<Case> {
     let text = std::fs::read_to_string(cases_dir().join("cases.yaml")).expect("reading cases.yaml");
     serde_norway::from_str(&text).expect("parsing cases.yaml")
-}
-
-fn strings(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
-    v[key]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.as_str().map(str::to_string))
-        .collect()
 }
 
 /// `klpx diff --json [EXTRA] ORIG PATCHED`: the report and the exit status.

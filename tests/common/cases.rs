@@ -57,6 +57,23 @@ impl Case {
     }
 }
 
+impl Case {
+    /// `klpx verify`'s `--check`, `--expect-before` and `--expect-after` for the case.
+    pub fn verify_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, value) in [
+            ("--check", &self.check),
+            ("--expect-before", &self.before),
+            ("--expect-after", &self.after),
+        ] {
+            if let Some(v) = value {
+                args.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        args
+    }
+}
+
 pub fn cases() -> Vec<Case> {
     let path = super::kernel::repo().join("tests/boot/cases.yaml");
     serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

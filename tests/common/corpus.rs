@@ -49,7 +49,8 @@ pub fn expectations(file: &str) -> Vec<Expectation> {
         .unwrap_or_else(|e| panic!("parsing {file}: {e}"))
 }
 
-fn strings(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
+/// A JSON report's array of strings `key`, as a set.
+pub fn strings(v: &serde_json::Value, key: &str) -> BTreeSet<String> {
     v[key]
         .as_array()
         .into_iter()

@@ -27,26 +27,7 @@ pub fn repo() -> PathBuf {
 /// A configured and prepared tree for `arch` over the cached Debian source, built on first use and
 /// reused while the config fragments are unchanged.
 pub fn tree(arch: Arch) -> Result<KernelTree> {
-    let src = {
-        // Unpacking must not race with another test process.
-        let base = cache::root().join("src");
-        std::fs::create_dir_all(&base)?;
-        let lock = File::create(base.join(".unpack.lock"))?;
-        lock.lock()?;
-        cache::debian_source()?
-    };
-    let tree = KernelTree::new(
-        arch,
-        &src,
-        &cache::root().join("trees").join(arch.name()),
-        2,
-    );
-    let _lock = SourceLock::take(&src)?;
-    let dropped = tree.ensure_prepared()?;
-    if !dropped.is_empty() {
-        eprintln!("{arch}: Kconfig did not keep: {}", dropped.join(", "));
-    }
-    Ok(tree)
+    prepared(arch, arch.name(), None)
 }
 
 /// Where Debian's clang 16 and its LLVM tools live, unsuffixed (kbuild's `LLVM=` prefix form).
@@ -55,29 +36,27 @@ pub const LLVM_16: &str = "/usr/lib/llvm-16/bin/";
 /// As [`tree`], built with clang 16 and the LLVM tools (`LLVM=/usr/lib/llvm-16/bin/`), in a tree
 /// of its own.
 pub fn llvm_tree(arch: Arch) -> Result<KernelTree> {
+    prepared(arch, &format!("{}-llvm16", arch.name()), Some(LLVM_16))
+}
+
+/// The cache's `trees/<name>` for `arch`, prepared, with `LLVM=llvm` when given.
+fn prepared(arch: Arch, name: &str, llvm: Option<&str>) -> Result<KernelTree> {
     let src = {
+        // Unpacking must not race with another test process.
         let base = cache::root().join("src");
         std::fs::create_dir_all(&base)?;
         let lock = File::create(base.join(".unpack.lock"))?;
         lock.lock()?;
         cache::debian_source()?
     };
-    let tree = KernelTree::new(
-        arch,
-        &src,
-        &cache::root()
-            .join("trees")
-            .join(format!("{}-llvm16", arch.name())),
-        2,
-    )
-    .with_llvm(LLVM_16);
+    let mut tree = KernelTree::new(arch, &src, &cache::root().join("trees").join(name), 2);
+    if let Some(l) = llvm {
+        tree = tree.with_llvm(l);
+    }
     let _lock = SourceLock::take(&src)?;
     let dropped = tree.ensure_prepared()?;
     if !dropped.is_empty() {
-        eprintln!(
-            "{arch} (clang): Kconfig did not keep: {}",
-            dropped.join(", ")
-        );
+        eprintln!("{name}: Kconfig did not keep: {}", dropped.join(", "));
     }
     Ok(tree)
 }
