@@ -42,6 +42,10 @@ pub enum Command {
     /// Builds one livepatch for several architectures at once and reports what differs.
     #[command(after_help = MATRIX_HELP)]
     Matrix(MatrixArgs),
+    /// Builds a livepatch release: per architecture and kernel release the module (signed on
+    /// request), a Debian package and an RPM, a manifest, SHA256SUMS and the report.
+    #[command(after_help = RELEASE_HELP)]
+    Release(Box<ReleaseArgs>),
     /// Boots the kernel in qemu, loads the livepatch, runs checks before and after, unloads it.
     #[command(after_help = VERIFY_HELP)]
     Verify(VerifyArgs),
@@ -301,7 +305,7 @@ Patches written for kpatch-build build unchanged: #include \"kpatch-macros.h\" a
 \"kpatch-syscall.h\" are provided (and \"klpx.h\").";
 
 /// The options every command that builds a livepatch from patches takes (`build`, `matrix`).
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct PatchArgs {
     /// Source patches (git diff, git format-patch mails, diff -u, quilt), applied in order.
     #[arg(required = true, value_name = "PATCH")]
@@ -330,7 +334,7 @@ impl PatchArgs {
     }
 }
 
-#[derive(Debug, Clone, Args)]
+#[derive(Debug, Clone, Default, Args)]
 pub struct BuildArgs {
     #[command(flatten)]
     pub patch: PatchArgs,
@@ -463,6 +467,73 @@ pub struct MatrixArgs {
     /// Also write the report as Markdown to this file.
     #[arg(long, value_name = "FILE")]
     pub markdown: Option<PathBuf>,
+    #[command(flatten)]
+    pub arches: ArchesArg,
+}
+
+/// `--arches`: a subset of the matrix file's architectures.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ArchesArg {
+    /// Only these architectures of the matrix file (comma-separated; default: all of them).
+    #[arg(long, value_name = "ARCH,...", env = "KLPX_ARCHES", value_delimiter = ',', value_parser = parse_arch)]
+    pub arches: Vec<Arch>,
+}
+
+const RELEASE_HELP: &str = "\
+Without --distro, the modules are built as klpx matrix builds them (the matrix file's trees); with
+--distro, for the distribution's own kernel of each architecture, as klpx build --distro does.
+DIR must be new or empty. It receives, per architecture and kernel release,
+<arch>/<release>/<name>.ko, a Debian package (.deb) and an RPM installing it into
+/var/lib/klpx/<release>/ (where klpx load --all finds it), then manifest.json, SHA256SUMS and
+report.md. An architecture that fails is marked in the manifest; the others are still written.
+
+Exit status:
+  0  every architecture's module was built and packaged
+  2  bad input (patch, matrix file, version, signing key, DIR not empty)
+  3  the change cannot be live-patched on at least one architecture
+  4  at least one architecture failed";
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseArgs {
+    #[command(flatten)]
+    pub patch: PatchArgs,
+    /// The release's version (packages and manifest): starts with a digit, then letters, digits,
+    /// `.`, `+` and `~`.
+    #[arg(long = "version", value_name = "V")]
+    pub version: String,
+    /// The release directory; must be new or empty.
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: PathBuf,
+    /// The matrix file (default: ./cross-dev.yaml, else klpx's built-in one): its architectures,
+    /// and its trees when there is no --distro.
+    #[arg(short = 'f', long = "file", value_name = "YAML")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub arches: ArchesArg,
+    /// Build for the distribution's own kernel of each architecture (as klpx build --distro):
+    /// `debian`, `debian:SERIES` or `debian:RELEASE`; the packages then depend on that kernel's
+    /// image package.
+    #[arg(long, value_name = "debian[:RELEASE]")]
+    pub distro: Option<String>,
+    /// Sign the modules with this private key (PEM) through each kernel's scripts/sign-file.
+    #[arg(long, value_name = "KEY", requires = "sign_cert")]
+    pub sign_key: Option<PathBuf>,
+    /// The X.509 certificate (PEM) of --sign-key.
+    #[arg(long, value_name = "CERT", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+    /// The packages' maintainer.
+    #[arg(
+        long,
+        value_name = "NAME <EMAIL>",
+        default_value = "klpx release <root@localhost>"
+    )]
+    pub maintainer: String,
+    /// Parallel compile jobs, per architecture with --distro (default: the number of CPUs).
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Print the manifest as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The CPUs this process may use (1 when unknown).

@@ -14,6 +14,9 @@
 //! - [`module`]: the livepatch module around it (`make M=`, `.klp` sections, checks).
 //! - [`verify`]: booting a kernel in qemu with the module, or checking it without loading.
 //! - [`matrix`]: one patch over several architectures.
+//! - [`release`]: a matrix's modules as a release: per architecture and kernel release, packages,
+//!   a manifest and checksums.
+//! - [`machine`]: the operator's side on the machine that runs the kernel (load, list, install).
 //! - [`error`], [`files`], [`mapped`], [`setup`]: exit statuses, the user's files, mapped
 //!   inputs, and installing what is missing.
 
@@ -37,6 +40,7 @@ pub mod module;
 pub mod verify;
 
 pub mod matrix;
+pub mod release;
 
 pub mod error;
 pub mod files;

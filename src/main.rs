@@ -30,6 +30,7 @@ fn main() {
         Command::Diff(a) => cmd::diff::run(&cmd::diff::DiffRequest::from(a)),
         Command::Build(a) => cmd::build::run(*a),
         Command::Matrix(a) => cmd::matrix::run(a),
+        Command::Release(a) => cmd::release::run(*a),
         Command::Kernel { what } => cmd::kernel::run(what),
         Command::Verify(a) => cmd::verify::run(&a),
         Command::Info { module, json } => cmd::info::run(&module, json),

@@ -722,35 +722,7 @@ fn signed_module_verifies_and_loads() {
     let dir = std::env::temp_dir().join(format!("klpx-sign-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
-    let openssl = |args: &[&str]| {
-        let o = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("running openssl");
-        assert!(o.status.success(), "openssl {args:?}: {}", text(&o.stderr));
-    };
-    openssl(&[
-        "req",
-        "-new",
-        "-nodes",
-        "-utf8",
-        "-sha256",
-        "-days",
-        "2",
-        "-batch",
-        "-x509",
-        "-subj",
-        "/CN=klpx test signing key",
-        "-addext",
-        "extendedKeyUsage=codeSigning",
-        "-outform",
-        "PEM",
-        "-out",
-        cert.to_str().unwrap(),
-        "-keyout",
-        key.to_str().unwrap(),
-    ]);
+    let (key, cert) = common::sign::signing_key(&dir);
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
     let out_dir = dir.join("out");
     let out = build(
@@ -768,33 +740,7 @@ fn signed_module_verifies_and_loads() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let release = r["kernel_release"].as_str().unwrap().to_string();
     let ko = out_dir.join("livepatch-signed.ko");
-    let data = std::fs::read(&ko).unwrap();
-    // include/linux/module_signature.h: contents, PKCS#7, struct module_signature (12 bytes, the
-    // signature's length big-endian in its last 4), then the magic string.
-    let magic = b"~Module signature appended~\n";
-    assert!(data.ends_with(magic), "no signature trailer");
-    let info = data.len() - magic.len() - 12;
-    let sig_len = u32::from_be_bytes(data[info + 8..info + 12].try_into().unwrap()) as usize;
-    let content = &data[..info - sig_len];
-    std::fs::write(dir.join("sig.der"), &data[info - sig_len..info]).unwrap();
-    std::fs::write(dir.join("content.ko"), content).unwrap();
-    openssl(&[
-        "cms",
-        "-verify",
-        "-binary",
-        "-inform",
-        "DER",
-        "-in",
-        dir.join("sig.der").to_str().unwrap(),
-        "-content",
-        dir.join("content.ko").to_str().unwrap(),
-        "-certfile",
-        cert.to_str().unwrap(),
-        "-nointern",
-        "-noverify",
-        "-out",
-        "/dev/null",
-    ]);
+    common::sign::assert_signed(&ko, &cert, &dir);
     let v = klpx(&[
         "verify",
         ko.to_str().unwrap(),

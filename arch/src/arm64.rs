@@ -260,4 +260,7 @@ impl Backend for Arm64 {
     fn debian_flavour(&self) -> &'static str {
         "arm64"
     }
+    fn rpm_arch(&self) -> &'static str {
+        "aarch64"
+    }
 }

@@ -449,6 +449,9 @@ pub trait Backend: Send + Sync {
     /// The flavour of Debian's default kernel image for this architecture: the last part of its
     /// release (`6.12.117+deb12-amd64`, `6.1.0-50-s390x`).
     fn debian_flavour(&self) -> &'static str;
+    /// RPM's name for the architecture (`%{_arch}`, `rpmbuild --target`): `x86_64`, `aarch64`,
+    /// `ppc64le`, `s390x`.
+    fn rpm_arch(&self) -> &'static str;
     /// The busybox command that ends the guest so that qemu (run with `-no-reboot`) exits.
     fn guest_halt(&self) -> &'static str {
         "poweroff -f"
@@ -649,6 +652,7 @@ mod tests {
         // Debian's names are accepted as aliases.
         for a in Arch::ALL {
             assert_eq!(a.backend().debian_arch().parse::<Arch>().unwrap(), a);
+            assert_eq!(a.backend().rpm_arch().parse::<Arch>().unwrap(), a);
         }
     }
 

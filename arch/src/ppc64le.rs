@@ -322,6 +322,9 @@ impl Backend for Ppc64le {
     fn debian_flavour(&self) -> &'static str {
         "powerpc64le"
     }
+    fn rpm_arch(&self) -> &'static str {
+        "ppc64le"
+    }
 }
 
 #[cfg(test)]

@@ -337,4 +337,7 @@ impl Backend for S390x {
     fn debian_flavour(&self) -> &'static str {
         "s390x"
     }
+    fn rpm_arch(&self) -> &'static str {
+        "s390x"
+    }
 }

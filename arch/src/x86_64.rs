@@ -328,6 +328,9 @@ impl Backend for X86_64 {
     fn debian_flavour(&self) -> &'static str {
         "amd64"
     }
+    fn rpm_arch(&self) -> &'static str {
+        "x86_64"
+    }
     fn guest_halt(&self) -> &'static str {
         // Tiny kernels have no ACPI, so a power-off hangs; a reboot ends qemu under -no-reboot.
         "reboot -f"

@@ -215,7 +215,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         return Err(UserError::new(format!("{}: no such vmlinux", v.display())).into());
     }
     let name = a.patch.module_name()?;
-    let sign = sign_with(&a)?;
+    let sign = sign_with(a.sign_key.as_deref(), a.sign_cert.as_deref())?;
     let jobs = crate::cli::jobs(a.jobs)?;
     let toolchain = Toolchain {
         arch,
@@ -264,8 +264,8 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
 }
 
 /// `--sign-key` and `--sign-cert`, checked readable before any long work.
-fn sign_with(a: &BuildArgs) -> Result<Option<SignWith>> {
-    let (Some(key), Some(cert)) = (&a.sign_key, &a.sign_cert) else {
+pub fn sign_with(key: Option<&Path>, cert: Option<&Path>) -> Result<Option<SignWith>, UserError> {
+    let (Some(key), Some(cert)) = (key, cert) else {
         return Ok(None);
     };
     for (what, p) in [("--sign-key", key), ("--sign-cert", cert)] {
@@ -291,7 +291,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .map(|p| SourcePatch::load(p))
         .collect::<Result<_, _>>()?;
     let name = a.patch.module_name()?;
-    let sign = sign_with(&a)?;
+    let sign = sign_with(a.sign_key.as_deref(), a.sign_cert.as_deref())?;
     let jobs = crate::cli::jobs(a.jobs)?;
     if let Some(o) = &a.output {
         crate::files::check_output_dir(o, "-o")?;

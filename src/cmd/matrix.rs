@@ -17,17 +17,8 @@ const DEFAULT_MATRIX: &str = include_str!("../../cross-dev.yaml");
 
 /// Runs `klpx matrix`; returns the exit status.
 pub fn run(a: MatrixArgs) -> Result<i32> {
-    let (matrix, dir) = match &a.file {
-        Some(f) => (Matrix::load(f)?, parent(f)),
-        None if Path::new("cross-dev.yaml").is_file() => (
-            Matrix::load(Path::new("cross-dev.yaml"))?,
-            PathBuf::from("."),
-        ),
-        None => (
-            Matrix::parse("(built-in cross-dev.yaml)", DEFAULT_MATRIX)?,
-            PathBuf::from("."),
-        ),
-    };
+    let (mut matrix, dir, shown) = load_matrix(a.file.as_deref())?;
+    matrix.select(&a.arches.arches, &shown)?;
     for p in &a.patch.patches {
         if !p.is_file() {
             return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
@@ -37,11 +28,8 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
     }
     let name = a.patch.module_name()?;
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));
-    let shown = a
-        .file
-        .as_ref()
-        .map_or_else(|| "cross-dev.yaml".to_string(), |f| f.display().to_string());
     matrix.check_fragments(&shown, &dir)?;
+    matrix.check_compilers(&shown)?;
     crate::files::check_output_dir(&output, "-o")?;
     if let Some(md) = &a.markdown {
         let inputs: Vec<&Path> = a.patch.patches.iter().map(PathBuf::as_path).collect();
@@ -58,6 +46,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         replace: !a.patch.non_replace,
         sequential: a.sequential,
         quiet: a.json,
+        sign: None,
     })?;
     let report = Report::new(&results);
     if a.json {
@@ -91,6 +80,24 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         exit::UNPATCHABLE
     } else {
         exit::OK
+    })
+}
+
+/// The matrix `-f` names, else ./cross-dev.yaml, else klpx's built-in one; with the directory its
+/// fragments are relative to and the name errors give it.
+pub fn load_matrix(file: Option<&Path>) -> Result<(Matrix, PathBuf, String)> {
+    Ok(match file {
+        Some(f) => (Matrix::load(f)?, parent(f), f.display().to_string()),
+        None if Path::new("cross-dev.yaml").is_file() => (
+            Matrix::load(Path::new("cross-dev.yaml"))?,
+            PathBuf::from("."),
+            "cross-dev.yaml".to_string(),
+        ),
+        None => (
+            Matrix::parse("(built-in cross-dev.yaml)", DEFAULT_MATRIX)?,
+            PathBuf::from("."),
+            "cross-dev.yaml".to_string(),
+        ),
     })
 }
 

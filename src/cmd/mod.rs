@@ -12,4 +12,5 @@ pub mod kernel;
 pub mod list;
 pub mod load;
 pub mod matrix;
+pub mod release;
 pub mod verify;

@@ -201,10 +201,6 @@ pub fn build(req: &BuildRequest) -> Result<BuildReport> {
     let cached = planned.cached_objects;
     let mut report = planned.finish()?;
     report.cached_objects = cached;
-    report.kernel_release =
-        std::fs::read_to_string(req.objdir.join("include/config/kernel.release"))
-            .ok()
-            .map(|r| r.trim().to_string());
     Ok(report)
 }
 
@@ -553,8 +549,18 @@ impl Planned {
     }
 
     /// Diffs each object's two builds and, when the change is patchable, builds and checks the
-    /// module.
+    /// module; the report names the kernel release the module is for.
     pub fn finish(self) -> Result<BuildReport> {
+        let release =
+            std::fs::read_to_string(self.req.objdir.join("include/config/kernel.release"))
+                .ok()
+                .map(|r| r.trim().to_string());
+        let mut report = self.diff_and_link()?;
+        report.kernel_release = release;
+        Ok(report)
+    }
+
+    fn diff_and_link(self) -> Result<BuildReport> {
         let Planned {
             req,
             mut stages,

@@ -124,6 +124,62 @@ impl Matrix {
         Ok(())
     }
 
+    /// Keeps only `arches` (`--arches`, `KLPX_ARCHES`; all when empty), each of which the file
+    /// (`name`) must list.
+    pub fn select(&mut self, arches: &[Arch], name: &str) -> Result<(), UserError> {
+        if arches.is_empty() {
+            return Ok(());
+        }
+        if let Some(missing) = arches
+            .iter()
+            .find(|a| !self.arches.iter().any(|e| e.arch.0 == **a))
+        {
+            let listed: Vec<&str> = self.arches.iter().map(|e| e.arch.0.name()).collect();
+            return Err(UserError::new(format!(
+                "--arches {missing}: {name} has no such architecture (it lists {})",
+                listed.join(", ")
+            )));
+        }
+        self.arches.retain(|e| arches.contains(&e.arch.0));
+        Ok(())
+    }
+
+    /// Checks, before any kernel tree is built, that every architecture's compiler (and launcher)
+    /// is on PATH, as `klpx doctor` would find it.
+    pub fn check_compilers(&self, name: &str) -> Result<(), UserError> {
+        for e in &self.arches {
+            let b = e.arch.0.backend();
+            let c = crate::kbuild::toolchain::find_compiler(b, e.cross.as_deref(), None);
+            let missing = match e.compiler {
+                Compiler::Gcc if c.gcc.is_none() => Some((
+                    c.command(),
+                    if e.cross.is_some() {
+                        "fix its `cross` prefix".to_string()
+                    } else {
+                        format!("apt-get install {}", b.compiler_package())
+                    },
+                )),
+                Compiler::Clang if which::which("clang").is_err() => Some((
+                    "clang".to_string(),
+                    "apt-get install clang lld llvm".to_string(),
+                )),
+                _ => None,
+            };
+            let launcher = e
+                .launcher
+                .as_ref()
+                .filter(|l| which::which(l).is_err())
+                .map(|l| (l.clone(), "install it or fix `launcher`".to_string()));
+            if let Some((what, fix)) = missing.or(launcher) {
+                return Err(UserError::new(format!(
+                    "{name}: {}: {what} is not on PATH: {fix}",
+                    e.arch.0
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads and parses a matrix file.
     pub fn load(path: &Path) -> Result<Matrix, UserError> {
         let bytes = crate::files::read_input(path, "a matrix YAML file")?;

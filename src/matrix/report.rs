@@ -42,9 +42,9 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(results: &[ArchResult]) -> Report {
+    pub fn new<'a>(results: impl IntoIterator<Item = &'a ArchResult>) -> Report {
         let rows: Vec<Row> = results
-            .iter()
+            .into_iter()
             .map(|r| {
                 let mut row = Row {
                     arch: r.arch.name().to_string(),

@@ -17,7 +17,9 @@ use crate::kernel::cache;
 use crate::kernel::tree::KernelTree;
 use crate::livepatch::journal;
 use crate::livepatch::lock::SourceLock;
-use crate::livepatch::pipeline::{BuildReport, BuildRequest, Planned, default_workdir, plan};
+use crate::livepatch::pipeline::{
+    BuildReport, BuildRequest, Planned, SignWith, default_workdir, plan,
+};
 use crate::patch::source::{SourcePatch, plan_edits};
 
 /// What the matrix run needs besides the matrix file.
@@ -37,6 +39,8 @@ pub struct MatrixRequest {
     /// Run the architectures one after another instead of together (for comparison).
     pub sequential: bool,
     pub quiet: bool,
+    /// Sign every module through its tree's `scripts/sign-file`.
+    pub sign: Option<SignWith>,
 }
 
 /// Why one architecture failed, keeping whether it was the user's input (exit 2) or klpx and
@@ -48,7 +52,7 @@ pub struct ArchFailure {
 }
 
 impl ArchFailure {
-    fn from_error(e: &anyhow::Error, context: &str) -> ArchFailure {
+    pub fn from_error(e: &anyhow::Error, context: &str) -> ArchFailure {
         ArchFailure {
             message: format!("{context}{e:#}"),
             user_error: e.downcast_ref::<crate::error::UserError>().is_some(),
@@ -292,6 +296,6 @@ fn request(
         quiet: true,
         oot: None,
         shipped: None,
-        sign: None,
+        sign: req.sign.clone(),
     }
 }

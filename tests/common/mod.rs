@@ -5,3 +5,4 @@ pub mod cli;
 pub mod corpus;
 pub mod distro;
 pub mod kernel;
+pub mod sign;

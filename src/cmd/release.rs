@@ -1,0 +1,261 @@
+//! `klpx release`: checks everything cheap first (version, patches, matrix, release directory,
+//! signing key, packaging tools, the distribution's releases), builds the modules through the
+//! matrix or the distribution build, and hands the results to [`crate::release::write`].
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use klpx_arch::Arch;
+
+use crate::cli::{BuildArgs, ReleaseArgs};
+use crate::cmd::build::Env;
+use crate::cmd::matrix::load_matrix;
+use crate::distro::debian;
+use crate::error::{UserError, exit};
+use crate::livepatch::pipeline::{SignWith, build};
+use crate::matrix::config::Matrix;
+use crate::matrix::run::{ArchFailure, ArchResult, MatrixRequest, run as run_matrix};
+use crate::patch::source::SourcePatch;
+use crate::release::package::check_version;
+use crate::release::{BuiltArch, ReleaseRequest, write};
+
+/// Scratch space inside the release directory (module outputs, package staging), removed at the end.
+const SCRATCH: &str = ".klpx-build";
+
+/// Runs `klpx release`; returns the exit status.
+pub fn run(a: ReleaseArgs) -> Result<i32> {
+    check_version(&a.version)?;
+    for p in &a.patch.patches {
+        if !p.is_file() {
+            return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
+        }
+        SourcePatch::load(p)?;
+    }
+    let name = a.patch.module_name()?;
+    let (mut matrix, matrix_dir, shown) = load_matrix(a.file.as_deref())?;
+    matrix.select(&a.arches.arches, &shown)?;
+    if a.maintainer.trim().is_empty() || a.maintainer.contains('\n') {
+        return Err(UserError::new("--maintainer: give one line, `NAME <EMAIL>`").into());
+    }
+    check_release_dir(&a.output)?;
+    let sign = crate::cmd::build::sign_with(a.sign_key.as_deref(), a.sign_cert.as_deref())?;
+    for (tool, package) in [("dpkg-deb", "dpkg"), ("rpmbuild", "rpm")] {
+        if which::which(tool).is_err() {
+            return Err(UserError::new(format!(
+                "{tool} is not installed; it builds the release's packages (apt-get install {package})"
+            ))
+            .into());
+        }
+    }
+    // The distribution's release of every architecture, from the package indexes, before any
+    // download or build.
+    let distro = match &a.distro {
+        None => {
+            matrix.check_fragments(&shown, &matrix_dir)?;
+            matrix.check_compilers(&shown)?;
+            None
+        }
+        Some(spec) => {
+            let wanted = debian::parse_distro(spec)?;
+            let mut rels = Vec::new();
+            for e in &matrix.arches {
+                let rel = debian::resolve(e.arch.0, wanted.as_deref()).map_err(|err| {
+                    UserError::new(format!(
+                        "--distro {spec} on {}: {err:#}; leave the architecture out with --arches",
+                        e.arch.0
+                    ))
+                })?;
+                rels.push(rel);
+            }
+            Some((spec.clone(), rels))
+        }
+    };
+    let jobs = crate::cli::jobs(a.jobs)?;
+
+    std::fs::create_dir_all(&a.output)
+        .map_err(|e| UserError::new(format!("-o {}: cannot create: {e}", a.output.display())))?;
+    let output = std::path::absolute(&a.output)?;
+    let scratch = output.join(SCRATCH);
+    std::fs::create_dir_all(&scratch)?;
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let modules = scratch.join("modules");
+    let built = match &distro {
+        None => matrix_builds(&a, matrix, abs(&matrix_dir), &name, &modules, sign)?,
+        Some((spec, rels)) => rels
+            .iter()
+            .map(|rel| distro_build(&a, spec, rel, jobs, &modules))
+            .collect(),
+    };
+    let req = ReleaseRequest {
+        name,
+        version: a.version.clone(),
+        output: output.clone(),
+        maintainer: a.maintainer.clone(),
+        patches: a
+            .patch
+            .patches
+            .iter()
+            .map(|p| {
+                p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+        distro: a.distro.clone(),
+    };
+    let manifest = write(&req, &built, &scratch.join("packages"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let manifest = manifest?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+    } else {
+        for m in &manifest.arches {
+            let what = match (&m.module, &m.error) {
+                (Some(ko), _) => format!("{ko} (+ {} packages)", m.packages.len()),
+                (None, Some(e)) => e.clone(),
+                (None, None) => String::new(),
+            };
+            println!(
+                "{:<8} {:<24} {:<22} {what}",
+                m.arch,
+                m.kernel_release.as_deref().unwrap_or("-"),
+                m.status
+            );
+        }
+        println!(
+            "release {} {} written to {} (manifest.json, SHA256SUMS, report.md)",
+            manifest.name,
+            manifest.version,
+            a.output.display()
+        );
+    }
+    let failed = |user: bool| {
+        built
+            .iter()
+            .any(|b| matches!(&b.result.outcome, Err(f) if f.user_error == user))
+    };
+    // A failure after the build (moving, packaging) is klpx's or its tools'.
+    let packaging_failed = built
+        .iter()
+        .zip(&manifest.arches)
+        .any(|(b, m)| b.result.outcome.is_ok() && m.status == "failed");
+    Ok(if failed(false) || packaging_failed {
+        exit::INTERNAL
+    } else if failed(true) {
+        exit::USER
+    } else if manifest.refused() {
+        exit::UNPATCHABLE
+    } else {
+        exit::OK
+    })
+}
+
+/// The release directory must be new or empty: a release never overwrites files.
+fn check_release_dir(dir: &Path) -> Result<(), UserError> {
+    crate::files::check_output_dir(dir, "-o")?;
+    if dir.is_dir()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(UserError::new(format!(
+            "-o {}: not empty; a release goes into a new or empty directory",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The modules of the matrix's trees, all architectures together.
+fn matrix_builds(
+    a: &ReleaseArgs,
+    matrix: Matrix,
+    matrix_dir: PathBuf,
+    name: &str,
+    modules: &Path,
+    sign: Option<SignWith>,
+) -> Result<Vec<BuiltArch>> {
+    let results = run_matrix(&MatrixRequest {
+        matrix,
+        matrix_dir,
+        patches: a
+            .patch
+            .patches
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
+        fuzz: a.patch.fuzz,
+        name: name.to_string(),
+        output: modules.to_path_buf(),
+        replace: !a.patch.non_replace,
+        sequential: false,
+        quiet: a.json,
+        sign,
+    })?;
+    Ok(results
+        .into_iter()
+        .map(|r| BuiltArch {
+            vmlinux: Some(r.tree.join("vmlinux")),
+            kernel_packages: Vec::new(),
+            result: r,
+        })
+        .collect())
+}
+
+/// One architecture's module for the distribution's kernel, as `klpx build --distro` builds it.
+fn distro_build(
+    a: &ReleaseArgs,
+    spec: &str,
+    rel: &debian::DebianRelease,
+    jobs: usize,
+    modules: &Path,
+) -> BuiltArch {
+    let arch: Arch = rel.arch;
+    let args = BuildArgs {
+        patch: a.patch.clone(),
+        distro: Some(format!(
+            "{}:{}",
+            spec.split(':').next().unwrap_or(spec),
+            rel.release
+        )),
+        arch: Some(arch),
+        output: Some(modules.join(arch.name())),
+        jobs: Some(jobs),
+        sign_key: a.sign_key.clone(),
+        sign_cert: a.sign_cert.clone(),
+        json: a.json,
+        ..BuildArgs::default()
+    };
+    let started = Instant::now();
+    let mut vmlinux = None;
+    let mut tree = PathBuf::new();
+    let outcome = crate::cmd::build::request(args, &Env::default())
+        .and_then(|req| {
+            vmlinux = req.vmlinux.clone();
+            tree = req.objdir.clone();
+            build(&req)
+        })
+        .map_err(|e| ArchFailure::from_error(&e, ""));
+    if let Err(e) = &outcome
+        && !a.json
+    {
+        eprintln!("klpx: {arch}: {e}");
+    }
+    // Debian's signed and unsigned images of a release are the same kernel.
+    let mut kernel_packages = vec![format!("linux-image-{}", rel.release)];
+    if !kernel_packages.contains(&rel.image_package) {
+        kernel_packages.push(rel.image_package.clone());
+    }
+    BuiltArch {
+        result: ArchResult {
+            arch,
+            tree,
+            outcome,
+            time: started.elapsed(),
+        },
+        vmlinux,
+        kernel_packages,
+    }
+}
