@@ -564,6 +564,31 @@ pub fn jobs(requested: Option<usize>) -> Result<usize, crate::error::UserError> 
     }
 }
 
+/// Parallel jobs for a build through `launcher`: `-j` when given, else the CPUs, raised to what a
+/// distcc farm takes (`distcc -j`).
+pub fn jobs_for(
+    requested: Option<usize>,
+    launcher: Option<&str>,
+) -> Result<usize, crate::error::UserError> {
+    if requested.is_some() {
+        return jobs(requested);
+    }
+    Ok(jobs_or_farm(
+        launcher.and_then(crate::kbuild::toolchain::launcher_jobs),
+    ))
+}
+
+/// The CPUs, or the jobs a compile farm takes when that is more, with a note saying so.
+pub fn jobs_or_farm(farm: Option<usize>) -> usize {
+    match farm {
+        Some(n) if n > cpus() => {
+            eprintln!("klpx: note: {n} parallel jobs, as many as distcc's hosts take (distcc -j)");
+            n
+        }
+        _ => cpus(),
+    }
+}
+
 /// `--arch`: a name or alias the arch crate knows (`x86_64`, `aarch64`, `ppc64el`, `s390x`, ...).
 pub fn parse_arch(name: &str) -> Result<Arch, String> {
     name.parse::<Arch>().map_err(|e| e.to_string())

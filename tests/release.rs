@@ -5,6 +5,9 @@
 
 mod common;
 
+/// The tests here patch the one shared source tree, which one klpx at a time may do.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -129,6 +132,7 @@ fn check_packaged(
 /// tools', SHA256SUMS passing `sha256sum -c`, the amd64 package installed with `dpkg --root`.
 #[test]
 fn four_architecture_release() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let case = common::cases::case("string-change");
     let patch = common::kernel::repo()
         .join("tests/boot")
@@ -249,6 +253,7 @@ fn four_architecture_release() {
 /// index knows), and the build id is the one of Debian's vmlinux.
 #[test]
 fn signed_release_for_debian() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = scratch("debian");
     let (key, cert) = common::sign::signing_key(&dir);
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
@@ -307,6 +312,7 @@ fn signed_release_for_debian() {
 /// exit status says so.
 #[test]
 fn one_architecture_failing_still_releases_the_others() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     common::kernel::built_tree(Arch::X86_64).unwrap();
     common::kernel::built_tree(Arch::S390x).unwrap();
     let dir = scratch("partial");
@@ -361,6 +367,7 @@ fn one_architecture_failing_still_releases_the_others() {
 /// Bad input is refused before any build, with nothing written.
 #[test]
 fn bad_release_input_is_refused_up_front() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = scratch("bad");
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
     let p = patch.to_str().unwrap();

@@ -216,7 +216,7 @@ pub fn request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     }
     let name = a.patch.module_name()?;
     let sign = sign_with(a.sign_key.as_deref(), a.sign_cert.as_deref())?;
-    let jobs = crate::cli::jobs(a.jobs)?;
+    let jobs = crate::cli::jobs_for(a.jobs, a.launcher.as_deref())?;
     let toolchain = Toolchain {
         arch,
         cross: compiler.prefix.clone(),
@@ -292,7 +292,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
         .collect::<Result<_, _>>()?;
     let name = a.patch.module_name()?;
     let sign = sign_with(a.sign_key.as_deref(), a.sign_cert.as_deref())?;
-    let jobs = crate::cli::jobs(a.jobs)?;
+    let jobs = crate::cli::jobs_for(a.jobs, a.launcher.as_deref())?;
     if let Some(o) = &a.output {
         crate::files::check_output_dir(o, "-o")?;
     }

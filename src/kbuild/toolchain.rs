@@ -53,6 +53,30 @@ pub fn find_compiler(
     }
 }
 
+/// How many compiles a launcher's hosts take at once, when it can say: distcc's `distcc -j` (the
+/// slots of `DISTCC_HOSTS` or its hosts file). `None` for other launchers (ccache, sccache, icecc,
+/// whose scheduler spreads what it is given).
+pub fn launcher_jobs(launcher: &str) -> Option<usize> {
+    let name = Path::new(launcher).file_name()?.to_str()?;
+    if name != "distcc" {
+        return None;
+    }
+    let out = duct::cmd!(launcher, "-j")
+        .stdout_capture()
+        .stderr_null()
+        .unchecked()
+        .run()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| n > 0)
+}
+
 /// The toolchain options of `klpx build`, as kbuild understands them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Toolchain {

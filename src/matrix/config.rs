@@ -60,14 +60,13 @@ pub struct Matrix {
     pub source: String,
     /// Prefix of the output trees (`<output>/<arch>`); relative to klpx's cache.
     pub output: PathBuf,
-    /// Parallel jobs in all, shared across the architectures.
-    #[serde(default = "default_jobs")]
+    /// Parallel jobs in all, shared across the architectures: the file's `jobs`, else the CPUs,
+    /// raised to what a distcc farm takes when an architecture compiles through distcc.
+    #[serde(skip)]
     pub jobs: usize,
+    #[serde(default, rename = "jobs")]
+    jobs_in_file: Option<usize>,
     pub arches: Vec<ArchEntry>,
-}
-
-fn default_jobs() -> usize {
-    crate::cli::cpus()
 }
 
 impl Matrix {
@@ -99,11 +98,22 @@ impl Matrix {
             }
             seen.push(a.arch.0);
         }
-        if m.jobs == 0 {
+        if m.jobs_in_file == Some(0) {
             return Err(UserError::new(format!("{name}: `jobs` must be at least 1")));
         }
         let mut m = m;
-        m.jobs = crate::cli::jobs(Some(m.jobs))?;
+        m.jobs = match m.jobs_in_file {
+            Some(n) => crate::cli::jobs(Some(n))?,
+            None => {
+                let farm = m
+                    .arches
+                    .iter()
+                    .filter_map(|a| a.launcher.as_deref())
+                    .filter_map(crate::kbuild::toolchain::launcher_jobs)
+                    .max();
+                crate::cli::jobs_or_farm(farm)
+            }
+        };
         Ok(m)
     }
 
