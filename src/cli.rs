@@ -442,10 +442,13 @@ output-tree prefix, the jobs shared by all architectures, and per architecture i
 compiler (gcc or clang), launcher and extra config fragments. Each architecture builds in its own
 output tree (built once if needed); the source tree is patched once for all patched builds.
 
+With --verify, every architecture's module is then proven in qemu on its tree's kernel, all at
+once; the report gains the outcome and the checks' output before and after.
+
 Exit status:
-  0  every architecture built its module (or none had a functional change)
+  0  every architecture built its module (or none had a functional change), and passed --verify
   2  bad input (matrix file, patch)
-  3  the change cannot be live-patched on at least one architecture
+  3  the change cannot be live-patched on at least one architecture, or a module failed --verify
   4  at least one architecture failed";
 
 #[derive(Debug, Clone, Args)]
@@ -469,6 +472,50 @@ pub struct MatrixArgs {
     pub markdown: Option<PathBuf>,
     #[command(flatten)]
     pub arches: ArchesArg,
+    #[command(flatten)]
+    pub verify: MatrixVerifyArgs,
+}
+
+/// `--verify` and its checks, for `matrix` and `release`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct MatrixVerifyArgs {
+    /// Then boot every architecture's kernel in qemu with its module, all at once: load, run the
+    /// checks before and after, unload (where the kernel cannot load livepatches, as arm64 6.12,
+    /// check the module against its vmlinux instead).
+    #[arg(long)]
+    pub verify: bool,
+    /// A shell command run in each guest before loading and after the transition (repeatable).
+    #[arg(long = "check", value_name = "CMD", requires = "verify")]
+    pub checks: Vec<String>,
+    /// Text the checks' output must contain before loading.
+    #[arg(long, value_name = "TEXT", requires = "verify")]
+    pub expect_before: Option<String>,
+    /// Text the checks' output must contain with the livepatch enabled.
+    #[arg(long, value_name = "TEXT", requires = "verify")]
+    pub expect_after: Option<String>,
+    /// Time limit of each guest, in seconds (several guests share the CPUs).
+    #[arg(long = "verify-timeout", value_name = "S", default_value_t = 300)]
+    pub verify_timeout: u64,
+}
+
+impl MatrixVerifyArgs {
+    /// The checks as the matrix stage takes them; `None` without `--verify`.
+    pub fn checks(&self) -> Result<Option<crate::matrix::verify::Checks>, crate::error::UserError> {
+        if !self.verify {
+            return Ok(None);
+        }
+        if self.verify_timeout == 0 {
+            return Err(crate::error::UserError::new(
+                "--verify-timeout must be at least 1 second",
+            ));
+        }
+        Ok(Some(crate::matrix::verify::Checks {
+            commands: self.checks.clone(),
+            expect_before: self.expect_before.clone(),
+            expect_after: self.expect_after.clone(),
+            timeout: std::time::Duration::from_secs(self.verify_timeout),
+        }))
+    }
 }
 
 /// `--arches`: a subset of the matrix file's architectures.
@@ -486,6 +533,8 @@ DIR must be new or empty. It receives, per architecture and kernel release,
 <arch>/<release>/<name>.ko, a Debian package (.deb) and an RPM installing it into
 /var/lib/klpx/<release>/ (where klpx load --all finds it), then manifest.json, SHA256SUMS and
 report.md. An architecture that fails is marked in the manifest; the others are still written.
+With --verify, an architecture whose module fails in qemu is not packaged (--package-unverified
+packages it all the same).
 
 Exit status:
   0  every architecture's module was built and packaged
@@ -510,6 +559,11 @@ pub struct ReleaseArgs {
     pub file: Option<PathBuf>,
     #[command(flatten)]
     pub arches: ArchesArg,
+    #[command(flatten)]
+    pub verify: MatrixVerifyArgs,
+    /// With --verify: package an architecture whose module failed verification all the same.
+    #[arg(long, requires = "verify")]
+    pub package_unverified: bool,
     /// Build for the distribution's own kernel of each architecture (as klpx build --distro):
     /// `debian`, `debian:SERIES` or `debian:RELEASE`; the packages then depend on that kernel's
     /// image package.

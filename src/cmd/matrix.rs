@@ -27,6 +27,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         SourcePatch::load(p)?;
     }
     let name = a.patch.module_name()?;
+    let checks = a.verify.checks()?;
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));
     matrix.check_fragments(&shown, &dir)?;
     matrix.check_compilers(&shown)?;
@@ -48,7 +49,11 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         quiet: a.json,
         sign: None,
     })?;
-    let report = Report::new(&results);
+    let mut report = Report::new(&results);
+    if let Some(checks) = &checks {
+        crate::setup::ensure_packages(&crate::matrix::verify::qemu_packages(&results))?;
+        report.add_verification(crate::matrix::verify::verify_all(&results, checks));
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -76,7 +81,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         exit::INTERNAL
     } else if failed(true) {
         exit::USER
-    } else if refused {
+    } else if refused || report.verify_failed() {
         exit::UNPATCHABLE
     } else {
         exit::OK

@@ -33,6 +33,14 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
         SourcePatch::load(p)?;
     }
     let name = a.patch.module_name()?;
+    let checks = a.verify.checks()?;
+    if checks.is_some() && a.distro.is_some() {
+        return Err(UserError::new(
+            "--verify with --distro is not supported yet; prove each module with \
+             klpx verify MODULE --distro debian:RELEASE",
+        )
+        .into());
+    }
     let (mut matrix, matrix_dir, shown) = load_matrix(a.file.as_deref())?;
     matrix.select(&a.arches.arches, &shown)?;
     if a.maintainer.trim().is_empty() || a.maintainer.contains('\n') {
@@ -80,13 +88,23 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
     std::fs::create_dir_all(&scratch)?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let modules = scratch.join("modules");
-    let built = match &distro {
+    let mut built = match &distro {
         None => matrix_builds(&a, matrix, abs(&matrix_dir), &name, &modules, sign)?,
         Some((spec, rels)) => rels
             .iter()
             .map(|rel| distro_build(&a, spec, rel, jobs, &modules))
             .collect(),
     };
+    if let Some(checks) = &checks {
+        let results: Vec<ArchResult> = built.iter().map(|b| b.result.clone()).collect();
+        crate::setup::ensure_packages(&crate::matrix::verify::qemu_packages(&results))?;
+        for (b, v) in built
+            .iter_mut()
+            .zip(crate::matrix::verify::verify_all(&results, checks))
+        {
+            b.verified = v;
+        }
+    }
     let req = ReleaseRequest {
         name,
         version: a.version.clone(),
@@ -104,6 +122,7 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             })
             .collect(),
         distro: a.distro.clone(),
+        package_unverified: a.package_unverified,
     };
     let manifest = write(&req, &built, &scratch.join("packages"));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -145,7 +164,7 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
         exit::INTERNAL
     } else if failed(true) {
         exit::USER
-    } else if manifest.refused() {
+    } else if manifest.refused() || manifest.verify_failed() {
         exit::UNPATCHABLE
     } else {
         exit::OK
@@ -199,6 +218,7 @@ fn matrix_builds(
         .map(|r| BuiltArch {
             vmlinux: Some(r.tree.join("vmlinux")),
             kernel_packages: Vec::new(),
+            verified: None,
             result: r,
         })
         .collect())
@@ -257,5 +277,6 @@ fn distro_build(
         },
         vmlinux,
         kernel_packages,
+        verified: None,
     }
 }

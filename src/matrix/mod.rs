@@ -5,3 +5,4 @@ pub mod config;
 pub mod progress;
 pub mod report;
 pub mod run;
+pub mod verify;

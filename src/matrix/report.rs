@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::run::ArchResult;
+use super::verify::Verified;
 use crate::livepatch::pipeline::Outcome;
 
 /// One architecture's row.
@@ -22,6 +23,9 @@ pub struct Row {
     pub module: Option<String>,
     pub error: Option<String>,
     pub seconds: f64,
+    /// The module proven in qemu (`--verify`), when it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verified>,
 }
 
 /// Something that is not the same on every architecture.
@@ -55,6 +59,7 @@ impl Report {
                     module: None,
                     error: None,
                     seconds: r.time.as_secs_f64(),
+                    verify: None,
                 };
                 match &r.outcome {
                     Err(e) => {
@@ -130,6 +135,39 @@ impl Report {
         Report { rows, differences }
     }
 
+    /// Adds each architecture's verification (in the rows' order), and where its outcome is not
+    /// the same everywhere, a difference of kind `verify`.
+    pub fn add_verification(&mut self, verified: Vec<Option<Verified>>) {
+        let mut outcomes: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (row, v) in self.rows.iter_mut().zip(verified) {
+            if let Some(v) = &v {
+                outcomes
+                    .entry(v.outcome.clone())
+                    .or_default()
+                    .insert(row.arch.clone());
+            }
+            row.verify = v;
+        }
+        let all: Vec<String> = self.rows.iter().map(|r| r.arch.clone()).collect();
+        if outcomes.len() > 1 {
+            for (what, on) in outcomes {
+                self.differences.push(Difference {
+                    kind: "verify".into(),
+                    what,
+                    not_on: all.iter().filter(|a| !on.contains(*a)).cloned().collect(),
+                    on: on.into_iter().collect(),
+                });
+            }
+        }
+    }
+
+    /// Whether an architecture's module failed its verification.
+    pub fn verify_failed(&self) -> bool {
+        self.rows
+            .iter()
+            .any(|r| r.verify.as_ref().is_some_and(|v| !v.passed))
+    }
+
     /// A plain-text table and the differences.
     pub fn text(&self) -> String {
         let mut t = String::new();
@@ -149,6 +187,20 @@ impl Report {
                 what,
                 r.module.as_deref().or(r.error.as_deref()).unwrap_or("-")
             );
+        }
+        if self.rows.iter().any(|r| r.verify.is_some()) {
+            t.push_str("\nverified in qemu:\n");
+            for r in &self.rows {
+                let Some(v) = &r.verify else {
+                    let _ = writeln!(t, "  {:<8} not verified (no module)", r.arch);
+                    continue;
+                };
+                let _ = writeln!(t, "  {:<8} {}: {}", r.arch, v.outcome, v.reason);
+                for (i, (b, a)) in v.before.iter().zip(&v.after).enumerate() {
+                    let _ = writeln!(t, "           check {}: before: {}", i + 1, one_line(b));
+                    let _ = writeln!(t, "           check {}: after:  {}", i + 1, one_line(a));
+                }
+            }
         }
         if self.differences.is_empty() {
             t.push_str("\nno differences between the architectures\n");
@@ -171,8 +223,19 @@ impl Report {
     /// The same as Markdown, for a release ticket.
     pub fn markdown(&self, title: &str) -> String {
         let mut t = format!("## Livepatch matrix: {title}\n\n");
-        t.push_str("| arch | status | changed | new | refused | module | time |\n");
-        t.push_str("| --- | --- | --- | --- | --- | --- | ---: |\n");
+        let verified = self.rows.iter().any(|r| r.verify.is_some());
+        t.push_str("| arch | status | changed | new | refused | module | time |");
+        t.push_str(if verified {
+            " verify | before | after |\n"
+        } else {
+            "\n"
+        });
+        t.push_str("| --- | --- | --- | --- | --- | --- | ---: |");
+        t.push_str(if verified {
+            " --- | --- | --- |\n"
+        } else {
+            "\n"
+        });
         let code = |v: &[String]| {
             if v.is_empty() {
                 "-".to_string()
@@ -184,7 +247,7 @@ impl Report {
             }
         };
         for r in &self.rows {
-            let _ = writeln!(
+            let _ = write!(
                 t,
                 "| {} | {} | {} | {} | {} | {} | {:.1} s |",
                 r.arch,
@@ -203,6 +266,30 @@ impl Report {
                     .unwrap_or_else(|| "-".into()),
                 r.seconds
             );
+            if verified {
+                let cell = |v: &[String]| {
+                    if v.is_empty() {
+                        "-".to_string()
+                    } else {
+                        v.iter()
+                            .map(|x| format!("`{}`", one_line(x).replace('|', "\\|")))
+                            .collect::<Vec<_>>()
+                            .join("<br>")
+                    }
+                };
+                let _ = match &r.verify {
+                    Some(v) => write!(
+                        t,
+                        " {}: {} | {} | {} |",
+                        v.outcome,
+                        v.reason.replace('|', "\\|"),
+                        cell(&v.before),
+                        cell(&v.after)
+                    ),
+                    None => write!(t, " - | - | - |"),
+                };
+            }
+            t.push('\n');
         }
         if self.differences.is_empty() {
             t.push_str("\nNo differences between the architectures.\n");
@@ -220,6 +307,16 @@ impl Report {
             }
         }
         t
+    }
+}
+
+/// A check's output on one line, shortened for a table.
+fn one_line(s: &str) -> String {
+    let l = s.trim().replace('\n', " / ");
+    if l.chars().count() > 80 {
+        format!("{}…", l.chars().take(79).collect::<String>())
+    } else {
+        l
     }
 }
 

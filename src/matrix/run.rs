@@ -67,7 +67,7 @@ impl std::fmt::Display for ArchFailure {
 }
 
 /// One architecture's result.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ArchResult {
     pub arch: Arch,
     pub tree: PathBuf,

@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::matrix::report::{Difference, Report};
 use crate::matrix::run::ArchResult;
+use crate::matrix::verify::Verified;
 use crate::verify::inspect::{PatchedFunction, inspect};
 use package::{PackageSpec, debian_package, rpm_package};
 
@@ -36,6 +37,8 @@ pub struct ReleaseRequest {
     pub patches: Vec<String>,
     /// `--distro`, when the modules are for a distribution's kernels.
     pub distro: Option<String>,
+    /// Package a module that failed its verification all the same.
+    pub package_unverified: bool,
 }
 
 /// One architecture's build and the kernel it targets.
@@ -46,6 +49,8 @@ pub struct BuiltArch {
     pub vmlinux: Option<PathBuf>,
     /// The distribution's kernel image package(s) the module fits (alternatives), for `Depends`.
     pub kernel_packages: Vec<String>,
+    /// The module proven in qemu (`--verify`), when it was.
+    pub verified: Option<Verified>,
 }
 
 /// `manifest.json`.
@@ -66,7 +71,8 @@ pub struct Manifest {
 #[derive(Debug, Clone, Serialize)]
 pub struct ArchManifest {
     pub arch: String,
-    /// `module`, `module (cannot load)`, `no-change`, `refused` or `failed`.
+    /// `module`, `module (cannot load)`, `no-change`, `refused`, `failed`, or `verify failed`
+    /// (not packaged).
     pub status: String,
     pub kernel_release: Option<String>,
     pub vermagic: Option<String>,
@@ -82,6 +88,9 @@ pub struct ArchManifest {
     pub new_functions: Vec<String>,
     pub refusals: Vec<String>,
     pub error: Option<String>,
+    /// The verification in qemu (`--verify`): outcome, reason, the checks' output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verified>,
 }
 
 impl Manifest {
@@ -92,6 +101,11 @@ impl Manifest {
     pub fn refused(&self) -> bool {
         self.arches.iter().any(|a| a.status == "refused")
     }
+    pub fn verify_failed(&self) -> bool {
+        self.arches
+            .iter()
+            .any(|a| a.verify.as_ref().is_some_and(|v| !v.passed))
+    }
 }
 
 /// Writes the release directory from the architectures' builds; `scratch` is for package staging
@@ -99,6 +113,9 @@ impl Manifest {
 /// are written all the same.
 pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Result<Manifest> {
     let mut report = Report::new(built.iter().map(|b| &b.result));
+    if built.iter().any(|b| b.verified.is_some()) {
+        report.add_verification(built.iter().map(|b| b.verified.clone()).collect());
+    }
     let mut arches = Vec::new();
     for (b, row) in built.iter().zip(&report.rows) {
         let mut m = ArchManifest {
@@ -115,13 +132,26 @@ pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Resul
             new_functions: row.new_functions.clone(),
             refusals: row.refusals.clone(),
             error: row.error.clone(),
+            verify: b.verified.clone(),
         };
+        let unverified = b
+            .verified
+            .as_ref()
+            .is_some_and(|v| !v.passed && !req.package_unverified);
         if let Err(f) = &b.result.outcome {
             m.error = Some(f.message.clone());
         }
         if let Ok(r) = &b.result.outcome {
             m.kernel_release = r.kernel_release.clone();
-            if let Some(ko) = &r.module
+            if unverified {
+                m.status = "verify failed".into();
+                m.error = b.verified.as_ref().map(|v| {
+                    format!(
+                        "not packaged: the module failed in qemu ({}); --package-unverified packages it",
+                        v.reason
+                    )
+                });
+            } else if let Some(ko) = &r.module
                 && let Err(e) = place(req, b, ko, &mut m, &scratch.join(&row.arch))
             {
                 m.status = "failed".into();

@@ -1,0 +1,138 @@
+//! `klpx matrix --verify`: after the builds, every architecture's module is proven in qemu at
+//! once, each on its own tree's kernel: booted, loaded, the checks run before and after, unloaded.
+//! Where the kernel cannot load livepatches (Linux 6.12 on arm64) the module is checked against
+//! the tree's vmlinux instead, as `klpx verify` does there.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::run::ArchResult;
+use crate::verify::{self, VerifyRequest};
+
+/// The checks every architecture runs (`--check`, `--expect-before`, `--expect-after`).
+#[derive(Debug, Clone, Default)]
+pub struct Checks {
+    pub commands: Vec<String>,
+    pub expect_before: Option<String>,
+    pub expect_after: Option<String>,
+    /// Guest time limit per architecture.
+    pub timeout: Duration,
+}
+
+/// How one architecture's module fared.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verified {
+    /// `pass`, `pass (without loading)` or `fail`.
+    pub outcome: String,
+    pub passed: bool,
+    /// One line: why it failed, or what passed.
+    pub reason: String,
+    /// The checks' output before loading and with the livepatch enabled, one entry per check.
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    /// The guest's boot and total time (seconds).
+    pub seconds: f64,
+}
+
+/// Verifies the module of every architecture that built one, all at once; `None` where there
+/// was no module.
+pub fn verify_all(results: &[ArchResult], checks: &Checks) -> Vec<Option<Verified>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = results
+            .iter()
+            .map(|r| s.spawn(move || verify_one(r, checks)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Some(failed("the verification thread panicked".to_string()))
+                })
+            })
+            .collect()
+    })
+}
+
+fn failed(reason: String) -> Verified {
+    Verified {
+        outcome: "fail".into(),
+        passed: false,
+        reason,
+        before: Vec::new(),
+        after: Vec::new(),
+        seconds: 0.0,
+    }
+}
+
+fn verify_one(r: &ArchResult, checks: &Checks) -> Option<Verified> {
+    let built = r.outcome.as_ref().ok()?;
+    let module = built.module.as_ref()?;
+    let backend = r.arch.backend();
+    if !built.loadable {
+        return Some(
+            match verify::without_loading::check(module, &r.tree, backend) {
+                Ok(s) => Verified {
+                    outcome: if s.passed {
+                        "pass (without loading)".into()
+                    } else {
+                        "fail".into()
+                    },
+                    passed: s.passed,
+                    reason: s.reason,
+                    before: Vec::new(),
+                    after: Vec::new(),
+                    seconds: 0.0,
+                },
+                Err(e) => failed(format!("{e:#}")),
+            },
+        );
+    }
+    let mut req = VerifyRequest::new(
+        r.arch,
+        r.tree.join(backend.kernel_image()),
+        vec![module.to_path_buf()],
+    );
+    req.checks = checks.commands.clone();
+    req.expect_before = checks.expect_before.clone();
+    req.expect_after = checks.expect_after.clone();
+    req.timeout = checks.timeout;
+    Some(match verify::run(&req) {
+        Ok(v) => {
+            let outputs = |after: bool| {
+                v.checks
+                    .iter()
+                    .map(|c| {
+                        let r = if after { &c.after } else { &c.before };
+                        r.as_ref().map(|r| r.output.clone()).unwrap_or_default()
+                    })
+                    .collect()
+            };
+            Verified {
+                outcome: if v.passed { "pass" } else { "fail" }.into(),
+                passed: v.passed,
+                reason: v.reason.clone(),
+                before: outputs(false),
+                after: outputs(true),
+                seconds: v.total_seconds,
+            }
+        }
+        Err(e) => failed(format!("{e:#}")),
+    })
+}
+
+/// The qemu package each architecture that will boot needs, for the caller to install.
+pub fn qemu_packages(results: &[ArchResult]) -> Vec<&'static str> {
+    let mut p: Vec<&'static str> = results
+        .iter()
+        .filter(|r| {
+            r.outcome
+                .as_ref()
+                .is_ok_and(|b| b.loadable && b.module.is_some())
+        })
+        .map(|r| r.arch.backend().qemu_package())
+        .collect();
+    p.sort();
+    p.dedup();
+    p
+}
