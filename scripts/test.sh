@@ -9,7 +9,7 @@ packages=(linux-source-6.12 make gcc flex bison bc libelf-dev libssl-dev xz-util
           gcc-aarch64-linux-gnu gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu
           qemu-system-x86 qemu-system-ppc qemu-system-misc busybox-static cpio ccache
           patch quilt git gcc-12 dwarves gcc-arm-linux-gnueabihf rpm cpio openssl man-db kmod systemd binutils
-          clang-16 lld-16 llvm-16 distcc)
+          clang-16 lld-16 llvm-16 distcc dpkg-dev debhelper rsync)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

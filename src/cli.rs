@@ -118,6 +118,27 @@ pub enum KernelCommand {
     Config(KernelArgs),
     /// Removes the tree.
     Clean(KernelArgs),
+    /// Builds the kernel with patches applied (the permanent fix) and packages it with the
+    /// kernel's own bindeb-pkg or binrpm-pkg, in an output tree of its own; the source is restored.
+    Package(KernelPackageArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KernelPackageArgs {
+    #[command(flatten)]
+    pub tree: KernelArgs,
+    /// Patches applied for the build (none: the tree's kernel as it is).
+    #[arg(value_name = "PATCH")]
+    pub patches: Vec<std::path::PathBuf>,
+    /// The package format.
+    #[arg(long, value_enum, default_value = "deb")]
+    pub format: crate::release::kernel_package::PackageFormat,
+    /// Directory for the packages (default: the current directory).
+    #[arg(short = 'o', long = "output", value_name = "DIR")]
+    pub output: Option<std::path::PathBuf>,
+    /// Context lines a hunk may ignore at each end to apply, as GNU patch's --fuzz (0: exact).
+    #[arg(short = 'F', long = "fuzz", value_name = "N", default_value_t = crate::patch::source::DEFAULT_FUZZ)]
+    pub fuzz: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -561,6 +582,10 @@ pub struct ReleaseArgs {
     pub arches: ArchesArg,
     #[command(flatten)]
     pub verify: MatrixVerifyArgs,
+    /// Also rebuild each architecture's kernel with the patches applied and add its packages (deb
+    /// and RPM, by the kernel's bindeb-pkg and binrpm-pkg) to the release: the permanent fix.
+    #[arg(long, conflicts_with = "distro")]
+    pub with_kernel: bool,
     /// With --verify: package an architecture whose module failed verification all the same.
     #[arg(long, requires = "verify")]
     pub package_unverified: bool,

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use klpx_arch::Arch;
 
-use crate::cli::{KernelArgs, KernelCommand};
+use crate::cli::{KernelArgs, KernelCommand, KernelPackageArgs};
 use crate::error::{UserError, exit};
 use crate::kbuild::toolchain::find_compiler;
 use crate::kernel::cache;
 use crate::kernel::tree::{BaseConfig, CREATED_MARKER, FRAGMENTS, KernelTree};
+use crate::release::kernel_package::{PackageRequest, build_packages};
 use crate::setup;
 
 /// The base config a `--base` value names.
@@ -149,6 +150,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
             }
             println!("{}", tree.out.display());
         }
+        KernelCommand::Package(p) => return package(&p),
         KernelCommand::Clean(a) => {
             let dir = tree_dir(&a, a.arch);
             if !dir.exists() {
@@ -163,8 +165,47 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 std::fs::remove_dir_all(&objects)
                     .with_context(|| format!("removing {}", objects.display()))?;
             }
+            // So does the tree `klpx kernel package` built the patched kernel in.
+            let packages = crate::release::kernel_package::package_dir(&dir);
+            if packages.join(CREATED_MARKER).is_file() {
+                std::fs::remove_dir_all(&packages)
+                    .with_context(|| format!("removing {}", packages.display()))?;
+            }
             println!("removed {}", dir.display());
         }
+    }
+    Ok(exit::OK)
+}
+
+/// `klpx kernel package`: checks the patches and the output directory, configures the base tree
+/// when needed, then builds and packages.
+fn package(p: &KernelPackageArgs) -> Result<i32> {
+    for patch in &p.patches {
+        if !patch.is_file() {
+            return Err(UserError::new(format!("{}: no such patch file", patch.display())).into());
+        }
+        crate::patch::source::SourcePatch::load(patch)?;
+    }
+    let output = p.output.clone().unwrap_or_else(|| PathBuf::from("."));
+    crate::files::check_output_dir(&output, "-o")?;
+    let tree = tree_for(&p.tree)?;
+    setup::ensure_packages(p.format.tools())?;
+    for d in tree.ensure_prepared_from(&base_of(&p.tree)?)? {
+        eprintln!("klpx: note: Kconfig did not keep {d}");
+    }
+    let abs = |x: &Path| std::path::absolute(x).unwrap_or_else(|_| x.to_path_buf());
+    let made = build_packages(
+        &PackageRequest {
+            base: tree,
+            patches: p.patches.iter().map(|x| abs(x)).collect(),
+            fuzz: p.fuzz,
+            format: p.format,
+            output: abs(&output),
+        },
+        &|m| eprintln!("klpx: {m}"),
+    )?;
+    for m in made {
+        println!("{}", m.display());
     }
     Ok(exit::OK)
 }

@@ -17,6 +17,7 @@ use crate::livepatch::pipeline::{SignWith, build};
 use crate::matrix::config::Matrix;
 use crate::matrix::run::{ArchFailure, ArchResult, MatrixRequest, run as run_matrix};
 use crate::patch::source::SourcePatch;
+use crate::release::kernel_package::{PackageFormat, PackageRequest, build_packages};
 use crate::release::package::check_version;
 use crate::release::{BuiltArch, ReleaseRequest, write};
 
@@ -88,6 +89,11 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
     std::fs::create_dir_all(&scratch)?;
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
     let modules = scratch.join("modules");
+    let entries = matrix.arches.clone();
+    let source = a
+        .with_kernel
+        .then(|| crate::matrix::run::source_dir(&matrix))
+        .transpose()?;
     let mut built = match &distro {
         None => matrix_builds(&a, matrix, abs(&matrix_dir), &name, &modules, sign)?,
         Some((spec, rels)) => rels
@@ -103,6 +109,14 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             .zip(crate::matrix::verify::verify_all(&results, checks))
         {
             b.verified = v;
+        }
+    }
+    if let Some(src) = &source {
+        for (b, e) in built.iter_mut().zip(&entries) {
+            if !b.result.outcome.as_ref().is_ok_and(|r| r.module.is_some()) {
+                continue;
+            }
+            b.kernel_build = Some(kernel_packages(&a, b, e, src, jobs, &scratch));
         }
     }
     let req = ReleaseRequest {
@@ -217,11 +231,54 @@ fn matrix_builds(
         .into_iter()
         .map(|r| BuiltArch {
             vmlinux: Some(r.tree.join("vmlinux")),
-            kernel_packages: Vec::new(),
+            depends_on: Vec::new(),
+            kernel_build: None,
             verified: None,
             result: r,
         })
         .collect())
+}
+
+/// The patched kernel of one architecture's tree, as Debian packages and RPMs (`--with-kernel`).
+fn kernel_packages(
+    a: &ReleaseArgs,
+    b: &BuiltArch,
+    e: &crate::matrix::config::ArchEntry,
+    src: &Path,
+    jobs: usize,
+    scratch: &Path,
+) -> Result<Vec<PathBuf>, String> {
+    let arch = b.result.arch;
+    let mut base = crate::kernel::tree::KernelTree::new(arch, src, &b.result.tree, jobs);
+    if let Some(c) = &e.cross {
+        base.cross = c.clone();
+    }
+    let mut files = Vec::new();
+    for format in [PackageFormat::Deb, PackageFormat::Rpm] {
+        crate::setup::ensure_packages(format.tools()).map_err(|e| format!("{e:#}"))?;
+        let made = build_packages(
+            &PackageRequest {
+                base: base.clone(),
+                patches: a
+                    .patch
+                    .patches
+                    .iter()
+                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+                    .collect(),
+                fuzz: a.patch.fuzz,
+                format,
+                output: scratch.join("kernel").join(arch.name()),
+            },
+            &|m| {
+                if !a.json {
+                    eprintln!("klpx: {arch}: {m}")
+                }
+            },
+        )
+        .map_err(|e| format!("{e:#}"))?;
+        files.extend(made);
+    }
+    Ok(files)
 }
 
 /// One architecture's module for the distribution's kernel, as `klpx build --distro` builds it.
@@ -264,9 +321,9 @@ fn distro_build(
         eprintln!("klpx: {arch}: {e}");
     }
     // Debian's signed and unsigned images of a release are the same kernel.
-    let mut kernel_packages = vec![format!("linux-image-{}", rel.release)];
-    if !kernel_packages.contains(&rel.image_package) {
-        kernel_packages.push(rel.image_package.clone());
+    let mut depends_on = vec![format!("linux-image-{}", rel.release)];
+    if !depends_on.contains(&rel.image_package) {
+        depends_on.push(rel.image_package.clone());
     }
     BuiltArch {
         result: ArchResult {
@@ -276,7 +333,8 @@ fn distro_build(
             time: started.elapsed(),
         },
         vmlinux,
-        kernel_packages,
+        depends_on,
+        kernel_build: None,
         verified: None,
     }
 }

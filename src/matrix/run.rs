@@ -77,7 +77,7 @@ pub struct ArchResult {
 }
 
 /// The kernel source a matrix names.
-fn source_dir(m: &Matrix) -> Result<PathBuf> {
+pub fn source_dir(m: &Matrix) -> Result<PathBuf> {
     match m.source.strip_prefix("debian:") {
         Some("linux-source-6.12") => cache::debian_source(),
         Some(other) => Err(crate::error::UserError::new(format!(

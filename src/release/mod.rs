@@ -10,7 +10,11 @@
 //! DIR/<arch>/<release>/<package>-<version>-1.<rpm arch>.rpm
 //! DIR/manifest.json  DIR/report.md  DIR/SHA256SUMS
 //! ```
+//!
+//! [`kernel_package`] builds the permanent fix beside it: the kernel itself with the patches
+//! applied, packaged by the kernel's own `bindeb-pkg`/`binrpm-pkg`.
 
+pub mod kernel_package;
 pub mod package;
 
 use std::path::{Path, PathBuf};
@@ -48,7 +52,9 @@ pub struct BuiltArch {
     /// The target kernel's vmlinux, for its build id.
     pub vmlinux: Option<PathBuf>,
     /// The distribution's kernel image package(s) the module fits (alternatives), for `Depends`.
-    pub kernel_packages: Vec<String>,
+    pub depends_on: Vec<String>,
+    /// The patched kernel's own packages (`--with-kernel`), or why they could not be built.
+    pub kernel_build: Option<Result<Vec<PathBuf>, String>>,
     /// The module proven in qemu (`--verify`), when it was.
     pub verified: Option<Verified>,
 }
@@ -83,6 +89,9 @@ pub struct ArchManifest {
     pub sha256: Option<String>,
     pub signed: bool,
     pub packages: Vec<String>,
+    /// The kernel rebuilt with the patches, packaged (`--with-kernel`): the permanent fix.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernel_packages: Vec<String>,
     /// The functions the module replaces, with their positions, read back from the module.
     pub functions: Vec<PatchedFunction>,
     pub new_functions: Vec<String>,
@@ -128,6 +137,7 @@ pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Resul
             sha256: None,
             signed: false,
             packages: Vec::new(),
+            kernel_packages: Vec::new(),
             functions: Vec::new(),
             new_functions: row.new_functions.clone(),
             refusals: row.refusals.clone(),
@@ -218,7 +228,7 @@ fn place(
         version: &req.version,
         kernel_release: &release,
         module: &dest,
-        kernel_packages: &b.kernel_packages,
+        kernel_packages: &b.depends_on,
         maintainer: &req.maintainer,
         patches: &req.patches,
     };
@@ -229,6 +239,21 @@ fn place(
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         m.packages
             .push(rel_dir.join(name.as_ref()).display().to_string());
+    }
+    match &b.kernel_build {
+        None => {}
+        Some(Err(e)) => anyhow::bail!("packaging the patched kernel: {e}"),
+        Some(Ok(files)) => {
+            let kdir = dir.join("kernel");
+            std::fs::create_dir_all(&kdir)?;
+            for f in files {
+                let name = f.file_name().unwrap_or_default();
+                std::fs::rename(f, kdir.join(name))
+                    .with_context(|| format!("moving {}", f.display()))?;
+                m.kernel_packages
+                    .push(rel_dir.join("kernel").join(name).display().to_string());
+            }
+        }
     }
     Ok(())
 }

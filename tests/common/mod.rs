@@ -5,4 +5,5 @@ pub mod cli;
 pub mod corpus;
 pub mod distro;
 pub mod kernel;
+pub mod patches;
 pub mod sign;
