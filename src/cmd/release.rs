@@ -174,15 +174,20 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
         .iter()
         .zip(&manifest.arches)
         .any(|(b, m)| b.result.outcome.is_ok() && m.status == "failed");
-    Ok(if failed(false) || packaging_failed {
-        exit::INTERNAL
-    } else if failed(true) {
-        exit::USER
-    } else if manifest.refused() || manifest.verify_failed() {
-        exit::UNPATCHABLE
-    } else {
-        exit::OK
-    })
+    if let Some(e) = &manifest.tools_error {
+        eprintln!("klpx: packaging klpx itself failed: {e}");
+    }
+    Ok(
+        if failed(false) || packaging_failed || manifest.tools_error.is_some() {
+            exit::INTERNAL
+        } else if failed(true) {
+            exit::USER
+        } else if manifest.refused() || manifest.verify_failed() {
+            exit::UNPATCHABLE
+        } else {
+            exit::OK
+        },
+    )
 }
 
 /// The release directory must be new or empty: a release never overwrites files.

@@ -27,7 +27,7 @@ use crate::matrix::report::{Difference, Report};
 use crate::matrix::run::ArchResult;
 use crate::matrix::verify::Verified;
 use crate::verify::inspect::{PatchedFunction, inspect};
-use package::{PackageSpec, debian_package, rpm_package};
+use package::{PackageSpec, debian_package, rpm_package, tool_packages};
 
 /// What the release is, besides the modules.
 #[derive(Debug, Clone)]
@@ -69,6 +69,11 @@ pub struct Manifest {
     pub patches: Vec<String>,
     pub distro: Option<String>,
     pub arches: Vec<ArchManifest>,
+    /// klpx itself with its boot unit, packaged for the host architecture when the release has it
+    /// (`tools/`), for the machines that load the livepatches.
+    pub tools: Vec<String>,
+    /// Why the tools could not be packaged, when they could not.
+    pub tools_error: Option<String>,
     /// What is not the same on every architecture (the matrix report's differences).
     pub differences: Vec<Difference>,
 }
@@ -174,6 +179,22 @@ pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Resul
     for (row, m) in report.rows.iter_mut().zip(&arches) {
         row.module = m.module.clone();
     }
+    let mut tools = Vec::new();
+    let mut tools_error = None;
+    if let Some(host) = klpx_arch::Arch::host()
+        && built.iter().any(|b| b.result.arch == host)
+    {
+        let dir = req.output.join("tools");
+        match tool_packages(host, &req.maintainer, &scratch.join("tools"), &dir) {
+            Ok(files) => {
+                for p in files {
+                    let name = p.file_name().unwrap_or_default().to_string_lossy();
+                    tools.push(format!("tools/{name}"));
+                }
+            }
+            Err(e) => tools_error = Some(format!("{e:#}")),
+        }
+    }
     let manifest = Manifest {
         name: req.name.clone(),
         version: req.version.clone(),
@@ -181,6 +202,8 @@ pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Resul
         patches: req.patches.clone(),
         distro: req.distro.clone(),
         arches,
+        tools,
+        tools_error,
         differences: report.differences.clone(),
     };
     let json = serde_json::to_string_pretty(&manifest)? + "\n";

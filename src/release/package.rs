@@ -192,6 +192,103 @@ pub fn rpm_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Result
     Ok(file)
 }
 
+/// The boot unit that runs `klpx load --all` (contrib/klpx.service).
+pub const BOOT_UNIT: &str = include_str!("../../contrib/klpx.service");
+
+/// klpx itself, for the machines that run the livepatches: this executable (debug info stripped)
+/// as `/usr/bin/klpx` and the boot unit as `/lib/systemd/system/klpx.service`, as a Debian package
+/// and an RPM for `arch` (the host's: the executable is the one running). Returns their paths.
+pub fn tool_packages(
+    arch: Arch,
+    maintainer: &str,
+    scratch: &Path,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>> {
+    let exe = std::env::current_exe().context("finding klpx's own executable")?;
+    let version = env!("CARGO_PKG_VERSION");
+    let root = scratch.join("tool-deb");
+    let bin = root.join("usr/bin/klpx");
+    let unit = root.join("lib/systemd/system/klpx.service");
+    for d in [&bin, &unit] {
+        std::fs::create_dir_all(d.parent().unwrap_or(&root))?;
+    }
+    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    run(
+        duct::cmd!("objcopy", "--strip-debug", &exe, &bin),
+        "objcopy --strip-debug (binutils)",
+    )?;
+    std::fs::write(&unit, BOOT_UNIT)?;
+    std::fs::create_dir_all(out_dir)?;
+    let size_kib = std::fs::metadata(&bin)?.len().div_ceil(1024) + 1;
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }
+        .to_string_lossy()
+        .into_owned();
+    let description = [
+        "Builds Linux livepatch modules and, on the machines that run them, loads, lists,",
+        "installs and removes them (klpx load/unload/list/install/uninstall). klpx.service",
+        "loads the livepatches installed for the running kernel at boot:",
+        "systemctl enable klpx.service.",
+    ];
+    let mut control = format!(
+        "Package: klpx\nVersion: {version}\nArchitecture: {}\nMaintainer: {maintainer}\n\
+         Installed-Size: {size_kib}\nSection: admin\nPriority: optional\nDepends: libc6 (>= {glibc}), kmod\n\
+         Description: livepatch modules: build, load, list, install\n",
+        arch.backend().debian_arch()
+    );
+    for l in description {
+        control.push_str(&format!(" {l}\n"));
+    }
+    std::fs::write(root.join("DEBIAN/control"), control)?;
+    let deb = out_dir.join(format!(
+        "klpx_{version}_{}.deb",
+        arch.backend().debian_arch()
+    ));
+    run(
+        duct::cmd!("dpkg-deb", "--root-owner-group", "--build", &root, &deb),
+        "dpkg-deb --build",
+    )?;
+
+    let top = scratch.join("tool-rpm");
+    let sources = top.join("SOURCES");
+    std::fs::create_dir_all(&sources)?;
+    std::fs::copy(&bin, sources.join("klpx"))?;
+    std::fs::write(sources.join("klpx.service"), BOOT_UNIT)?;
+    let rpm_arch = arch.backend().rpm_arch();
+    let mut spec = String::from(
+        "%global debug_package %{nil}\n%global __os_install_post %{nil}\n\
+         %global _build_id_links none\n",
+    );
+    spec.push_str(&format!(
+        "Name: klpx\nVersion: {version}\nRelease: 1\nSummary: livepatch modules: build, load, list, \
+         install\nLicense: GPL-2.0-only\nPackager: {maintainer}\nRequires: kmod\n\
+         Source0: klpx\nSource1: klpx.service\n\n%description\n{}\n\n%install\n\
+         install -D -m 0755 %{{SOURCE0}} %{{buildroot}}/usr/bin/klpx\n\
+         install -D -m 0644 %{{SOURCE1}} %{{buildroot}}/lib/systemd/system/klpx.service\n\n\
+         %files\n/usr/bin/klpx\n/lib/systemd/system/klpx.service\n",
+        description.join("\n")
+    ));
+    let spec_file = top.join("klpx.spec");
+    std::fs::write(&spec_file, spec)?;
+    run(
+        duct::cmd!(
+            "rpmbuild",
+            "-bb",
+            "--target",
+            rpm_arch,
+            "--define",
+            format!("_topdir {}", top.display()),
+            &spec_file
+        ),
+        "rpmbuild -bb",
+    )?;
+    let name = format!("klpx-{version}-1.{rpm_arch}.rpm");
+    let rpm = out_dir.join(&name);
+    std::fs::rename(top.join("RPMS").join(rpm_arch).join(&name), &rpm)
+        .with_context(|| format!("rpmbuild wrote no {name}"))?;
+    Ok(vec![deb, rpm])
+}
+
 /// Runs a packaging tool, keeping its output for the error.
 fn run(cmd: duct::Expression, what: &str) -> Result<()> {
     let out = cmd
