@@ -251,7 +251,8 @@ fn four_architecture_release() {
 
 /// A release for Debian's own amd64 kernel, signed with a key made here: the module's signature
 /// verifies with openssl, the package depends on that kernel's image package (which Debian's
-/// index knows), and the build id is the one of Debian's vmlinux.
+/// index knows), the build id is the one of Debian's vmlinux, and `--verify` boots Debian's own
+/// vmlinuz with the signed module.
 #[test]
 fn signed_release_for_debian() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -275,10 +276,15 @@ fn signed_release_for_debian() {
         key.to_str().unwrap(),
         "--sign-cert",
         cert.to_str().unwrap(),
+        "--verify",
+        "--check",
+        "cat /proc/cmdline",
+        "--expect-after",
+        "klpx console=",
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_exit(&r, 0, "klpx release --distro debian");
+    assert_exit(&r, 0, "klpx release --distro debian --verify");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["distro"], "debian");
@@ -286,6 +292,9 @@ fn signed_release_for_debian() {
     let release = e["kernel_release"].as_str().unwrap();
     assert!(release.ends_with("-amd64"), "{release}");
     assert_eq!(e["signed"], true);
+    assert_eq!(e["verify"]["outcome"], "pass", "{}", e["verify"]);
+    let after = e["verify"]["after"][0].as_str().unwrap();
+    assert!(after.contains("klpx console="), "{after}");
     let ko = out.join(e["module"].as_str().unwrap());
     common::sign::assert_signed(&ko, &cert, &dir);
     // Depends on the exact kernel, signed or unsigned image, both known to apt.

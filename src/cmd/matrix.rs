@@ -51,8 +51,13 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
     })?;
     let mut report = Report::new(&results);
     if let Some(checks) = &checks {
-        crate::setup::ensure_packages(&crate::matrix::verify::qemu_packages(&results))?;
-        report.add_verification(crate::matrix::verify::verify_all(&results, checks));
+        use crate::matrix::verify::{BootTarget, qemu_packages, verify_all};
+        crate::setup::ensure_packages(&qemu_packages(&results))?;
+        let targets: Vec<_> = results
+            .iter()
+            .map(|r| (r.clone(), Some(BootTarget::of_tree(r))))
+            .collect();
+        report.add_verification(verify_all(&targets, checks));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -16,6 +16,7 @@ use crate::error::{UserError, exit};
 use crate::livepatch::pipeline::{SignWith, build};
 use crate::matrix::config::Matrix;
 use crate::matrix::run::{ArchFailure, ArchResult, MatrixRequest, run as run_matrix};
+use crate::matrix::verify::{BootTarget, Reference};
 use crate::patch::source::SourcePatch;
 use crate::release::kernel_package::{PackageFormat, PackageRequest, build_packages};
 use crate::release::package::check_version;
@@ -35,13 +36,6 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
     }
     let name = a.patch.module_name()?;
     let checks = a.verify.checks()?;
-    if checks.is_some() && a.distro.is_some() {
-        return Err(UserError::new(
-            "--verify with --distro is not supported yet; prove each module with \
-             klpx verify MODULE --distro debian:RELEASE",
-        )
-        .into());
-    }
     let (mut matrix, matrix_dir, shown) = load_matrix(a.file.as_deref())?;
     matrix.select(&a.arches.arches, &shown)?;
     if a.maintainer.trim().is_empty() || a.maintainer.contains('\n') {
@@ -102,12 +96,13 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             .collect(),
     };
     if let Some(checks) = &checks {
-        let results: Vec<ArchResult> = built.iter().map(|b| b.result.clone()).collect();
-        crate::setup::ensure_packages(&crate::matrix::verify::qemu_packages(&results))?;
-        for (b, v) in built
-            .iter_mut()
-            .zip(crate::matrix::verify::verify_all(&results, checks))
-        {
+        use crate::matrix::verify::{qemu_packages, verify_all};
+        crate::setup::ensure_packages(&qemu_packages(built.iter().map(|b| &b.result)))?;
+        let targets: Vec<_> = built
+            .iter()
+            .map(|b| (b.result.clone(), b.boot.clone()))
+            .collect();
+        for (b, v) in built.iter_mut().zip(verify_all(&targets, checks)) {
             b.verified = v;
         }
     }
@@ -236,6 +231,7 @@ fn matrix_builds(
         .into_iter()
         .map(|r| BuiltArch {
             vmlinux: Some(r.tree.join("vmlinux")),
+            boot: Some(BootTarget::of_tree(&r)),
             depends_on: Vec::new(),
             kernel_build: None,
             verified: None,
@@ -325,6 +321,18 @@ fn distro_build(
     {
         eprintln!("klpx: {arch}: {e}");
     }
+    // The shipped kernel `--verify` boots: fetched already by the build, so read from the cache.
+    let boot = outcome.as_ref().ok().and_then(|_| {
+        let k = debian::fetch(rel, &|_| {}, &mut |_| Ok(())).ok()?;
+        Some(BootTarget {
+            kernel_image: k.vmlinuz,
+            reference: Reference::Shipped {
+                vmlinux: k.vmlinux,
+                symvers: k.symvers,
+                dir: k.dir,
+            },
+        })
+    });
     // Debian's signed and unsigned images of a release are the same kernel.
     let mut depends_on = vec![format!("linux-image-{}", rel.release)];
     if !depends_on.contains(&rel.image_package) {
@@ -340,6 +348,7 @@ fn distro_build(
         vmlinux,
         depends_on,
         kernel_build: None,
+        boot,
         verified: None,
     }
 }

@@ -3,6 +3,7 @@
 //! Where the kernel cannot load livepatches (Linux 6.12 on arm64) the module is checked against
 //! the tree's vmlinux instead, as `klpx verify` does there.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -35,13 +36,49 @@ pub struct Verified {
     pub seconds: f64,
 }
 
-/// Verifies the module of every architecture that built one, all at once; `None` where there
-/// was no module.
-pub fn verify_all(results: &[ArchResult], checks: &Checks) -> Vec<Option<Verified>> {
+/// The kernel an architecture's module is proven on.
+#[derive(Debug, Clone)]
+pub struct BootTarget {
+    /// The bootable image.
+    pub kernel_image: PathBuf,
+    /// What the module is checked against when the kernel cannot load livepatches.
+    pub reference: Reference,
+}
+
+/// The built kernel a module is checked against without loading it.
+#[derive(Debug, Clone)]
+pub enum Reference {
+    /// A built output tree (its vmlinux and Module.symvers).
+    Tree(PathBuf),
+    /// A shipped kernel: its vmlinux with symbols, Module.symvers, and the directory holding its
+    /// modules.
+    Shipped {
+        vmlinux: PathBuf,
+        symvers: PathBuf,
+        dir: PathBuf,
+    },
+}
+
+impl BootTarget {
+    /// The kernel an architecture's own output tree built (what `klpx matrix` builds against).
+    pub fn of_tree(r: &ArchResult) -> BootTarget {
+        BootTarget {
+            kernel_image: r.tree.join(r.arch.backend().kernel_image()),
+            reference: Reference::Tree(r.tree.clone()),
+        }
+    }
+}
+
+/// Verifies the module of every architecture that built one, all at once, each on its target
+/// (`None`: no module, or no kernel to boot); `None` where nothing was verified.
+pub fn verify_all(
+    results: &[(ArchResult, Option<BootTarget>)],
+    checks: &Checks,
+) -> Vec<Option<Verified>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = results
             .iter()
-            .map(|r| s.spawn(move || verify_one(r, checks)))
+            .map(|(r, t)| s.spawn(move || verify_one(r, t.as_ref()?, checks)))
             .collect();
         handles
             .into_iter()
@@ -65,32 +102,45 @@ fn failed(reason: String) -> Verified {
     }
 }
 
-fn verify_one(r: &ArchResult, checks: &Checks) -> Option<Verified> {
+fn verify_one(r: &ArchResult, target: &BootTarget, checks: &Checks) -> Option<Verified> {
     let built = r.outcome.as_ref().ok()?;
     let module = built.module.as_ref()?;
     let backend = r.arch.backend();
     if !built.loadable {
-        return Some(
-            match verify::without_loading::check(module, &r.tree, backend) {
-                Ok(s) => Verified {
-                    outcome: if s.passed {
-                        "pass (without loading)".into()
-                    } else {
-                        "fail".into()
-                    },
-                    passed: s.passed,
-                    reason: s.reason,
-                    before: Vec::new(),
-                    after: Vec::new(),
-                    seconds: 0.0,
+        let report = match &target.reference {
+            Reference::Tree(tree) => verify::without_loading::check(module, tree, backend),
+            Reference::Shipped {
+                vmlinux,
+                symvers,
+                dir,
+            } => verify::without_loading::check_against(
+                module,
+                vmlinux,
+                symvers,
+                dir,
+                &crate::kbuild::links::LinkMap::default(),
+                backend,
+            ),
+        };
+        return Some(match report {
+            Ok(s) => Verified {
+                outcome: if s.passed {
+                    "pass (without loading)".into()
+                } else {
+                    "fail".into()
                 },
-                Err(e) => failed(format!("{e:#}")),
+                passed: s.passed,
+                reason: s.reason,
+                before: Vec::new(),
+                after: Vec::new(),
+                seconds: 0.0,
             },
-        );
+            Err(e) => failed(format!("{e:#}")),
+        });
     }
     let mut req = VerifyRequest::new(
         r.arch,
-        r.tree.join(backend.kernel_image()),
+        target.kernel_image.clone(),
         vec![module.to_path_buf()],
     );
     req.checks = checks.commands.clone();
@@ -122,9 +172,9 @@ fn verify_one(r: &ArchResult, checks: &Checks) -> Option<Verified> {
 }
 
 /// The qemu package each architecture that will boot needs, for the caller to install.
-pub fn qemu_packages(results: &[ArchResult]) -> Vec<&'static str> {
+pub fn qemu_packages<'a>(results: impl IntoIterator<Item = &'a ArchResult>) -> Vec<&'static str> {
     let mut p: Vec<&'static str> = results
-        .iter()
+        .into_iter()
         .filter(|r| {
             r.outcome
                 .as_ref()

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::matrix::report::{Difference, Report};
 use crate::matrix::run::ArchResult;
-use crate::matrix::verify::Verified;
+use crate::matrix::verify::{BootTarget, Verified};
 use crate::verify::inspect::{PatchedFunction, inspect};
 use package::{PackageSpec, debian_package, rpm_package, tool_packages};
 
@@ -55,6 +55,8 @@ pub struct BuiltArch {
     pub depends_on: Vec<String>,
     /// The patched kernel's own packages (`--with-kernel`), or why they could not be built.
     pub kernel_build: Option<Result<Vec<PathBuf>, String>>,
+    /// The kernel `--verify` proves the module on.
+    pub boot: Option<BootTarget>,
     /// The module proven in qemu (`--verify`), when it was.
     pub verified: Option<Verified>,
 }
