@@ -535,6 +535,7 @@ impl MatrixVerifyArgs {
             expect_before: self.expect_before.clone(),
             expect_after: self.expect_after.clone(),
             timeout: std::time::Duration::from_secs(self.verify_timeout),
+            busybox: Vec::new(),
         }))
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use common::cli::{assert_exit, build_module, text};
 use common::kernel::{built_tree, repo};
-use klpx::verify::initramfs::{Member, build, busybox, check_static};
+use klpx::setup::busybox;
+use klpx::verify::initramfs::{Member, build, check_static};
 use klpx::verify::qemu::{Accel, QemuConfig, kernel_cmdline, run};
 use klpx_arch::Arch;
 

@@ -125,6 +125,7 @@ pub fn run(arch: Arch, jobs: usize) -> Result<i32> {
     req.checks = vec![CHECK.to_string()];
     req.expect_after = Some("klpx ".to_string());
     crate::setup::ensure_packages(&[req.arch.backend().qemu_package()])?;
+    req.busybox = Some(crate::setup::busybox(arch)?);
     let v = verify::run(&req)?;
     let out = |r: &Option<verify::CommandResult>| {
         r.as_ref()

@@ -50,14 +50,17 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         sign: None,
     })?;
     let mut report = Report::new(&results);
-    if let Some(checks) = &checks {
-        use crate::matrix::verify::{BootTarget, qemu_packages, verify_all};
-        crate::setup::ensure_packages(&qemu_packages(&results))?;
+    if let Some(mut checks) = checks {
+        use crate::matrix::verify::{BootTarget, booting_arches, verify_all};
+        for arch in booting_arches(&results) {
+            crate::setup::ensure_packages(&[arch.backend().qemu_package()])?;
+            checks.busybox.push((arch, crate::setup::busybox(arch)?));
+        }
         let targets: Vec<_> = results
             .iter()
             .map(|r| (r.clone(), Some(BootTarget::of_tree(r))))
             .collect();
-        report.add_verification(verify_all(&targets, checks));
+        report.add_verification(verify_all(&targets, &checks));
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -95,14 +95,17 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             .map(|rel| distro_build(&a, spec, rel, jobs, &modules))
             .collect(),
     };
-    if let Some(checks) = &checks {
-        use crate::matrix::verify::{qemu_packages, verify_all};
-        crate::setup::ensure_packages(&qemu_packages(built.iter().map(|b| &b.result)))?;
+    if let Some(mut checks) = checks {
+        use crate::matrix::verify::{booting_arches, verify_all};
+        for arch in booting_arches(built.iter().map(|b| &b.result)) {
+            crate::setup::ensure_packages(&[arch.backend().qemu_package()])?;
+            checks.busybox.push((arch, crate::setup::busybox(arch)?));
+        }
         let targets: Vec<_> = built
             .iter()
             .map(|b| (b.result.clone(), b.boot.clone()))
             .collect();
-        for (b, v) in built.iter_mut().zip(verify_all(&targets, checks)) {
+        for (b, v) in built.iter_mut().zip(verify_all(&targets, &checks)) {
             b.verified = v;
         }
     }

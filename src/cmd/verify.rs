@@ -120,11 +120,12 @@ fn as_user(e: anyhow::Error) -> UserError {
 /// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).
 pub fn run(a: &VerifyArgs) -> Result<i32> {
     let distro = distro_kernel(a)?;
-    let req = request_for(a, distro.as_ref())?;
+    let mut req = request_for(a, distro.as_ref())?;
     if let Some(code) = without_loading(a, &req, distro.as_ref())? {
         return Ok(code);
     }
     crate::setup::ensure_packages(&[req.arch.backend().qemu_package()])?;
+    req.busybox = Some(crate::setup::busybox(req.arch)?);
     let report = verify::run(&req)?;
     if a.json {
         println!(

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use klpx_arch::Arch;
+
 use serde::Serialize;
 
 use super::run::ArchResult;
@@ -19,6 +21,9 @@ pub struct Checks {
     pub expect_after: Option<String>,
     /// Guest time limit per architecture.
     pub timeout: Duration,
+    /// The static busybox of each architecture that boots (the caller provides them:
+    /// `setup::busybox`).
+    pub busybox: Vec<(Arch, PathBuf)>,
 }
 
 /// How one architecture's module fared.
@@ -147,6 +152,11 @@ fn verify_one(r: &ArchResult, target: &BootTarget, checks: &Checks) -> Option<Ve
     req.expect_before = checks.expect_before.clone();
     req.expect_after = checks.expect_after.clone();
     req.timeout = checks.timeout;
+    req.busybox = checks
+        .busybox
+        .iter()
+        .find(|(a, _)| *a == r.arch)
+        .map(|(_, p)| p.clone());
     Some(match verify::run(&req) {
         Ok(v) => {
             let outputs = |after: bool| {
@@ -171,18 +181,19 @@ fn verify_one(r: &ArchResult, target: &BootTarget, checks: &Checks) -> Option<Ve
     })
 }
 
-/// The qemu package each architecture that will boot needs, for the caller to install.
-pub fn qemu_packages<'a>(results: impl IntoIterator<Item = &'a ArchResult>) -> Vec<&'static str> {
-    let mut p: Vec<&'static str> = results
+/// The architectures whose module will boot (a module built for a kernel that loads livepatches),
+/// each once: the caller installs their qemu and finds their busybox.
+pub fn booting_arches<'a>(results: impl IntoIterator<Item = &'a ArchResult>) -> Vec<Arch> {
+    let mut arches: Vec<Arch> = results
         .into_iter()
         .filter(|r| {
             r.outcome
                 .as_ref()
                 .is_ok_and(|b| b.loadable && b.module.is_some())
         })
-        .map(|r| r.arch.backend().qemu_package())
+        .map(|r| r.arch)
         .collect();
-    p.sort();
-    p.dedup();
-    p
+    arches.sort();
+    arches.dedup();
+    arches
 }

@@ -2,20 +2,15 @@
 //! architecture, klpx's `/init` script, the modules and the check commands.
 //!
 //! The newc format is written here (it is a header of hex fields per entry); gzip runs as a process.
-//! The host's `/bin/busybox` (Debian's busybox-static) serves when the guest has the host's
-//! architecture; otherwise Debian's `busybox-static:<arch>` is downloaded and unpacked once into the
-//! cache.
+//! The busybox comes from the caller (`setup::busybox` finds or downloads one) and is checked here to
+//! be a static executable of the guest's architecture.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use klpx_arch::{Arch, Endian};
 use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
 use object::{Endianness, Object};
-
-use crate::kernel::cache;
-use crate::setup;
 
 const S_IFDIR: u32 = 0o040000;
 const S_IFREG: u32 = 0o100000;
@@ -153,95 +148,6 @@ pub fn build(busybox: &Path, init: &str, members: &[Member]) -> Result<Vec<u8>> 
     gzip(&c.finish())
 }
 
-/// Debian's name of the host architecture (`dpkg --print-architecture`).
-pub fn host_debian_arch() -> Result<String> {
-    Ok(duct::cmd!("dpkg", "--print-architecture")
-        .read()
-        .context("running dpkg --print-architecture")?
-        .trim()
-        .to_string())
-}
-
-/// A static busybox for `arch`: the host's when the architectures agree, else Debian's package for
-/// `arch` unpacked in the cache (downloaded once). Checked to be a static executable of `arch`.
-pub fn busybox(arch: Arch) -> Result<PathBuf> {
-    let debarch = arch.backend().debian_arch();
-    let path = if host_debian_arch()? == debarch {
-        setup::ensure_packages(&["busybox-static"])?;
-        PathBuf::from("/bin/busybox")
-    } else {
-        foreign_busybox(debarch)?
-    };
-    check_static(&path, arch)?;
-    Ok(path)
-}
-
-/// Downloads and unpacks `busybox-static:<debarch>` into `<cache>/busybox/<debarch>` once.
-fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
-    let base = cache::root().join("busybox");
-    let dir = base.join(debarch);
-    let bin = dir.join("bin/busybox");
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-    let lock = File::create(base.join(".lock")).context("creating the busybox lock")?;
-    lock.lock().context("locking the busybox cache")?;
-    if bin.is_file() {
-        return Ok(bin);
-    }
-    crate::distro::apt::ensure_architecture(debarch, "its busybox-static")?;
-    let download = base.join(format!("{debarch}.download"));
-    let _ = std::fs::remove_dir_all(&download);
-    std::fs::create_dir_all(&download)?;
-    let package = format!("busybox-static:{debarch}");
-    let fetch = || {
-        duct::cmd!("apt-get", "download", "-q", &package)
-            .dir(&download)
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()
-    };
-    eprintln!("klpx: downloading {package}");
-    let mut out = fetch().with_context(|| format!("running apt-get download {package}"))?;
-    let mut update_problem = None;
-    if !out.status.success() {
-        update_problem = crate::distro::apt::update();
-        out = fetch().with_context(|| format!("running apt-get download {package}"))?;
-    }
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "apt-get download {package} failed: {}{}",
-            why.trim().lines().next().unwrap_or(""),
-            update_problem
-                .map(|u| format!(" (apt-get update said: {u})"))
-                .unwrap_or_default()
-        );
-    }
-    let deb = std::fs::read_dir(&download)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download {package} left no .deb"))?;
-    let unpack = base.join(format!("{debarch}.unpack"));
-    let _ = std::fs::remove_dir_all(&unpack);
-    duct::cmd!("dpkg-deb", "-x", &deb, &unpack)
-        .run()
-        .with_context(|| format!("unpacking {}", deb.display()))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&unpack, &dir)
-        .with_context(|| format!("moving the unpacked busybox to {}", dir.display()))?;
-    let _ = std::fs::remove_dir_all(&download);
-    if !bin.is_file() {
-        bail!("{package} holds no bin/busybox");
-    }
-    Ok(bin)
-}
-
-/// Refreshes the package lists. One suite's index of one architecture is often briefly broken while
-/// a mirror syncs (apt-get update then fails as a whole, though it updated the rest), so a failure is
-/// only returned as the first error line, for the message should the download still fail.
 /// Checks that `path` is a statically linked executable for `arch`.
 pub fn check_static(path: &Path, arch: Arch) -> Result<()> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;

@@ -54,6 +54,8 @@ pub struct VerifyRequest {
     /// Files copied to `/klpx/files/<name>` in the guest without being loaded (a module that
     /// checks load after the livepatch, a helper program).
     pub files: Vec<PathBuf>,
+    /// The guest's static busybox for `arch` (`setup::busybox` finds or downloads one).
+    pub busybox: Option<PathBuf>,
 }
 
 impl VerifyRequest {
@@ -72,6 +74,7 @@ impl VerifyRequest {
             accel: qemu::Accel::Auto,
             workload: true,
             files: Vec::new(),
+            busybox: None,
         }
     }
 }
@@ -164,7 +167,13 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         ))
         .into());
     }
-    let busybox = initramfs::busybox(req.arch)?;
+    let busybox = req.busybox.as_deref().ok_or_else(|| {
+        UserError::new(format!(
+            "no static busybox for the {} guest (Debian's busybox-static)",
+            req.arch
+        ))
+    })?;
+    initramfs::check_static(busybox, req.arch)?;
 
     let plan = Plan {
         modules: modules
@@ -212,7 +221,7 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
             data: format!("{c}\n").into_bytes(),
         });
     }
-    let initrd = initramfs::build(&busybox, &guest::init_script(&plan), &members)?;
+    let initrd = initramfs::build(busybox, &guest::init_script(&plan), &members)?;
     let work = WorkDir::new()?;
     let initrd_path = work.0.join("initrd.gz");
     std::fs::write(&initrd_path, initrd)
