@@ -559,10 +559,10 @@ With --verify, an architecture whose module fails in qemu is not packaged (--pac
 packages it all the same).
 
 Exit status:
-  0  every architecture's module was built and packaged
+  0  every architecture's module was built and packaged (and passed --verify)
   2  bad input (patch, matrix file, version, signing key, DIR not empty)
-  3  the change cannot be live-patched on at least one architecture
-  4  at least one architecture failed";
+  3  the change cannot be live-patched on at least one architecture, or a module failed --verify
+  4  at least one architecture failed, or packaging (the patched kernel, klpx itself) failed";
 
 #[derive(Debug, Clone, Args)]
 pub struct ReleaseArgs {
@@ -608,7 +608,8 @@ pub struct ReleaseArgs {
         default_value = "klpx release <root@localhost>"
     )]
     pub maintainer: String,
-    /// Parallel compile jobs, per architecture with --distro (default: the number of CPUs).
+    /// Parallel jobs of the --distro and --with-kernel builds (default: the number of CPUs; the
+    /// matrix's builds take the matrix file's `jobs`).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,
     /// Print the manifest as JSON instead of a summary.
@@ -644,29 +645,40 @@ pub fn jobs(requested: Option<usize>) -> Result<usize, crate::error::UserError> 
     }
 }
 
-/// Parallel jobs for a build through `launcher`: `-j` when given, else the CPUs, raised to what a
-/// distcc farm takes (`distcc -j`).
+/// Parallel jobs for a build through `launcher`: `-j` when given (capped at four per CPU, or at
+/// what a distcc farm takes when that is more), else the CPUs raised to the farm's size
+/// (`distcc -j`). Only compiles through the launcher run that many; make's local work (preparing a
+/// tree) keeps to [`local_jobs`].
 pub fn jobs_for(
     requested: Option<usize>,
     launcher: Option<&str>,
 ) -> Result<usize, crate::error::UserError> {
-    if requested.is_some() {
-        return jobs(requested);
+    let farm = launcher.and_then(crate::kbuild::toolchain::launcher_jobs);
+    match (requested, farm) {
+        (Some(n), Some(f)) if n > 4 * cpus() && n <= f.max(4 * cpus()) => Ok(n),
+        (Some(_), _) => jobs(requested),
+        (None, farm) => Ok(jobs_or_farm(farm)),
     }
-    Ok(jobs_or_farm(
-        launcher.and_then(crate::kbuild::toolchain::launcher_jobs),
-    ))
 }
 
 /// The CPUs, or the jobs a compile farm takes when that is more, with a note saying so.
 pub fn jobs_or_farm(farm: Option<usize>) -> usize {
     match farm {
         Some(n) if n > cpus() => {
-            eprintln!("klpx: note: {n} parallel jobs, as many as distcc's hosts take (distcc -j)");
+            eprintln!(
+                "klpx: note: compiles through distcc run {n} at a time, as many as its hosts take \
+                 (distcc -j)"
+            );
             n
         }
         _ => cpus(),
     }
+}
+
+/// `jobs` for work that runs on this machine whatever the launcher (make preparing a tree): at
+/// most four per CPU.
+pub fn local_jobs(jobs: usize) -> usize {
+    jobs.clamp(1, 4 * cpus())
 }
 
 /// `--arch`: a name or alias the arch crate knows (`x86_64`, `aarch64`, `ppc64el`, `s390x`, ...).

@@ -160,7 +160,8 @@ fn patched_kernel_packages_boot_with_the_fix() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Bad input stops before any build: a patch that does not apply, and a missing patch.
+/// Bad input stops before any build: a missing patch, and a patch that does not apply, for which
+/// the tree named with -O is not even configured.
 #[test]
 fn kernel_package_refuses_bad_patches_up_front() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

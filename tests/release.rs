@@ -154,6 +154,8 @@ fn four_architecture_release() {
     let out = dir.join("release");
     let name = "livepatch-release";
     let version = "1.0~rc1";
+    // rpm expands `%(...)` in a spec: the maintainer's text must come out as written.
+    let maintainer = "Ops 100% %(touch /tmp/klpx-spec-ran) <ops@example.org>";
     let r = klpx(&[
         "release",
         patch.to_str().unwrap(),
@@ -161,6 +163,8 @@ fn four_architecture_release() {
         name,
         "--version",
         version,
+        "--maintainer",
+        maintainer,
         "-o",
         out.to_str().unwrap(),
     ]);
@@ -208,7 +212,24 @@ fn four_architecture_release() {
         assert_eq!(functions, case.changed.iter().cloned().collect(), "{arch}");
         assert_eq!(e["signed"], false);
         assert!(e["error"].is_null());
+        let rpm = out.join(e["packages"][1].as_str().unwrap());
+        assert_eq!(
+            tool(
+                "rpm",
+                &["-qp", "--qf", "%{PACKAGER}", rpm.to_str().unwrap()]
+            ),
+            maintainer
+        );
+        let deb = out.join(e["packages"][0].as_str().unwrap());
+        assert_eq!(
+            tool("dpkg-deb", &["-f", deb.to_str().unwrap(), "Maintainer"]).trim(),
+            maintainer
+        );
     }
+    assert!(
+        !Path::new("/tmp/klpx-spec-ran").exists(),
+        "rpm ran the maintainer's %(...)"
+    );
     assert_eq!(manifest["differences"].as_array().unwrap().len(), 1);
     assert_eq!(manifest["differences"][0]["kind"], "status");
     // Every file is listed and intact.
@@ -347,7 +368,8 @@ fn one_architecture_failing_still_releases_the_others() {
         "-o",
         out.to_str().unwrap(),
     ]);
-    assert_ne!(r.status.code(), Some(0), "{}", text(&r.stderr));
+    // A compiler that fails is the user's toolchain to fix, as in `klpx matrix`: exit 2.
+    assert_exit(&r, 2, "one architecture failing");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     check_packaged(
@@ -442,5 +464,41 @@ fn bad_release_input_is_refused_up_front() {
         std::fs::read_to_string(full.join("keep.txt")).unwrap(),
         "the user's"
     );
+    // A patch written for another version of the file: refused before any build, and the
+    // release directory is never made.
+    let src = klpx::kernel::cache::debian_source().unwrap();
+    let other = common::patches::patch_for_another_version(&src, &dir);
+    let r = klpx(&[
+        "release",
+        other.to_str().unwrap(),
+        "--version",
+        "1",
+        "-o",
+        o,
+    ]);
+    assert_exit(&r, 2, "a patch that does not apply");
+    assert!(
+        text(&r.stderr).contains("fs/proc/cmdline.c"),
+        "{}",
+        text(&r.stderr)
+    );
+    assert!(
+        !out.exists(),
+        "the release directory was made for a patch that does not apply"
+    );
+    // KLPX_ARCHES is --arches, and named when wrong.
+    let r = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(["release", p, "--version", "1", "-o", o, "-f"])
+        .arg(&one_arch)
+        .env("KLPX_ARCHES", "s390")
+        .output()
+        .unwrap();
+    assert_exit(&r, 2, "KLPX_ARCHES=s390 with a matrix of x86_64 only");
+    assert!(
+        text(&r.stderr).contains("KLPX_ARCHES"),
+        "{}",
+        text(&r.stderr)
+    );
+    assert!(!out.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }

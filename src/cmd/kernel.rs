@@ -153,7 +153,19 @@ pub fn run(what: KernelCommand) -> Result<i32> {
         KernelCommand::Package(p) => return package(&p),
         KernelCommand::Clean(a) => {
             let dir = tree_dir(&a, a.arch);
+            // The tree `klpx kernel package` built the patched kernel in goes with its base
+            // tree, and on its own when the base is gone already.
+            let packages = crate::release::kernel_package::package_dir(&dir);
+            let remove_packages = || -> Result<()> {
+                if packages.join(CREATED_MARKER).is_file() {
+                    std::fs::remove_dir_all(&packages)
+                        .with_context(|| format!("removing {}", packages.display()))?;
+                    println!("removed {}", packages.display());
+                }
+                Ok(())
+            };
             if !dir.exists() {
+                remove_packages()?;
                 println!("{}: nothing to remove", dir.display());
                 return Ok(exit::OK);
             }
@@ -165,12 +177,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
                 std::fs::remove_dir_all(&objects)
                     .with_context(|| format!("removing {}", objects.display()))?;
             }
-            // So does the tree `klpx kernel package` built the patched kernel in.
-            let packages = crate::release::kernel_package::package_dir(&dir);
-            if packages.join(CREATED_MARKER).is_file() {
-                std::fs::remove_dir_all(&packages)
-                    .with_context(|| format!("removing {}", packages.display()))?;
-            }
+            remove_packages()?;
             println!("removed {}", dir.display());
         }
     }
@@ -188,16 +195,20 @@ fn package(p: &KernelPackageArgs) -> Result<i32> {
     }
     let output = p.output.clone().unwrap_or_else(|| PathBuf::from("."));
     crate::files::check_output_dir(&output, "-o")?;
+    let abs = |x: &Path| std::path::absolute(x).unwrap_or_else(|_| x.to_path_buf());
+    let patches: Vec<PathBuf> = p.patches.iter().map(|x| abs(x)).collect();
+    // Whether the patches apply, before any tree is configured or built.
+    setup::ensure_packages(&["linux-source-6.12"])?;
+    crate::livepatch::lock::check_patches_apply(&cache::debian_source()?, &patches, p.fuzz)?;
     let tree = tree_for(&p.tree)?;
     setup::ensure_packages(p.format.tools())?;
     for d in tree.ensure_prepared_from(&base_of(&p.tree)?)? {
         eprintln!("klpx: note: Kconfig did not keep {d}");
     }
-    let abs = |x: &Path| std::path::absolute(x).unwrap_or_else(|_| x.to_path_buf());
     let made = build_packages(
         &PackageRequest {
             base: tree,
-            patches: p.patches.iter().map(|x| abs(x)).collect(),
+            patches,
             fuzz: p.fuzz,
             format: p.format,
             output: abs(&output),

@@ -58,7 +58,7 @@ pub fn run(a: MatrixArgs) -> Result<i32> {
         }
         let targets: Vec<_> = results
             .iter()
-            .map(|r| (r.clone(), Some(BootTarget::of_tree(r))))
+            .map(|r| (r.clone(), Ok(BootTarget::of_tree(r))))
             .collect();
         report.add_verification(verify_all(&targets, &checks));
     }

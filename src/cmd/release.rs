@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use klpx_arch::Arch;
 
 use crate::cli::{BuildArgs, ReleaseArgs};
@@ -27,6 +27,70 @@ const SCRATCH: &str = ".klpx-build";
 
 /// Runs `klpx release`; returns the exit status.
 pub fn run(a: ReleaseArgs) -> Result<i32> {
+    let plan = checked(&a)?;
+    // Only now is anything written: the release directory, and scratch space inside it.
+    let output = plan.output.clone();
+    let made_output = !output.exists();
+    std::fs::create_dir_all(&output)
+        .map_err(|e| UserError::new(format!("-o {}: cannot create: {e}", a.output.display())))?;
+    let scratch = output.join(SCRATCH);
+    let released = std::fs::create_dir_all(&scratch)
+        .with_context(|| format!("creating {}", scratch.display()))
+        .and_then(|_| release(&a, plan, &scratch));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (built, manifest) = match released {
+        Ok(r) => r,
+        Err(e) => {
+            // No release was written: the directory klpx made goes (it is empty again).
+            if made_output {
+                let _ = std::fs::remove_dir(&output);
+            }
+            return Err(e);
+        }
+    };
+    print_summary(&a, &manifest)?;
+    let failed = |user: bool| {
+        built
+            .iter()
+            .any(|b| matches!(&b.result.outcome, Err(f) if f.user_error == user))
+    };
+    // A failure after the build (moving, packaging) is klpx's or its tools'.
+    let packaging_failed = built.iter().zip(&manifest.arches).any(|(b, m)| {
+        b.result.outcome.is_ok() && (m.status == "failed" || m.kernel_error.is_some())
+    });
+    Ok(
+        if failed(false) || packaging_failed || manifest.tools_error.is_some() {
+            exit::INTERNAL
+        } else if failed(true) {
+            exit::USER
+        } else if manifest.refused() || manifest.verify_failed() {
+            exit::UNPATCHABLE
+        } else {
+            exit::OK
+        },
+    )
+}
+
+/// Everything `klpx release` checked before writing anything.
+struct Plan {
+    name: String,
+    matrix: Matrix,
+    matrix_dir: PathBuf,
+    /// The matrix's kernel source (without `--distro`).
+    source: Option<PathBuf>,
+    /// `--distro` and each architecture's release in the package indexes.
+    distro: Option<(String, Vec<debian::DebianRelease>)>,
+    sign: Option<SignWith>,
+    checks: Option<crate::matrix::verify::Checks>,
+    jobs: usize,
+    output: PathBuf,
+}
+
+/// The cheap checks, in order: version, patches, name, matrix and `--arches`, maintainer, release
+/// directory, signing key, packaging tools; without `--distro` the matrix's fragments and
+/// compilers and whether the patches apply, with it each architecture's release in the package
+/// indexes.
+fn checked(a: &ReleaseArgs) -> Result<Plan> {
     check_version(&a.version)?;
     for p in &a.patch.patches {
         if !p.is_file() {
@@ -51,12 +115,16 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             .into());
         }
     }
-    // The distribution's release of every architecture, from the package indexes, before any
-    // download or build.
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut source = None;
     let distro = match &a.distro {
         None => {
             matrix.check_fragments(&shown, &matrix_dir)?;
             matrix.check_compilers(&shown)?;
+            let src = crate::matrix::run::source_dir(&matrix)?;
+            let patches: Vec<PathBuf> = a.patch.patches.iter().map(|p| abs(p)).collect();
+            crate::livepatch::lock::check_patches_apply(&src, &patches, a.patch.fuzz)?;
+            source = Some(src);
             None
         }
         Some(spec) => {
@@ -74,28 +142,42 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             Some((spec.clone(), rels))
         }
     };
-    let jobs = crate::cli::jobs(a.jobs)?;
+    Ok(Plan {
+        name,
+        matrix,
+        matrix_dir: abs(&matrix_dir),
+        source,
+        distro,
+        sign,
+        checks,
+        jobs: crate::cli::jobs(a.jobs)?,
+        output: abs(&a.output),
+    })
+}
 
-    std::fs::create_dir_all(&a.output)
-        .map_err(|e| UserError::new(format!("-o {}: cannot create: {e}", a.output.display())))?;
-    let output = std::path::absolute(&a.output)?;
-    let scratch = output.join(SCRATCH);
-    std::fs::create_dir_all(&scratch)?;
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+/// Builds, verifies and packages; writes the release into `plan.output`, staging in `scratch`.
+fn release(
+    a: &ReleaseArgs,
+    plan: Plan,
+    scratch: &Path,
+) -> Result<(Vec<BuiltArch>, crate::release::Manifest)> {
     let modules = scratch.join("modules");
-    let entries = matrix.arches.clone();
-    let source = a
-        .with_kernel
-        .then(|| crate::matrix::run::source_dir(&matrix))
-        .transpose()?;
-    let mut built = match &distro {
-        None => matrix_builds(&a, matrix, abs(&matrix_dir), &name, &modules, sign)?,
+    let entries = plan.matrix.arches.clone();
+    let mut built = match &plan.distro {
+        None => matrix_builds(
+            a,
+            plan.matrix,
+            plan.matrix_dir,
+            &plan.name,
+            &modules,
+            plan.sign,
+        )?,
         Some((spec, rels)) => rels
             .iter()
-            .map(|rel| distro_build(&a, spec, rel, jobs, &modules))
+            .map(|rel| distro_build(a, spec, rel, plan.jobs, &modules))
             .collect(),
     };
-    if let Some(mut checks) = checks {
+    if let Some(mut checks) = plan.checks {
         use crate::matrix::verify::{booting_arches, verify_all};
         for arch in booting_arches(built.iter().map(|b| &b.result)) {
             crate::setup::ensure_packages(&[arch.backend().qemu_package()])?;
@@ -109,18 +191,22 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
             b.verified = v;
         }
     }
-    if let Some(src) = &source {
+    if let Some(src) = plan.source.as_ref().filter(|_| a.with_kernel) {
         for (b, e) in built.iter_mut().zip(&entries) {
-            if !b.result.outcome.as_ref().is_ok_and(|r| r.module.is_some()) {
+            let unverified = b
+                .verified
+                .as_ref()
+                .is_some_and(|v| !v.passed && !a.package_unverified);
+            if unverified || !b.result.outcome.as_ref().is_ok_and(|r| r.module.is_some()) {
                 continue;
             }
-            b.kernel_build = Some(kernel_packages(&a, b, e, src, jobs, &scratch));
+            b.kernel_build = Some(kernel_packages(a, b, e, src, plan.jobs, scratch));
         }
     }
     let req = ReleaseRequest {
-        name,
+        name: plan.name,
         version: a.version.clone(),
-        output: output.clone(),
+        output: plan.output,
         maintainer: a.maintainer.clone(),
         patches: a
             .patch
@@ -136,56 +222,42 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
         distro: a.distro.clone(),
         package_unverified: a.package_unverified,
     };
-    let manifest = write(&req, &built, &scratch.join("packages"));
-    let _ = std::fs::remove_dir_all(&scratch);
-    let manifest = manifest?;
+    let manifest = write(&req, &built, &scratch.join("packages"))?;
+    Ok((built, manifest))
+}
+
+/// One line per architecture, or the manifest as JSON.
+fn print_summary(a: &ReleaseArgs, manifest: &crate::release::Manifest) -> Result<()> {
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
-    } else {
-        for m in &manifest.arches {
-            let what = match (&m.module, &m.error) {
-                (Some(ko), _) => format!("{ko} (+ {} packages)", m.packages.len()),
-                (None, Some(e)) => e.clone(),
-                (None, None) => String::new(),
-            };
-            println!(
-                "{:<8} {:<24} {:<22} {what}",
-                m.arch,
-                m.kernel_release.as_deref().unwrap_or("-"),
-                m.status
-            );
-        }
-        println!(
-            "release {} {} written to {} (manifest.json, SHA256SUMS, report.md)",
-            manifest.name,
-            manifest.version,
-            a.output.display()
-        );
+        println!("{}", serde_json::to_string_pretty(manifest)?);
+        return Ok(());
     }
-    let failed = |user: bool| {
-        built
-            .iter()
-            .any(|b| matches!(&b.result.outcome, Err(f) if f.user_error == user))
-    };
-    // A failure after the build (moving, packaging) is klpx's or its tools'.
-    let packaging_failed = built
-        .iter()
-        .zip(&manifest.arches)
-        .any(|(b, m)| b.result.outcome.is_ok() && m.status == "failed");
+    for m in &manifest.arches {
+        let what = match (&m.module, &m.error) {
+            (Some(ko), _) => format!("{ko} (+ {} packages)", m.packages.len()),
+            (None, Some(e)) => e.lines().next().unwrap_or_default().to_string(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "{:<8} {:<24} {:<22} {what}",
+            m.arch,
+            m.kernel_release.as_deref().unwrap_or("-"),
+            m.status
+        );
+        if let Some(e) = &m.kernel_error {
+            println!("         the patched kernel was not packaged: {e}");
+        }
+    }
     if let Some(e) = &manifest.tools_error {
         eprintln!("klpx: packaging klpx itself failed: {e}");
     }
-    Ok(
-        if failed(false) || packaging_failed || manifest.tools_error.is_some() {
-            exit::INTERNAL
-        } else if failed(true) {
-            exit::USER
-        } else if manifest.refused() || manifest.verify_failed() {
-            exit::UNPATCHABLE
-        } else {
-            exit::OK
-        },
-    )
+    println!(
+        "release {} {} written to {} (manifest.json, SHA256SUMS, report.md)",
+        manifest.name,
+        manifest.version,
+        a.output.display()
+    );
+    Ok(())
 }
 
 /// The release directory must be new or empty: a release never overwrites files.
@@ -234,7 +306,7 @@ fn matrix_builds(
         .into_iter()
         .map(|r| BuiltArch {
             vmlinux: Some(r.tree.join("vmlinux")),
-            boot: Some(BootTarget::of_tree(&r)),
+            boot: Ok(BootTarget::of_tree(&r)),
             depends_on: Vec::new(),
             kernel_build: None,
             verified: None,
@@ -325,16 +397,17 @@ fn distro_build(
         eprintln!("klpx: {arch}: {e}");
     }
     // The shipped kernel `--verify` boots: fetched already by the build, so read from the cache.
-    let boot = outcome.as_ref().ok().and_then(|_| {
-        let k = debian::fetch(rel, &|_| {}, &mut |_| Ok(())).ok()?;
-        Some(BootTarget {
-            kernel_image: k.vmlinuz,
-            reference: Reference::Shipped {
-                vmlinux: k.vmlinux,
-                symvers: k.symvers,
-                dir: k.dir,
-            },
-        })
+    let fetched = match &outcome {
+        Ok(_) => debian::fetch(rel, &|_| {}, &mut |_| Ok(())).map_err(|e| format!("{e:#}")),
+        Err(_) => Err("the build failed".to_string()),
+    };
+    let boot = fetched.map(|k| BootTarget {
+        kernel_image: k.vmlinuz,
+        reference: Reference::Shipped {
+            vmlinux: k.vmlinux,
+            symvers: k.symvers,
+            dir: k.dir,
+        },
     });
     // Debian's signed and unsigned images of a release are the same kernel.
     let mut depends_on = vec![format!("linux-image-{}", rel.release)];

@@ -159,7 +159,7 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
         "-C".into(),
         req.srcdir.display().to_string(),
         format!("O={}", req.objdir.display()),
-        format!("-j{}", req.jobs.max(1)),
+        format!("-j{}", crate::cli::local_jobs(req.jobs)),
     ];
     argv.extend(without_launcher(req.toolchain).make_vars().args());
     argv.extend(["olddefconfig".into(), "modules_prepare".into()]);
@@ -253,7 +253,7 @@ pub fn compile_objects(
         "-C".into(),
         srcdir.display().to_string(),
         format!("O={}", objdir.display()),
-        format!("-j{}", jobs.max(1)),
+        format!("-j{}", crate::cli::local_jobs(jobs)),
     ];
     argv.extend(without_launcher(toolchain).make_vars().args());
     if keep_going {

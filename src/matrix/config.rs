@@ -60,10 +60,14 @@ pub struct Matrix {
     pub source: String,
     /// Prefix of the output trees (`<output>/<arch>`); relative to klpx's cache.
     pub output: PathBuf,
-    /// Parallel jobs in all, shared across the architectures: the file's `jobs`, else the CPUs,
-    /// raised to what a distcc farm takes when an architecture compiles through distcc.
+    /// Parallel jobs in all on this machine, shared across the architectures: the file's `jobs`,
+    /// else the CPUs.
     #[serde(skip)]
     pub jobs: usize,
+    /// The compiles a distcc farm takes at once (`distcc -j`), when an architecture compiles
+    /// through distcc and the file sets no `jobs`: those compiles run that many, shared.
+    #[serde(skip)]
+    pub farm_jobs: Option<usize>,
     #[serde(default, rename = "jobs")]
     jobs_in_file: Option<usize>,
     pub arches: Vec<ArchEntry>,
@@ -102,18 +106,16 @@ impl Matrix {
             return Err(UserError::new(format!("{name}: `jobs` must be at least 1")));
         }
         let mut m = m;
-        m.jobs = match m.jobs_in_file {
-            Some(n) => crate::cli::jobs(Some(n))?,
-            None => {
-                let farm = m
-                    .arches
-                    .iter()
-                    .filter_map(|a| a.launcher.as_deref())
-                    .filter_map(crate::kbuild::toolchain::launcher_jobs)
-                    .max();
-                crate::cli::jobs_or_farm(farm)
-            }
-        };
+        m.jobs = crate::cli::jobs(m.jobs_in_file)?;
+        if m.jobs_in_file.is_none() {
+            let farm = m
+                .arches
+                .iter()
+                .filter_map(|a| a.launcher.as_deref())
+                .filter_map(crate::kbuild::toolchain::launcher_jobs)
+                .max();
+            m.farm_jobs = Some(crate::cli::jobs_or_farm(farm)).filter(|&n| n > m.jobs);
+        }
         Ok(m)
     }
 
@@ -146,7 +148,7 @@ impl Matrix {
         {
             let listed: Vec<&str> = self.arches.iter().map(|e| e.arch.0.name()).collect();
             return Err(UserError::new(format!(
-                "--arches {missing}: {name} has no such architecture (it lists {})",
+                "--arches (or KLPX_ARCHES) {missing}: {name} has no such architecture (it lists {})",
                 listed.join(", ")
             )));
         }

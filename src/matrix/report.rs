@@ -282,7 +282,7 @@ impl Report {
                         t,
                         " {}: {} | {} | {} |",
                         v.outcome,
-                        v.reason.replace('|', "\\|"),
+                        one_line(&v.reason).replace('|', "\\|"),
                         cell(&v.before),
                         cell(&v.after)
                     ),

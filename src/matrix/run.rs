@@ -20,7 +20,6 @@ use crate::livepatch::lock::SourceLock;
 use crate::livepatch::pipeline::{
     BuildReport, BuildRequest, Planned, SignWith, default_workdir, plan,
 };
-use crate::patch::source::{SourcePatch, plan_edits};
 
 /// What the matrix run needs besides the matrix file.
 #[derive(Debug, Clone)]
@@ -170,7 +169,7 @@ pub fn run(req: &MatrixRequest) -> Result<Vec<ArchResult>> {
                 Err(why) => Err(why.clone()),
                 Ok(tree) => {
                     board.set(e.arch.0, "plan");
-                    plan(&request(req, e, tree, per_arch))
+                    plan(&request(req, e, tree, compile_jobs(m, e, per_arch)))
                         .map_err(|e| ArchFailure::from_error(&e, ""))
                 }
             });
@@ -251,15 +250,28 @@ fn recover(root: &std::path::Path, board: &Board) -> Result<()> {
 /// Checks that the patches apply to the source before any kernel tree is built: a patch that does
 /// not is the user's to fix, and should not cost an hour of kernel builds first.
 fn check_patches_apply(req: &MatrixRequest, src: &std::path::Path, board: &Board) -> Result<()> {
-    let patches: Vec<SourcePatch> = req
-        .patches
-        .iter()
-        .map(|p| SourcePatch::load(p))
-        .collect::<Result<_, _>>()?;
-    let _lock = SourceLock::try_take(src)?;
-    recover(src, board)?;
-    plan_edits(&patches, src, req.fuzz)?;
+    let restored = crate::livepatch::lock::check_patches_apply(src, &req.patches, req.fuzz)?;
+    if restored > 0 {
+        board.note(&format!(
+            "restored {restored} file(s) of {} left patched by an interrupted run",
+            src.display()
+        ));
+    }
     Ok(())
+}
+
+/// The compile jobs of one architecture: its share of a distcc farm when it compiles through
+/// distcc, else its share of this machine.
+fn compile_jobs(m: &Matrix, e: &super::config::ArchEntry, per_arch: usize) -> usize {
+    let through_distcc = e
+        .launcher
+        .as_deref()
+        .and_then(|l| std::path::Path::new(l).file_name())
+        .is_some_and(|n| n == "distcc");
+    match m.farm_jobs {
+        Some(farm) if through_distcc => (farm / m.arches.len()).max(per_arch),
+        _ => per_arch,
+    }
 }
 
 /// The build request of one architecture.

@@ -74,16 +74,16 @@ impl BootTarget {
     }
 }
 
-/// Verifies the module of every architecture that built one, all at once, each on its target
-/// (`None`: no module, or no kernel to boot); `None` where nothing was verified.
+/// Verifies the module of every architecture that built one, all at once, each on its target (or
+/// why there is no kernel to boot, which fails the verification); `None` where there was no module.
 pub fn verify_all(
-    results: &[(ArchResult, Option<BootTarget>)],
+    results: &[(ArchResult, Result<BootTarget, String>)],
     checks: &Checks,
 ) -> Vec<Option<Verified>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = results
             .iter()
-            .map(|(r, t)| s.spawn(move || verify_one(r, t.as_ref()?, checks)))
+            .map(|(r, t)| s.spawn(move || verify_one(r, t.as_ref(), checks)))
             .collect();
         handles
             .into_iter()
@@ -107,9 +107,17 @@ fn failed(reason: String) -> Verified {
     }
 }
 
-fn verify_one(r: &ArchResult, target: &BootTarget, checks: &Checks) -> Option<Verified> {
+fn verify_one(
+    r: &ArchResult,
+    target: Result<&BootTarget, &String>,
+    checks: &Checks,
+) -> Option<Verified> {
     let built = r.outcome.as_ref().ok()?;
     let module = built.module.as_ref()?;
+    let target = match target {
+        Ok(t) => t,
+        Err(why) => return Some(failed(format!("no kernel to boot the module on: {why}"))),
+    };
     let backend = r.arch.backend();
     if !built.loadable {
         let report = match &target.reference {

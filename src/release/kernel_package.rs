@@ -58,15 +58,15 @@ pub struct PackageRequest {
 /// The directory holding the packaging tree of the output tree `base` (`tree/`) and what
 /// `bindeb-pkg` writes next to it; `klpx kernel clean` removes it with `base`.
 pub fn package_dir(base: &Path) -> PathBuf {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    base.hash(&mut h);
+    use std::os::unix::ffi::OsStrExt;
+    // A hash that stays the same across Rust releases, so `klpx kernel clean` finds it later.
+    let hash = cache::fingerprint_bytes(base.as_os_str().as_bytes());
     let name = base
         .file_name()
         .map_or_else(|| "tree".into(), |n| n.to_string_lossy().into_owned());
     cache::root()
         .join("packages")
-        .join(format!("{name}-{:016x}", h.finish()))
+        .join(format!("{name}-{hash:016x}"))
 }
 
 /// Builds the packages; returns their paths in `req.output`.
@@ -96,15 +96,17 @@ pub fn build_packages(req: &PackageRequest, say: &dyn Fn(&str)) -> Result<Vec<Pa
     };
     if !dir.exists() {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::write(dir.join(CREATED_MARKER), "made by klpx kernel package\n")?;
+        std::fs::write(dir.join(CREATED_MARKER), "made by klpx kernel package\n")
+            .with_context(|| format!("marking {}", dir.display()))?;
     }
-    std::fs::create_dir_all(&tree.out)?;
+    std::fs::create_dir_all(&tree.out)
+        .with_context(|| format!("creating {}", tree.out.display()))?;
     std::fs::copy(&config, tree.out.join(".config"))
         .with_context(|| format!("copying {}", config.display()))?;
     tree.make(&["olddefconfig"])?;
     // What an earlier run left: only the files packaging writes, in klpx's own directory.
     for stale in packages_in(&dir, req.format, &tree.out)? {
-        std::fs::remove_file(&stale)?;
+        std::fs::remove_file(&stale).with_context(|| format!("removing {}", stale.display()))?;
     }
 
     say(&format!(
@@ -120,7 +122,7 @@ pub fn build_packages(req: &PackageRequest, say: &dyn Fn(&str)) -> Result<Vec<Pa
     built?;
 
     std::fs::create_dir_all(&req.output)
-        .map_err(|e| UserError::new(format!("-o {}: cannot create: {e}", req.output.display())))?;
+        .map_err(|e| UserError::new(format!("{}: cannot create: {e}", req.output.display())))?;
     let mut out = Vec::new();
     for p in packages_in(&dir, req.format, &tree.out)? {
         let dest = req.output.join(p.file_name().unwrap_or_default());

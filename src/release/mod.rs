@@ -55,8 +55,8 @@ pub struct BuiltArch {
     pub depends_on: Vec<String>,
     /// The patched kernel's own packages (`--with-kernel`), or why they could not be built.
     pub kernel_build: Option<Result<Vec<PathBuf>, String>>,
-    /// The kernel `--verify` proves the module on.
-    pub boot: Option<BootTarget>,
+    /// The kernel `--verify` proves the module on, or why there is none.
+    pub boot: Result<BootTarget, String>,
     /// The module proven in qemu (`--verify`), when it was.
     pub verified: Option<Verified>,
 }
@@ -99,6 +99,9 @@ pub struct ArchManifest {
     /// The kernel rebuilt with the patches, packaged (`--with-kernel`): the permanent fix.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kernel_packages: Vec<String>,
+    /// Why the patched kernel could not be packaged (`--with-kernel`); the livepatch stands.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_error: Option<String>,
     /// The functions the module replaces, with their positions, read back from the module.
     pub functions: Vec<PatchedFunction>,
     pub new_functions: Vec<String>,
@@ -110,10 +113,6 @@ pub struct ArchManifest {
 }
 
 impl Manifest {
-    /// Whether every architecture gave a packaged module (or had nothing to change).
-    pub fn failed(&self) -> bool {
-        self.arches.iter().any(|a| a.status == "failed")
-    }
     pub fn refused(&self) -> bool {
         self.arches.iter().any(|a| a.status == "refused")
     }
@@ -145,6 +144,7 @@ pub fn write(req: &ReleaseRequest, built: &[BuiltArch], scratch: &Path) -> Resul
             signed: false,
             packages: Vec::new(),
             kernel_packages: Vec::new(),
+            kernel_error: None,
             functions: Vec::new(),
             new_functions: row.new_functions.clone(),
             refusals: row.refusals.clone(),
@@ -259,7 +259,7 @@ fn place(
     };
     for p in [
         debian_package(&spec, scratch, &dir)?,
-        rpm_package(&spec, scratch, &dir)?,
+        rpm_package(&spec, &dir)?,
     ] {
         let name = p.file_name().unwrap_or_default().to_string_lossy();
         m.packages
@@ -267,7 +267,7 @@ fn place(
     }
     match &b.kernel_build {
         None => {}
-        Some(Err(e)) => anyhow::bail!("packaging the patched kernel: {e}"),
+        Some(Err(e)) => m.kernel_error = Some(e.clone()),
         Some(Ok(files)) => {
             let kdir = dir.join("kernel");
             std::fs::create_dir_all(&kdir)?;

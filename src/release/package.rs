@@ -69,7 +69,16 @@ impl PackageSpec<'_> {
         )
     }
 
+    /// The description, one line each, with control characters (a newline in a patch's file
+    /// name) made spaces so that no line can start a control field or spec section.
     fn description_lines(&self) -> Vec<String> {
+        self.raw_description_lines()
+            .into_iter()
+            .map(|l| l.replace(|c: char| c.is_control(), " "))
+            .collect()
+    }
+
+    fn raw_description_lines(&self) -> Vec<String> {
         let mut lines = vec![format!(
             "The livepatch module {}.ko, built by klpx {} for the kernel release {}.",
             self.name,
@@ -94,10 +103,13 @@ pub fn debian_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Res
     let pkg = spec.package_name()?;
     let root = scratch.join("deb");
     let dest = root.join(spec.installed_path());
-    std::fs::create_dir_all(dest.parent().unwrap_or(&root))?;
-    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    make_dirs(
+        &root,
+        &[dest.parent().unwrap_or(&root), &root.join("DEBIAN")],
+    )?;
     std::fs::copy(spec.module, &dest)
         .with_context(|| format!("copying {} into the package", spec.module.display()))?;
+    set_mode(&dest, 0o644)?;
     let size_kib = std::fs::metadata(&dest)?.len().div_ceil(1024);
     let mut control = format!(
         "Package: {pkg}\nVersion: {}\nArchitecture: {}\nMaintainer: {}\nInstalled-Size: {size_kib}\n\
@@ -114,7 +126,7 @@ pub fn debian_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Res
     for l in spec.description_lines() {
         control.push_str(&format!(" {l}\n"));
     }
-    std::fs::write(root.join("DEBIAN/control"), control)?;
+    write_file(&root.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     let file = out_dir.join(format!(
         "{pkg}_{}_{}.deb",
         spec.version,
@@ -127,19 +139,14 @@ pub fn debian_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Res
     Ok(file)
 }
 
-/// Builds the RPM into `out_dir`, with a `_topdir` in `scratch` (a path without spaces, as rpm's
-/// macros need); returns its path.
-pub fn rpm_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Result<PathBuf> {
+/// Builds the RPM into `out_dir`, with a `_topdir` of its own in the temporary directory (rpm's
+/// macros cannot take a path with spaces, which the release directory may have); returns its path.
+pub fn rpm_package(spec: &PackageSpec, out_dir: &Path) -> Result<PathBuf> {
     let pkg = spec.package_name()?;
-    let top = scratch.join("rpm");
-    if top.to_string_lossy().contains(char::is_whitespace) {
-        return Err(anyhow!(
-            "{}: rpmbuild's _topdir cannot hold whitespace",
-            top.display()
-        ));
-    }
+    let top = RpmTop::new(&pkg)?;
+    let top = top.path();
     let sources = top.join("SOURCES");
-    std::fs::create_dir_all(&sources)?;
+    std::fs::create_dir_all(&sources).with_context(|| format!("creating {}", sources.display()))?;
     let ko = format!("{}.ko", spec.name);
     std::fs::copy(spec.module, sources.join(&ko))
         .with_context(|| format!("copying {} into the package", spec.module.display()))?;
@@ -153,16 +160,16 @@ pub fn rpm_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Result
     text.push_str("%global _build_id_links none\n");
     text.push_str(&format!(
         "Name: {pkg}\nVersion: {}\nRelease: 1\nSummary: {}\nLicense: GPL-2.0-only\nPackager: {}\n\
-         Source0: {ko}\n",
+         Recommends: klpx\nSource0: {ko}\n",
         spec.version,
-        spec.summary(),
-        spec.maintainer
+        rpm_text(&spec.summary()),
+        rpm_text(spec.maintainer)
     ));
     // A distribution's kernel image package is Debian's here, which no RPM database knows; the
     // kernel release is in the name and the description.
     text.push_str("\n%description\n");
     for l in spec.description_lines() {
-        text.push_str(&l);
+        text.push_str(&rpm_text(&l));
         text.push('\n');
     }
     text.push_str(&format!(
@@ -170,7 +177,7 @@ pub fn rpm_package(spec: &PackageSpec, scratch: &Path, out_dir: &Path) -> Result
     ));
     text.push_str(&format!("\n%files\n/{dir}/{ko}\n"));
     let spec_file = top.join(format!("{pkg}.spec"));
-    std::fs::write(&spec_file, text)?;
+    std::fs::write(&spec_file, text).with_context(|| format!("writing {}", spec_file.display()))?;
     let rpm_arch = spec.arch.backend().rpm_arch();
     run(
         duct::cmd!(
@@ -209,16 +216,21 @@ pub fn tool_packages(
     let root = scratch.join("tool-deb");
     let bin = root.join("usr/bin/klpx");
     let unit = root.join("lib/systemd/system/klpx.service");
-    for d in [&bin, &unit] {
-        std::fs::create_dir_all(d.parent().unwrap_or(&root))?;
-    }
-    std::fs::create_dir_all(root.join("DEBIAN"))?;
+    make_dirs(
+        &root,
+        &[
+            bin.parent().unwrap_or(&root),
+            unit.parent().unwrap_or(&root),
+            &root.join("DEBIAN"),
+        ],
+    )?;
     run(
         duct::cmd!("objcopy", "--strip-debug", &exe, &bin),
         "objcopy --strip-debug (binutils)",
     )?;
-    std::fs::write(&unit, BOOT_UNIT)?;
-    std::fs::create_dir_all(out_dir)?;
+    set_mode(&bin, 0o755)?;
+    write_file(&unit, BOOT_UNIT.as_bytes(), 0o644)?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     let size_kib = std::fs::metadata(&bin)?.len().div_ceil(1024) + 1;
     // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
     let glibc = unsafe { std::ffi::CStr::from_ptr(libc::gnu_get_libc_version()) }
@@ -239,7 +251,7 @@ pub fn tool_packages(
     for l in description {
         control.push_str(&format!(" {l}\n"));
     }
-    std::fs::write(root.join("DEBIAN/control"), control)?;
+    write_file(&root.join("DEBIAN/control"), control.as_bytes(), 0o644)?;
     let deb = out_dir.join(format!(
         "klpx_{version}_{}.deb",
         arch.backend().debian_arch()
@@ -249,11 +261,12 @@ pub fn tool_packages(
         "dpkg-deb --build",
     )?;
 
-    let top = scratch.join("tool-rpm");
+    let top = RpmTop::new("klpx")?;
+    let top = top.path();
     let sources = top.join("SOURCES");
-    std::fs::create_dir_all(&sources)?;
-    std::fs::copy(&bin, sources.join("klpx"))?;
-    std::fs::write(sources.join("klpx.service"), BOOT_UNIT)?;
+    std::fs::create_dir_all(&sources).with_context(|| format!("creating {}", sources.display()))?;
+    std::fs::copy(&bin, sources.join("klpx")).context("copying klpx into the RPM's sources")?;
+    write_file(&sources.join("klpx.service"), BOOT_UNIT.as_bytes(), 0o644)?;
     let rpm_arch = arch.backend().rpm_arch();
     let mut spec = String::from(
         "%global debug_package %{nil}\n%global __os_install_post %{nil}\n\
@@ -261,15 +274,16 @@ pub fn tool_packages(
     );
     spec.push_str(&format!(
         "Name: klpx\nVersion: {version}\nRelease: 1\nSummary: livepatch modules: build, load, list, \
-         install\nLicense: GPL-2.0-only\nPackager: {maintainer}\nRequires: kmod\n\
+         install\nLicense: GPL-2.0-only\nPackager: {}\nRequires: kmod\n\
          Source0: klpx\nSource1: klpx.service\n\n%description\n{}\n\n%install\n\
          install -D -m 0755 %{{SOURCE0}} %{{buildroot}}/usr/bin/klpx\n\
          install -D -m 0644 %{{SOURCE1}} %{{buildroot}}/lib/systemd/system/klpx.service\n\n\
          %files\n/usr/bin/klpx\n/lib/systemd/system/klpx.service\n",
+        rpm_text(maintainer),
         description.join("\n")
     ));
     let spec_file = top.join("klpx.spec");
-    std::fs::write(&spec_file, spec)?;
+    std::fs::write(&spec_file, spec).with_context(|| format!("writing {}", spec_file.display()))?;
     run(
         duct::cmd!(
             "rpmbuild",
@@ -287,6 +301,65 @@ pub fn tool_packages(
     std::fs::rename(top.join("RPMS").join(rpm_arch).join(&name), &rpm)
         .with_context(|| format!("rpmbuild wrote no {name}"))?;
     Ok(vec![deb, rpm])
+}
+
+/// Text for an RPM spec: `%` escaped (rpm expands `%{...}` and runs `%(...)`), control characters
+/// made spaces.
+fn rpm_text(s: &str) -> String {
+    s.replace(|c: char| c.is_control(), " ").replace('%', "%%")
+}
+
+/// Creates `dirs` (under `root`) and gives `root` and every directory below it mode 0755, whatever
+/// the umask: dpkg-deb refuses a `DEBIAN` directory others cannot read.
+fn make_dirs(root: &Path, dirs: &[&Path]) -> Result<()> {
+    for d in dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        for a in d.ancestors().take_while(|a| a.starts_with(root)) {
+            set_mode(a, 0o755)?;
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))
+}
+
+fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    set_mode(path, mode)
+}
+
+/// An rpmbuild `_topdir` in the temporary directory, removed when dropped.
+struct RpmTop(PathBuf);
+
+impl RpmTop {
+    fn new(what: &str) -> Result<RpmTop> {
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("klpx-rpm-{}-{n}-{what}", std::process::id()));
+        if dir.to_string_lossy().contains(char::is_whitespace) {
+            return Err(anyhow!(
+                "{}: rpmbuild's _topdir cannot hold whitespace; set TMPDIR to a path without",
+                dir.display()
+            ));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(RpmTop(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for RpmTop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Runs a packaging tool, keeping its output for the error.
@@ -336,6 +409,12 @@ mod tests {
         for bad in ["", "v1", "1-2", "1:2", "1 2", "1/2", "../1"] {
             assert!(check_version(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn spec_text_cannot_run_or_expand_macros() {
+        assert_eq!(rpm_text("Ops %(id) <o@x>"), "Ops %%(id) <o@x>");
+        assert_eq!(rpm_text("a\n%post\nrm"), "a %%post rm");
     }
 
     #[test]
