@@ -1,5 +1,6 @@
-//! Module signing in tests: a throwaway key made with openssl, and checking a signed module the
-//! way the kernel reads it, with openssl (independently of klpx).
+//! Module signing in tests: a throwaway key made with openssl, and checking a signed module with
+//! the kernel's own tooling (`scripts/extract-module-sig.pl` takes it apart) and openssl (verifies
+//! the PKCS#7 signature over the rest), independently of klpx.
 
 #![allow(dead_code)]
 
@@ -43,23 +44,37 @@ pub fn signing_key(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Asserts that `ko` carries the kernel's signature trailer and that its PKCS#7 signature verifies
-/// over the module's contents with `cert` (openssl cms); `scratch` holds the pieces.
+/// over the module's contents with `cert`: the kernel's `scripts/extract-module-sig.pl` (from the
+/// cached Debian source) splits the module into its unsigned contents (`-0`) and its signature
+/// (`-s`), and `openssl cms` verifies one against the other; `scratch` holds the pieces.
 pub fn assert_signed(ko: &Path, cert: &Path, scratch: &Path) {
     let data = std::fs::read(ko).unwrap();
-    // include/linux/module_signature.h: contents, PKCS#7, struct module_signature (12 bytes, the
-    // signature's length big-endian in its last 4), then the magic string.
-    let magic = b"~Module signature appended~\n";
     assert!(
-        data.ends_with(magic),
+        data.ends_with(b"~Module signature appended~\n"),
         "{}: no signature trailer",
         ko.display()
     );
-    let info = data.len() - magic.len() - 12;
-    let sig_len = u32::from_be_bytes(data[info + 8..info + 12].try_into().unwrap()) as usize;
-    let content = &data[..info - sig_len];
+    let tool = klpx::kernel::cache::debian_source()
+        .unwrap()
+        .join("scripts/extract-module-sig.pl");
+    let extract = |part: &str| {
+        let o = std::process::Command::new("perl")
+            .arg(&tool)
+            .arg(part)
+            .arg(ko)
+            .output()
+            .expect("running perl");
+        assert!(
+            o.status.success(),
+            "extract-module-sig.pl {part}: {}",
+            text(&o.stderr)
+        );
+        o.stdout
+    };
     let (sig, body) = (scratch.join("sig.der"), scratch.join("content.ko"));
-    std::fs::write(&sig, &data[info - sig_len..info]).unwrap();
-    std::fs::write(&body, content).unwrap();
+    std::fs::write(&sig, extract("-s")).unwrap();
+    std::fs::write(&body, extract("-0")).unwrap();
+    assert!(std::fs::metadata(&sig).unwrap().len() > 0, "no signature");
     openssl(&[
         "cms",
         "-verify",
