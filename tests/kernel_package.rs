@@ -9,23 +9,9 @@ mod common;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use common::cli::{assert_exit, build_module, klpx, text};
+use common::cli::{assert_exit, build_module, klpx, text, tool};
 use klpx_arch::Arch;
-
-fn tool(program: &str, args: &[&str]) -> String {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}",
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
 
 fn sorted_files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)

@@ -12,24 +12,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, klpx, text, tool};
 use klpx_arch::Arch;
 use serde_json::Value;
-
-/// Runs a tool and returns its standard output, failing the test when it fails.
-fn tool(program: &str, args: &[&str]) -> String {
-    let o = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {program}: {e}"));
-    assert!(
-        o.status.success(),
-        "{program} {args:?}: {}{}",
-        text(&o.stdout),
-        text(&o.stderr)
-    );
-    text(&o.stdout)
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("klpx-release-{name}-{}", std::process::id()));

@@ -187,12 +187,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
 /// `klpx kernel package`: checks the patches and the output directory, configures the base tree
 /// when needed, then builds and packages.
 fn package(p: &KernelPackageArgs) -> Result<i32> {
-    for patch in &p.patches {
-        if !patch.is_file() {
-            return Err(UserError::new(format!("{}: no such patch file", patch.display())).into());
-        }
-        crate::patch::source::SourcePatch::load(patch)?;
-    }
+    crate::patch::source::SourcePatch::load_all(&p.patches)?;
     let output = p.output.clone().unwrap_or_else(|| PathBuf::from("."));
     crate::files::check_output_dir(&output, "-o")?;
     let abs = |x: &Path| std::path::absolute(x).unwrap_or_else(|_| x.to_path_buf());

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 
 use crate::cli::MatrixArgs;
-use crate::error::{UserError, exit};
+use crate::error::exit;
 use crate::livepatch::pipeline::Outcome;
 use crate::matrix::config::Matrix;
 use crate::matrix::report::Report;
@@ -19,13 +19,8 @@ const DEFAULT_MATRIX: &str = include_str!("../../cross-dev.yaml");
 pub fn run(a: MatrixArgs) -> Result<i32> {
     let (mut matrix, dir, shown) = load_matrix(a.file.as_deref())?;
     matrix.select(&a.arches.arches, &shown)?;
-    for p in &a.patch.patches {
-        if !p.is_file() {
-            return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
-        }
-        // Read before any tree is built; whether it applies is known once the source is there.
-        SourcePatch::load(p)?;
-    }
+    // Read before any tree is built; whether it applies is known once the source is there.
+    SourcePatch::load_all(&a.patch.patches)?;
     let name = a.patch.module_name()?;
     let checks = a.verify.checks()?;
     let output = a.output.clone().unwrap_or_else(|| PathBuf::from(&name));

@@ -74,6 +74,8 @@ pub fn run(a: ReleaseArgs) -> Result<i32> {
 /// Everything `klpx release` checked before writing anything.
 struct Plan {
     name: String,
+    /// The patches, as absolute paths.
+    patches: Vec<PathBuf>,
     matrix: Matrix,
     matrix_dir: PathBuf,
     /// The matrix's kernel source (without `--distro`).
@@ -92,12 +94,7 @@ struct Plan {
 /// indexes.
 fn checked(a: &ReleaseArgs) -> Result<Plan> {
     check_version(&a.version)?;
-    for p in &a.patch.patches {
-        if !p.is_file() {
-            return Err(UserError::new(format!("{}: no such patch file", p.display())).into());
-        }
-        SourcePatch::load(p)?;
-    }
+    SourcePatch::load_all(&a.patch.patches)?;
     let name = a.patch.module_name()?;
     let checks = a.verify.checks()?;
     let (mut matrix, matrix_dir, shown) = load_matrix(a.file.as_deref())?;
@@ -116,13 +113,13 @@ fn checked(a: &ReleaseArgs) -> Result<Plan> {
         }
     }
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let patches: Vec<PathBuf> = a.patch.patches.iter().map(|p| abs(p)).collect();
     let mut source = None;
     let distro = match &a.distro {
         None => {
             matrix.check_fragments(&shown, &matrix_dir)?;
             matrix.check_compilers(&shown)?;
             let src = crate::matrix::run::source_dir(&matrix)?;
-            let patches: Vec<PathBuf> = a.patch.patches.iter().map(|p| abs(p)).collect();
             crate::livepatch::lock::check_patches_apply(&src, &patches, a.patch.fuzz)?;
             source = Some(src);
             None
@@ -144,6 +141,7 @@ fn checked(a: &ReleaseArgs) -> Result<Plan> {
     };
     Ok(Plan {
         name,
+        patches,
         matrix,
         matrix_dir: abs(&matrix_dir),
         source,
@@ -168,6 +166,7 @@ fn release(
             a,
             plan.matrix,
             plan.matrix_dir,
+            &plan.patches,
             &plan.name,
             &modules,
             plan.sign,
@@ -200,7 +199,15 @@ fn release(
             if unverified || !b.result.outcome.as_ref().is_ok_and(|r| r.module.is_some()) {
                 continue;
             }
-            b.kernel_build = Some(kernel_packages(a, b, e, src, plan.jobs, scratch));
+            b.kernel_build = Some(kernel_packages(
+                a,
+                &plan.patches,
+                b,
+                e,
+                src,
+                plan.jobs,
+                scratch,
+            ));
         }
     }
     let req = ReleaseRequest {
@@ -281,6 +288,7 @@ fn matrix_builds(
     a: &ReleaseArgs,
     matrix: Matrix,
     matrix_dir: PathBuf,
+    patches: &[PathBuf],
     name: &str,
     modules: &Path,
     sign: Option<SignWith>,
@@ -288,12 +296,7 @@ fn matrix_builds(
     let results = run_matrix(&MatrixRequest {
         matrix,
         matrix_dir,
-        patches: a
-            .patch
-            .patches
-            .iter()
-            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-            .collect(),
+        patches: patches.to_vec(),
         fuzz: a.patch.fuzz,
         name: name.to_string(),
         output: modules.to_path_buf(),
@@ -318,6 +321,7 @@ fn matrix_builds(
 /// The patched kernel of one architecture's tree, as Debian packages and RPMs (`--with-kernel`).
 fn kernel_packages(
     a: &ReleaseArgs,
+    patches: &[PathBuf],
     b: &BuiltArch,
     e: &crate::matrix::config::ArchEntry,
     src: &Path,
@@ -335,12 +339,7 @@ fn kernel_packages(
         let made = build_packages(
             &PackageRequest {
                 base: base.clone(),
-                patches: a
-                    .patch
-                    .patches
-                    .iter()
-                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-                    .collect(),
+                patches: patches.to_vec(),
                 fuzz: a.patch.fuzz,
                 format,
                 output: scratch.join("kernel").join(arch.name()),

@@ -56,10 +56,7 @@ impl SourceLock {
 /// interrupted run left patched), before any long work; nothing is written. Returns how many
 /// files a killed run had left patched.
 pub fn check_patches_apply(src: &Path, patches: &[PathBuf], fuzz: usize) -> Result<usize> {
-    let loaded: Vec<crate::patch::source::SourcePatch> = patches
-        .iter()
-        .map(|p| crate::patch::source::SourcePatch::load(p))
-        .collect::<Result<_, _>>()?;
+    let loaded = crate::patch::source::SourcePatch::load_all(patches)?;
     let _lock = SourceLock::try_take(src)?;
     let restored = super::journal::recover(src)?;
     crate::patch::source::plan_edits(&loaded, src, fuzz)?;

@@ -177,6 +177,22 @@ impl SourcePatch {
         })
     }
 
+    /// Reads and parses every patch file, in order; a path that is no file is named as such.
+    pub fn load_all(paths: &[std::path::PathBuf]) -> Result<Vec<SourcePatch>, UserError> {
+        paths
+            .iter()
+            .map(|p| {
+                if !p.is_file() {
+                    return Err(UserError::new(format!(
+                        "{}: no such patch file",
+                        p.display()
+                    )));
+                }
+                SourcePatch::load(p)
+            })
+            .collect()
+    }
+
     /// Reads and parses a patch file.
     pub fn load(path: &Path) -> Result<SourcePatch, UserError> {
         let bytes = std::fs::read(path)

@@ -178,7 +178,20 @@ pub fn rpm_package(spec: &PackageSpec, out_dir: &Path) -> Result<PathBuf> {
     text.push_str(&format!("\n%files\n/{dir}/{ko}\n"));
     let spec_file = top.join(format!("{pkg}.spec"));
     std::fs::write(&spec_file, text).with_context(|| format!("writing {}", spec_file.display()))?;
-    let rpm_arch = spec.arch.backend().rpm_arch();
+    rpmbuild(top, &spec_file, spec.arch, &pkg, spec.version, out_dir)
+}
+
+/// Runs `rpmbuild -bb` on `spec_file` for `arch` in `top`, and moves the package it writes,
+/// `<name>-<version>-1.<rpm arch>.rpm`, into `out_dir`; returns its path there.
+fn rpmbuild(
+    top: &Path,
+    spec_file: &Path,
+    arch: Arch,
+    name: &str,
+    version: &str,
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let rpm_arch = arch.backend().rpm_arch();
     run(
         duct::cmd!(
             "rpmbuild",
@@ -187,13 +200,13 @@ pub fn rpm_package(spec: &PackageSpec, out_dir: &Path) -> Result<PathBuf> {
             rpm_arch,
             "--define",
             format!("_topdir {}", top.display()),
-            &spec_file
+            spec_file
         ),
         "rpmbuild -bb",
     )?;
-    let name = format!("{pkg}-{}-1.{rpm_arch}.rpm", spec.version);
-    let built = top.join("RPMS").join(rpm_arch).join(&name);
-    let file = out_dir.join(&name);
+    let file_name = format!("{name}-{version}-1.{rpm_arch}.rpm");
+    let built = top.join("RPMS").join(rpm_arch).join(&file_name);
+    let file = out_dir.join(&file_name);
     std::fs::rename(&built, &file)
         .with_context(|| format!("rpmbuild wrote no {}", built.display()))?;
     Ok(file)
@@ -267,7 +280,6 @@ pub fn tool_packages(
     std::fs::create_dir_all(&sources).with_context(|| format!("creating {}", sources.display()))?;
     std::fs::copy(&bin, sources.join("klpx")).context("copying klpx into the RPM's sources")?;
     write_file(&sources.join("klpx.service"), BOOT_UNIT.as_bytes(), 0o644)?;
-    let rpm_arch = arch.backend().rpm_arch();
     let mut spec = String::from(
         "%global debug_package %{nil}\n%global __os_install_post %{nil}\n\
          %global _build_id_links none\n",
@@ -284,22 +296,7 @@ pub fn tool_packages(
     ));
     let spec_file = top.join("klpx.spec");
     std::fs::write(&spec_file, spec).with_context(|| format!("writing {}", spec_file.display()))?;
-    run(
-        duct::cmd!(
-            "rpmbuild",
-            "-bb",
-            "--target",
-            rpm_arch,
-            "--define",
-            format!("_topdir {}", top.display()),
-            &spec_file
-        ),
-        "rpmbuild -bb",
-    )?;
-    let name = format!("klpx-{version}-1.{rpm_arch}.rpm");
-    let rpm = out_dir.join(&name);
-    std::fs::rename(top.join("RPMS").join(rpm_arch).join(&name), &rpm)
-        .with_context(|| format!("rpmbuild wrote no {name}"))?;
+    let rpm = rpmbuild(top, &spec_file, arch, "klpx", version, out_dir)?;
     Ok(vec![deb, rpm])
 }
 

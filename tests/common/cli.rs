@@ -56,3 +56,19 @@ pub fn build_module(
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     klpx(&refs)
 }
+
+/// Runs another tool (an oracle: dpkg-deb, rpm, readelf, ...) and returns its standard output,
+/// failing the test when it fails.
+pub fn tool(program: &str, args: &[&str]) -> String {
+    let o = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        o.status.success(),
+        "{program} {args:?}: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+}
