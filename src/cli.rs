@@ -159,6 +159,10 @@ pub struct KernelArgs {
     /// Debian, PATH=/usr/lib/llvm-16/bin:$PATH), in a tree of its own (trees/<arch>-llvm).
     #[arg(long)]
     pub llvm: bool,
+    /// A config fragment merged after klpx's own (repeatable): `CONFIG_X=y` and `# CONFIG_X is not
+    /// set` lines. The tree is the cache's `trees/<arch>-<fragment names>` unless -O is given.
+    #[arg(long = "fragment", value_name = "FILE")]
+    pub fragments: Vec<std::path::PathBuf>,
     /// Parallel make jobs (default: the number of CPUs).
     #[arg(short = 'j', long = "jobs")]
     pub jobs: Option<usize>,

@@ -41,9 +41,10 @@ fn cases_dir() -> PathBuf {
     repo().join("tests/standalone-pairs")
 }
 
-fn cases() -> Vec<Case> {
-    let text = std::fs::read_to_string(cases_dir().join("cases.yaml")).expect("reading cases.yaml");
-    serde_norway::from_str(&text).expect("parsing cases.yaml")
+fn cases(file: &str) -> Vec<Case> {
+    let text = std::fs::read_to_string(cases_dir().join(file))
+        .unwrap_or_else(|e| panic!("reading {file}: {e}"));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parsing {file}: {e}"))
 }
 
 /// `klpx diff --json [EXTRA] ORIG PATCHED`: the report and the exit status.
@@ -141,7 +142,7 @@ fn more_than_lines(arch: Arch, pair: &ObjectPair, function: &str, moved: i64) ->
 
 fn run_arch(arch: Arch, distro: &str) {
     let scratch = std::env::temp_dir().join(format!("klpx-standalone-{}", arch.name()));
-    let cases = cases();
+    let cases = cases("cases.yaml");
     let any_patch = cases_dir().join(&cases[0].patch);
     let tree = common::distro::tree(arch, distro, &any_patch, &scratch)
         .unwrap_or_else(|e| panic!("{arch}: {e:#}"));
@@ -153,24 +154,24 @@ fn run_arch(arch: Arch, distro: &str) {
         .parent()
         .and_then(Path::file_name)
         .map_or_else(|| "tree".to_string(), |n| n.to_string_lossy().into_owned());
+    let failures = run_cases(arch, &tree.src, &tree.out, &release, &cases);
+    let _ = std::fs::remove_dir_all(&scratch);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Builds each case's pair in the output tree `out` (over `src`, its objects compiled there
+/// already) and checks `klpx diff` on it; returns the failures.
+fn run_cases(arch: Arch, src: &Path, out: &Path, release: &str, cases: &[Case]) -> Vec<String> {
     let mut failures = Vec::new();
-    for case in &cases {
+    for case in cases {
         let text = std::fs::read_to_string(cases_dir().join(&case.patch)).expect("reading patch");
         let patch = SourcePatch::parse(&case.patch, &text).expect("parsing patch");
         let dir = cache::root()
             .join("standalone-pairs")
-            .join(&release)
+            .join(release)
             .join(&case.name);
-        let pair = build_pair_in(
-            &tree.src,
-            &tree.out,
-            arch,
-            &case.object,
-            &patch,
-            &text,
-            &dir,
-        )
-        .unwrap_or_else(|e| panic!("{arch} {}: building the pair: {e:#}", case.name));
+        let pair = build_pair_in(src, out, arch, &case.object, &patch, &text, &dir)
+            .unwrap_or_else(|e| panic!("{arch} {}: building the pair: {e:#}", case.name));
         let mut bad = Vec::new();
         let (report, status) = diff(&pair, &[]);
         let want_status = match case.expect.verdict.as_str() {
@@ -227,8 +228,7 @@ fn run_arch(arch: Arch, distro: &str) {
                 .map(|b| format!("{arch} {}: {b}", case.name)),
         );
     }
-    let _ = std::fs::remove_dir_all(&scratch);
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }
 
 #[test]
@@ -249,6 +249,110 @@ fn standalone_pairs_ppc64le() {
 #[test]
 fn standalone_pairs_s390() {
     run_arch(Arch::S390x, "debian:6.1");
+}
+
+/// The tiny x86_64 tree with PRINTK_INDEX and UBSAN (tests/kernel-corpus/bookkeeping.config),
+/// configured and prepared by `klpx kernel config --fragment`: every printk below the added lines
+/// has a `.printk_index` entry whose line moved, and every bounds and shift check UBSAN data whose
+/// line moved.
+#[test]
+fn standalone_pairs_printk_index_ubsan() {
+    let fragment = repo().join("tests/kernel-corpus/bookkeeping.config");
+    let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args([
+            "kernel",
+            "config",
+            "--arch",
+            "x86_64",
+            "-j",
+            "2",
+            "--fragment",
+        ])
+        .arg(&fragment)
+        .output()
+        .expect("running klpx kernel config");
+    assert!(
+        out.status.success(),
+        "klpx kernel config --fragment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let config = std::fs::read_to_string(tree.join(".config")).expect("the tree's .config");
+    for option in [
+        "CONFIG_PRINTK_INDEX=y",
+        "CONFIG_UBSAN_BOUNDS=y",
+        "CONFIG_UBSAN_SHIFT=y",
+    ] {
+        assert!(
+            config.lines().any(|l| l == option),
+            "{option} not in the tree's .config"
+        );
+    }
+    let src = cache::debian_source().expect("the kernel source");
+    let cases = cases("bookkeeping.yaml");
+    let mut objects: Vec<&str> = cases.iter().map(|c| c.object.as_str()).collect();
+    objects.dedup();
+    {
+        let _lock = klpx::livepatch::lock::SourceLock::take(&src).unwrap();
+        let mut kt = klpx::kernel::tree::KernelTree::new(Arch::X86_64, &src, &tree, 2);
+        kt.extra_fragments.push(fragment);
+        kt.build_objects(&objects)
+            .unwrap_or_else(|e| panic!("compiling {objects:?}: {e:#}"));
+    }
+    let mut failures = run_cases(Arch::X86_64, &src, &tree, "x86_64-bookkeeping", &cases);
+    for case in &cases {
+        let dir = cache::root()
+            .join("standalone-pairs/x86_64-bookkeeping")
+            .join(&case.name);
+        let pair = ObjectPair {
+            orig: dir.join("orig.o"),
+            patched: dir.join("patched.o"),
+        };
+        if let Err(e) = ubsan_lines_moved(&pair, case.expect.lines_moved) {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Checks, with the object crate's reader rather than klpx's, that every UBSAN check's data
+/// (`.data..Lubsan_dataN`, the same N in both builds when no check was added) is byte-equal in both
+/// builds but for its line (`struct source_location`: bytes 8..12), which either stayed or moved
+/// by `moved`, and that some moved.
+fn ubsan_lines_moved(pair: &ObjectPair, moved: i64) -> Result<(), String> {
+    use object::{Object, ObjectSection};
+    let (a, b) = (
+        std::fs::read(&pair.orig).map_err(|e| e.to_string())?,
+        std::fs::read(&pair.patched).map_err(|e| e.to_string())?,
+    );
+    let (a, b) = (
+        object::File::parse(&*a).map_err(|e| e.to_string())?,
+        object::File::parse(&*b).map_err(|e| e.to_string())?,
+    );
+    let mut moved_count = 0;
+    for sa in a.sections() {
+        let name = sa.name().map_err(|e| e.to_string())?;
+        if !name.starts_with(".data..Lubsan_data") {
+            continue;
+        }
+        let sb = b
+            .section_by_name(name)
+            .ok_or_else(|| format!("{name}: not in the patched build"))?;
+        let (x, y) = (sa.data().unwrap_or(&[]), sb.data().unwrap_or(&[]));
+        let line = |d: &[u8]| i64::from(u32::from_le_bytes(d[8..12].try_into().unwrap()));
+        if x.len() != y.len() || x.len() < 16 || x[..8] != y[..8] || x[12..] != y[12..] {
+            return Err(format!("{name}: differs in more than its line"));
+        }
+        match line(y) - line(x) {
+            0 => {}
+            d if d == moved => moved_count += 1,
+            d => return Err(format!("{name}: its line moved by {d}, not {moved}")),
+        }
+    }
+    if moved_count == 0 {
+        return Err("no UBSAN check's line moved".to_string());
+    }
+    Ok(())
 }
 
 #[test]

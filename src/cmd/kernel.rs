@@ -46,17 +46,72 @@ fn tree_dir(a: &KernelArgs, arch: Arch) -> std::path::PathBuf {
     if a.llvm {
         name.push_str("-llvm");
     }
+    for f in &a.fragments {
+        name.push('-');
+        name.push_str(&fragment_name(f));
+    }
     cache::root().join("trees").join(name)
+}
+
+/// A fragment's file name without `.config`, with anything but letters, digits, `_` and `.` made
+/// `_`: the part of a cached tree's name that says which fragment it carries.
+fn fragment_name(f: &Path) -> String {
+    let stem = f
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let stem = stem.strip_suffix(".config").unwrap_or(&stem);
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Reads each `--fragment` and checks that every line is a config assignment, a `# CONFIG_X is not
+/// set`, a comment or blank: a wrong file is said before any tree is configured. Returns the
+/// fragments' absolute paths.
+fn checked_fragments(fragments: &[PathBuf]) -> Result<Vec<PathBuf>, UserError> {
+    fragments
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                UserError::new(format!("--fragment {}: cannot read: {e}", f.display()))
+            })?;
+            for (i, line) in text.lines().enumerate() {
+                let l = line.trim();
+                let assignment = l.strip_prefix("CONFIG_").is_some_and(|rest| {
+                    rest.split_once('=').is_some_and(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    })
+                });
+                if !(l.is_empty() || l.starts_with('#') || assignment) {
+                    return Err(UserError::new(format!(
+                        "{}:{}: not a config line (CONFIG_X=value, # CONFIG_X is not set or a comment): {line}",
+                        f.display(),
+                        i + 1
+                    )));
+                }
+            }
+            Ok(std::path::absolute(f).unwrap_or_else(|_| f.clone()))
+        })
+        .collect()
 }
 
 fn tree_for(a: &KernelArgs) -> Result<KernelTree> {
     let arch = a.arch;
     let jobs = crate::cli::jobs(a.jobs)?;
+    let fragments = checked_fragments(&a.fragments)?;
     let mut packages = setup::BUILD_PACKAGES.to_vec();
     packages.push(arch.backend().compiler_package());
     setup::ensure_packages(&packages)?;
     let src = cache::debian_source()?;
     let mut tree = KernelTree::new(arch, &src, &tree_dir(a, arch), jobs);
+    tree.extra_fragments = fragments;
     if a.llvm {
         for tool in ["clang", "ld.lld", "llvm-objcopy"] {
             if which::which(tool).is_err() {

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 
 use super::correlate::{Keys, is_special};
-use super::names::{canonical, is_anonymous_constant_section};
+use super::names::{canonical, is_anonymous_constant_section, is_sanitizer_site_section};
 use crate::objfile::{ObjectFile, Reloc, SymKind};
 
 /// What a relocation refers to, in terms that mean the same thing in both builds.
@@ -23,6 +23,9 @@ pub enum Target<'a> {
     Str { text: &'a [u8], inner: i64 },
     /// A position in an anonymous mergeable constant section, by the constant's bytes.
     Const { bytes: &'a [u8], addend: i64 },
+    /// The data of one UBSAN check (a section of its own: `.data..Lubsan_data12`), by its bytes:
+    /// the source position, then what the check reports.
+    SiteData { bytes: &'a [u8], addend: i64 },
     /// A pointer-sized entry of an anonymous table (ppc64 `.toc`), compared by what it points to.
     Indirect { via: &'a str, to: Box<Target<'a>> },
     /// A position in an anonymous section without symbols.
@@ -134,6 +137,12 @@ fn target_at_depth<'a>(
                 addend: r.addend + base - s.value as i64,
             };
         }
+    }
+    if is_sanitizer_site_section(section.name) {
+        return Target::SiteData {
+            bytes: section.data,
+            addend: r.addend + base,
+        };
     }
     if anonymous && obj.defined_in(sec_index).is_empty() {
         return Target::Const {

@@ -108,6 +108,16 @@ pub fn same_but_lines(a: &Target, b: &Target, big_endian: bool) -> bool {
                 addend: j,
             },
         ) => n == m && i == j && n == "__UNIQUE_ID_ddebug" && ddebug_line_only(x, y, big_endian),
+        (
+            Target::SiteData {
+                bytes: x,
+                addend: i,
+            },
+            Target::SiteData {
+                bytes: y,
+                addend: j,
+            },
+        ) => i == j && sanitizer_line_only(x, y, big_endian),
         (Target::Indirect { via: v, to: x }, Target::Indirect { via: w, to: y }) => {
             v == w && same_but_lines(x, y, big_endian)
         }
@@ -131,6 +141,30 @@ fn without_positions(text: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Whether the data of two UBSAN checks differ only in the line of their source position. Each
+/// starts with `struct source_location` (lib/ubsan.h: the file name pointer, then the 32-bit
+/// `line` and `column`); on these 64-bit kernels the line is bytes 8..12.
+fn sanitizer_line_only(a: &[u8], b: &[u8], big_endian: bool) -> bool {
+    const LINE: usize = 8;
+    if a.len() != b.len() || a.len() < LINE + 8 {
+        return false;
+    }
+    let line = |x: &[u8]| {
+        let w: [u8; 4] = x[LINE..LINE + 4].try_into().expect("four bytes");
+        if big_endian {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    let plausible = |l: u32| (1..1 << 20).contains(&l);
+    a[..LINE] == b[..LINE]
+        && a[LINE + 4..] == b[LINE + 4..]
+        && line(a) != line(b)
+        && plausible(line(a))
+        && plausible(line(b))
 }
 
 /// Whether two `struct _ddebug` (include/linux/dynamic_debug.h: four pointers, then the 32-bit word
@@ -168,6 +202,47 @@ fn is_source_file_name(text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `struct source_location` then a type pointer, as gcc lays out `.Lubsan_data` (line 939,
+    /// column 2 in kernel/panic.o; 944 once five lines were added above).
+    fn ubsan_data(line: u32, column: u32) -> Vec<u8> {
+        let mut d = vec![0u8; 8];
+        d.extend(line.to_le_bytes());
+        d.extend(column.to_le_bytes());
+        d.extend([0u8; 8]);
+        d
+    }
+
+    #[test]
+    fn ubsan_data_differ_in_line_only() {
+        assert!(sanitizer_line_only(
+            &ubsan_data(939, 2),
+            &ubsan_data(944, 2),
+            false
+        ));
+        assert!(!sanitizer_line_only(
+            &ubsan_data(939, 2),
+            &ubsan_data(939, 5),
+            false
+        ));
+        assert!(!sanitizer_line_only(
+            &ubsan_data(939, 2),
+            &ubsan_data(939, 2),
+            false
+        ));
+        assert!(!sanitizer_line_only(
+            &ubsan_data(939, 2),
+            &ubsan_data(0, 2),
+            false
+        ));
+        let mut other_type = ubsan_data(944, 2);
+        other_type[20] = 1;
+        assert!(!sanitizer_line_only(
+            &ubsan_data(939, 2),
+            &other_type,
+            false
+        ));
+    }
 
     #[test]
     fn quoted_positions_are_line_only() {

@@ -42,7 +42,11 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
 /// Static locals the kernel's macros create for their own bookkeeping. Their values belong to one build,
 /// so patched code gets fresh copies instead of references to the running kernel's.
 pub fn is_special_static(canonical: &str) -> bool {
-    const SPECIAL: [&str; 9] = [
+    const SPECIAL: [&str; 11] = [
+        // printk's format index (PRINTK_INDEX): an entry (format, function, file, line) and the
+        // pointer to it in `.printk_index`, read only by debugfs.
+        "_entry",
+        "_entry_ptr",
         "__key",
         "__warned",
         "__already_done",
@@ -58,18 +62,28 @@ pub fn is_special_static(canonical: &str) -> bool {
         || canonical.starts_with("__UNIQUE_ID___addressable")
 }
 
-/// Sections clang makes for one anonymous constant each with `-fdata-sections`, named after its
-/// local label: `.rodata..L.str.2` (a string literal it does not merge) and `.rodata..L__unnamed_3`.
-/// The labels are numbered in order, so a literal added above renumbers every later one: such a
-/// section is known by its contents, never by its name.
+/// Sections the compiler makes for one anonymous object each with `-fdata-sections`, named after
+/// its local label: clang's `.rodata..L.str.2` (a string literal it does not merge) and
+/// `.rodata..L__unnamed_3`, gcc's UBSAN data (below). The labels are numbered in order, so one added
+/// above renumbers every later one: such a section is known by its contents, never by its name.
 pub fn is_anonymous_constant_section(name: &str) -> bool {
-    name.contains("..L.str") || name.contains("..L__unnamed_")
+    name.contains("..L.str") || name.contains("..L__unnamed_") || is_sanitizer_site_section(name)
+}
+
+/// UBSAN's per-check data, one section each with `-fdata-sections` (gcc: `.data..Lubsan_data12`,
+/// a source position and type pointers; `.data..Lubsan_type3`, a type descriptor). Writable only
+/// for the bit the kernel sets once a check has reported: kernel bookkeeping of one build, so
+/// patched code gets its own copy (the check may report once more), never the running kernel's.
+pub fn is_sanitizer_site_section(name: &str) -> bool {
+    name.contains("..Lubsan_")
 }
 
 /// Sections that carry nothing a livepatch module takes over (metadata, exports, debug info).
 pub fn is_ignored_section(name: &str) -> bool {
-    const PREFIXES: [&str; 17] = [
+    const PREFIXES: [&str; 18] = [
         ".comment",
+        // PRINTK_INDEX: the running kernel's index keeps the formats it was built with.
+        ".printk_index",
         ".note",
         ".debug",
         ".discard",
@@ -143,6 +157,9 @@ mod tests {
         assert!(is_anonymous_constant_section(".rodata..L.str.2"));
         assert!(is_anonymous_constant_section(".rodata..L__unnamed_3"));
         assert!(!is_anonymous_constant_section(".rodata.str1.1"));
+        assert!(is_anonymous_constant_section(".data..Lubsan_data130"));
+        assert!(is_sanitizer_site_section(".data..Lubsan_type8"));
+        assert!(!is_sanitizer_site_section(".data.ubsan_state"));
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Keeping `__LINE__` stable: a patch that inserts or removes lines shifts the line numbers that
 //! `WARN`, `BUG` and `printk` sites below it bake into their code, which would make every such function
 //! look changed. After each changed region of a patched `.c` or `.h` file, a `#line` directive puts the
-//! numbering back to the original's, so unchanged code compiles exactly as before.
+//! numbering back to the original's, so unchanged code compiles exactly as before. Before each run of
+//! inserted lines another puts it at the patched file's own numbering, so a report from new code
+//! (a `WARN`, a UBSAN check) names the line the patch author sees in the patched source.
 
 /// Returns `after` with `#line` directives that restore `before`'s numbering after every change. Only
 /// places where a directive is valid C are used: the start of a line that is outside comments and
@@ -11,17 +13,21 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
     let safe = safe_line_starts(after);
     // (new line number before which to insert, old line number it must carry).
     let mut inserts: Vec<(usize, usize)> = Vec::new();
+    // The number the compiler gives the patched file's line `n` is `n + delta`.
+    let mut delta: isize = 0;
+    let numbered = |n: usize, delta: isize| n.wrapping_add_signed(delta);
     let hunks = patch.hunks();
     for (h, hunk) in hunks.iter().enumerate() {
         let mut old_no = hunk.old_range().start();
         let mut new_no = hunk.new_range().start();
         let mut pending = false;
         for line in hunk.lines() {
+            let safe_here = safe.get(new_no - 1).copied().unwrap_or(false);
             match line {
                 diffy::Line::Context(_) => {
-                    if pending && old_no != new_no && safe.get(new_no - 1).copied().unwrap_or(false)
-                    {
+                    if pending && numbered(new_no, delta) != old_no && safe_here {
                         inserts.push((new_no, old_no));
+                        delta = old_no as isize - new_no as isize;
                         pending = false;
                     }
                     old_no += 1;
@@ -32,19 +38,25 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
                     pending = true;
                 }
                 diffy::Line::Insert(_) => {
+                    if delta != 0 && safe_here {
+                        inserts.push((new_no, new_no));
+                        delta = 0;
+                    }
                     new_no += 1;
                     pending = true;
                 }
             }
         }
-        if pending && old_no != new_no {
+        if pending && numbered(new_no, delta) != old_no {
             // No safe line in the hunk's trailing context: the first safe one after it, before the
             // next hunk (unchanged lines keep the hunk's end offset).
             let limit = hunks
                 .get(h + 1)
                 .map_or(safe.len(), |n| n.new_range().start());
             if let Some(at) = (new_no..limit).find(|&l| safe.get(l - 1).copied().unwrap_or(false)) {
-                inserts.push((at, at + old_no - new_no));
+                let old = (at + old_no).saturating_sub(new_no);
+                inserts.push((at, old));
+                delta = old as isize - at as isize;
             }
         }
     }
@@ -138,6 +150,17 @@ mod tests {
         let before = "a\nb\nc\nd\ne\nf\n";
         let after = "a\nd\ne\nf\n";
         assert_eq!(fix_line_numbers(before, after), "a\n#line 4\nd\ne\nf\n");
+    }
+
+    #[test]
+    fn inserted_lines_carry_the_patched_files_numbers() {
+        let before = "a\nb\nc\n";
+        let after = "a\nx\nb\ny\nc\n";
+        // x is line 2 of the patched file without a directive; y needs one to be line 4.
+        assert_eq!(
+            fix_line_numbers(before, after),
+            "a\nx\n#line 2\nb\n#line 4\ny\n#line 3\nc\n"
+        );
     }
 
     #[test]
