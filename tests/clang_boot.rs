@@ -1,6 +1,10 @@
 //! A tiny x86_64 kernel built with clang 16 and the LLVM tools (`klpx kernel build --llvm`, with
 //! Debian's /usr/lib/llvm-16/bin first in PATH), on which `klpx build --llvm` builds patches of
 //! tests/boot/cases.yaml and `klpx verify` boots each with its check before, after and unloaded.
+//! A second one has clang's control-flow integrity (`--fragment tests/kernel-corpus/kcfi.config`,
+//! CONFIG_CFI_CLANG): every indirect call checks the type hash before its target and a mismatch
+//! oopses, so the cases whose module the kernel calls through pointers (callbacks, shadow variable
+//! constructors) run there too.
 
 mod common;
 
@@ -32,11 +36,16 @@ fn klpx_llvm(args: &[&str]) -> Output {
         .expect("running klpx")
 }
 
-/// The clang-built tree: `klpx kernel build --llvm` (a no-op once built).
-fn tree() -> PathBuf {
-    let out = klpx_llvm(&["kernel", "build", "--llvm", "--arch", "x86_64", "-j", "2"]);
+/// The clang-built tree: `klpx kernel build --llvm [--fragment F]` (a no-op once built).
+fn tree(fragment: Option<&str>) -> PathBuf {
+    let mut args = vec!["kernel", "build", "--llvm", "--arch", "x86_64", "-j", "2"];
+    let fragment = fragment.map(|f| repo().join(f).display().to_string());
+    if let Some(f) = &fragment {
+        args.extend(["--fragment", f.as_str()]);
+    }
+    let out = klpx_llvm(&args);
     assert_exit(&out, 0, "klpx kernel build --llvm");
-    let dir = klpx::kernel::cache::root().join("trees/x86_64-llvm");
+    let dir = PathBuf::from(text(&out.stdout).trim());
     let comment = std::fs::read(dir.join("vmlinux")).expect("the clang tree's vmlinux");
     assert!(
         comment.windows(5).any(|w| w == b"clang"),
@@ -46,14 +55,32 @@ fn tree() -> PathBuf {
 }
 
 fn run_case(name: &str) {
+    run_case_in(name, None);
+}
+
+/// On the kCFI tree: the option is in its .config, and the kernel has the `__cfi_` preambles.
+fn run_kcfi_case(name: &str) {
+    run_case_in(name, Some("tests/kernel-corpus/kcfi.config"));
+}
+
+fn run_case_in(name: &str, fragment: Option<&str>) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-    let tree = tree();
+    let tree = tree(fragment);
+    if fragment.is_some() {
+        let config = std::fs::read_to_string(tree.join(".config")).unwrap();
+        assert!(config.lines().any(|l| l == "CONFIG_CFI_CLANG=y"), "no kCFI");
+    }
     let src = klpx::kernel::cache::debian_source().unwrap();
     let c = case(name);
     let patch = repo().join("tests/boot").join(&c.patch);
-    let dir = std::env::temp_dir().join(format!("klpx-clang-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "klpx-clang-{name}-{}-{}",
+        fragment.is_some(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
-    let module = format!("livepatch-clang-{name}");
+    // The name the checks expect (kallsyms-names greps for its module).
+    let module = format!("livepatch-{name}");
     let out = klpx_llvm(&[
         "build",
         "--llvm",
@@ -129,4 +156,24 @@ fn clang_copy_process() {
 #[test]
 fn clang_shadow_variable() {
     run_case("shadow-variable");
+}
+
+#[test]
+fn kcfi_callbacks() {
+    run_kcfi_case("callbacks");
+}
+
+#[test]
+fn kcfi_shadow_variable() {
+    run_kcfi_case("shadow-variable");
+}
+
+#[test]
+fn kcfi_kallsyms_names() {
+    run_kcfi_case("kallsyms-names");
+}
+
+#[test]
+fn kcfi_new_function() {
+    run_kcfi_case("new-function");
 }

@@ -153,6 +153,11 @@ static inline int klp_enable_patch(struct klp_patch *patch) { return -ENOSYS; }
 
 ";
 
+/// The module's own function the livepatch core calls for object `n`'s callback `field`.
+fn callback_entry(n: usize, field: &str) -> String {
+    format!("klpx_callback_{n}_{field}")
+}
+
 /// The module's C source.
 pub fn module_source(spec: &ModuleSpec) -> String {
     let mut c = String::new();
@@ -161,13 +166,31 @@ pub fn module_source(spec: &ModuleSpec) -> String {
         "#include <linux/module.h>\n#include <linux/kernel.h>\n#include <linux/livepatch.h>\n\n",
     );
     c.push_str(NO_LIVEPATCH_FALLBACK);
+    // The new functions are named as data: the module only passes their addresses to the
+    // livepatch core, and a function declaration whose address is taken would make clang's kCFI
+    // add a `__kcfi_typeid_` symbol with klpx's internal name to the module's kallsyms.
     for o in spec.objects.values() {
         for f in &o.funcs {
-            let _ = writeln!(c, "extern void {}(void);", f.new_symbol);
+            let _ = writeln!(c, "extern char {}[];", f.new_symbol);
         }
+    }
+    // The livepatch core calls the callbacks through pointers. On a kernel with control-flow
+    // integrity (clang's kCFI) every indirect call checks a type hash its compiler put before the
+    // target, which the patch's own callback lacks when nothing in its file takes its address:
+    // the core gets a function of this file that calls it directly.
+    for (n, o) in spec.objects.values().enumerate() {
         for (field, f) in &o.callbacks {
-            let ret = if *field == "pre_patch" { "int" } else { "void" };
-            let _ = writeln!(c, "extern {ret} {f}(struct klp_object *obj);");
+            let (ret, call) = if *field == "pre_patch" {
+                ("int", "return ")
+            } else {
+                ("void", "")
+            };
+            let _ = writeln!(
+                c,
+                "extern {ret} {f}(struct klp_object *obj);\n\
+                 static notrace {ret} {}(struct klp_object *obj)\n{{\n\t{call}{f}(obj);\n}}",
+                callback_entry(n, field)
+            );
         }
     }
     c.push('\n');
@@ -194,8 +217,8 @@ pub fn module_source(spec: &ModuleSpec) -> String {
         let _ = write!(c, "\t{{ .name = {objname}, .funcs = klpx_funcs_{n}");
         if !o.callbacks.is_empty() {
             c.push_str(", .callbacks = {");
-            for (field, f) in &o.callbacks {
-                let _ = write!(c, " .{field} = {f},");
+            for field in o.callbacks.keys() {
+                let _ = write!(c, " .{field} = {},", callback_entry(n, field));
             }
             c.push_str(" }");
         }
@@ -286,10 +309,13 @@ mod tests {
             description: "t".into(),
             imports: ["EFIVAR".to_string()].into_iter().collect(),
         });
-        assert!(src.contains("extern void klpx_f0_0(void);"));
+        assert!(src.contains("extern char klpx_f0_0[];"));
         assert!(src.contains(".old_name = \"cmdline_proc_show\", .new_func = klpx_f0_0"));
         assert!(src.contains(".name = NULL"));
-        assert!(src.contains(".pre_patch = klpx_pre_patch_cb_x"));
+        assert!(src.contains(".pre_patch = klpx_callback_0_pre_patch"));
+        assert!(src.contains(
+            "static notrace int klpx_callback_0_pre_patch(struct klp_object *obj)\n{\n\treturn klpx_pre_patch_cb_x(obj);\n}"
+        ));
         assert!(src.contains(".replace = true"));
         assert!(src.contains("MODULE_INFO(livepatch, \"Y\")"));
         assert!(src.contains("MODULE_INFO(import_ns, \"EFIVAR\");"));
