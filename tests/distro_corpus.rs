@@ -16,6 +16,27 @@ use klpx_arch::Arch;
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn run(arch: Arch, distro: &str, file: &str) {
+    run_with(arch, distro, file, &[]);
+}
+
+/// With clang 16 and the LLVM tools on Debian's config (`klpx build --distro --llvm`, Debian's
+/// /usr/lib/llvm-16/bin first in PATH as the README says): the prepared tree is one of its own.
+fn run_clang(arch: Arch, file: &str) {
+    static PATH: std::sync::Once = std::sync::Once::new();
+    PATH.call_once(|| {
+        let path = format!(
+            "{}:{}",
+            common::kernel::LLVM_16.trim_end_matches('/'),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // SAFETY: set once, before this test process reads the environment for clang; the
+        // other tests of this file wait on SERIAL or on this Once.
+        unsafe { std::env::set_var("PATH", path) };
+    });
+    run_with(arch, "debian", file, &["--llvm"]);
+}
+
+fn run_with(arch: Arch, distro: &str, file: &str, extra: &[&str]) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let by_name = kernel_cases();
     let cases = expectations(&format!("tests/distro-corpus/{file}"));
@@ -23,8 +44,13 @@ fn run(arch: Arch, distro: &str, file: &str) {
     let first = repo()
         .join("tests/kernel-corpus")
         .join(&by_name[&cases[0].name].patch);
-    let tree = common::distro::tree(arch, distro, &first, &scratch)
+    let tree = common::distro::tree_with(arch, distro, &first, &scratch, extra)
         .unwrap_or_else(|e| panic!("{arch}: {e:#}"));
+    let clang = if extra.contains(&"--llvm") {
+        "-llvm"
+    } else {
+        ""
+    };
     let mut objects: Vec<String> = cases
         .iter()
         .map(|c| by_name[&c.name].object.clone())
@@ -37,7 +63,7 @@ fn run(arch: Arch, distro: &str, file: &str) {
         .out
         .parent()
         .and_then(|p| p.file_name())
-        .map(|n| n.to_string_lossy().into_owned())
+        .map(|n| format!("{}{clang}", n.to_string_lossy()))
         .unwrap_or_default();
     let symvers = tree.out.join("Module.symvers");
     let mut failures = Vec::new();
@@ -90,4 +116,14 @@ fn debian_6_1_s390x() {
 #[test]
 fn debian_6_1_amd64() {
     run(Arch::X86_64, "debian:6.1", "debian-6.1-amd64.yaml");
+}
+
+#[test]
+fn debian_amd64_clang() {
+    run_clang(Arch::X86_64, "debian-amd64-clang.yaml");
+}
+
+#[test]
+fn debian_arm64_clang() {
+    run_clang(Arch::Arm64, "debian-arm64-clang.yaml");
 }

@@ -449,7 +449,14 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
     };
     let toolchain = Toolchain {
         arch: target.arch,
-        cross: a.cross.clone().unwrap_or_else(|| compiler_prefix(&cc)),
+        cross: a.cross.clone().unwrap_or_else(|| {
+            if a.llvm && !target.arch.is_host() {
+                // clang's --target comes from CROSS_COMPILE.
+                target.arch.backend().default_cross_prefix().to_string()
+            } else {
+                compiler_prefix(&cc)
+            }
+        }),
         llvm: a.llvm,
         cc: Some(cc),
         launcher: a.launcher.clone(),
@@ -479,6 +486,7 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
                 objdir: &target.objdir,
                 toolchain: &toolchain,
                 jobs,
+                other_compiler: a.llvm,
             },
             &say,
         )?;
@@ -528,6 +536,8 @@ fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec
     }
     let cc = match &a.cc {
         Some(cc) => cc.clone(),
+        // clang builds for every target (CROSS_COMPILE names it).
+        None if a.llvm => "clang".to_string(),
         None => {
             let cc = config_compiler(&config_text).ok_or_else(|| {
                 UserError::new(format!(
@@ -550,7 +560,8 @@ fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec
         }
     };
     check_tools(config, &config_text, &cc)?;
-    if !a.skip_compiler_check {
+    // With --llvm the compiler is another one than the config's by request, in a tree of its own.
+    if !a.skip_compiler_check && !a.llvm {
         // Against the kernel's own config: the prepared tree's records whatever compiler prepared it.
         check_compiler_text(config, &config_text, &cc)?;
     }

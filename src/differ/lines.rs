@@ -107,7 +107,13 @@ pub fn same_but_lines(a: &Target, b: &Target, big_endian: bool) -> bool {
                 bytes: y,
                 addend: j,
             },
-        ) => n == m && i == j && n == "__UNIQUE_ID_ddebug" && ddebug_line_only(x, y, big_endian),
+        ) => {
+            // gcc's `__UNIQUE_ID_ddebug`, clang's `function.__UNIQUE_ID_ddebug`.
+            n == m
+                && i == j
+                && n.rsplit('.').next() == Some("__UNIQUE_ID_ddebug")
+                && ddebug_line_only(x, y, big_endian)
+        }
         (
             Target::SiteData {
                 bytes: x,

@@ -30,7 +30,14 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
     out.push_str(first);
     for p in parts.filter(|p| !numbered(p)) {
         out.push('.');
-        out.push_str(p);
+        // clang names a static local after its function: `fn.__UNIQUE_ID_ddebug717`.
+        match p.strip_prefix("__UNIQUE_ID_") {
+            Some(rest) => out.push_str(
+                &p[..p.len()
+                    - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())],
+            ),
+            None => out.push_str(p),
+        }
     }
     if out == name {
         Cow::Borrowed(name)
@@ -40,8 +47,11 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
 }
 
 /// Static locals the kernel's macros create for their own bookkeeping. Their values belong to one build,
-/// so patched code gets fresh copies instead of references to the running kernel's.
+/// so patched code gets fresh copies instead of references to the running kernel's. gcc names a
+/// static local `var.N` (`canonical`: `var`), clang `function.var`: the variable's own name is the
+/// last part.
 pub fn is_special_static(canonical: &str) -> bool {
+    let canonical = canonical.rsplit('.').next().unwrap_or(canonical);
     const SPECIAL: [&str; 11] = [
         // printk's format index (PRINTK_INDEX): an entry (format, function, file, line) and the
         // pointer to it in `.printk_index`, read only by debugfs.
@@ -152,6 +162,14 @@ mod tests {
         assert_eq!(canonical("foo.cold"), "foo.cold");
         assert_eq!(canonical("foo.part.12.cold"), "foo.part.cold");
         assert_eq!(canonical("__UNIQUE_ID_ddebug412"), "__UNIQUE_ID_ddebug");
+        assert_eq!(
+            canonical("__account_locked_vm.__UNIQUE_ID_ddebug717"),
+            "__account_locked_vm.__UNIQUE_ID_ddebug"
+        );
+        assert!(is_special_static("__account_locked_vm.__UNIQUE_ID_ddebug"));
+        assert!(is_special_static("get_file.__already_done"));
+        assert!(is_special_static("__vm_enough_memory._rs"));
+        assert!(!is_special_static("run_cmd.envp"));
         assert_eq!(canonical("__func__.7"), "__func__");
         assert_eq!(canonical("foo.llvm.123456"), "foo");
         assert!(is_anonymous_constant_section(".rodata..L.str.2"));

@@ -51,6 +51,9 @@ pub struct PrepareRequest<'a> {
     pub objdir: &'a Path,
     pub toolchain: &'a Toolchain,
     pub jobs: usize,
+    /// Built with another compiler than the config's by request (`--llvm` for a gcc kernel): the
+    /// options Kconfig derives from the compiler change, and are said rather than refused.
+    pub other_compiler: bool,
 }
 
 /// The compiler a config names (`CONFIG_CC_VERSION_TEXT`'s first word: `x86_64-linux-gnu-gcc-12`).
@@ -166,7 +169,14 @@ pub fn prepare(req: &PrepareRequest, progress: &dyn Fn(&str)) -> Result<()> {
     run_make(&argv, "preparing the tree")?;
     let got = std::fs::read_to_string(req.objdir.join(".config"))?;
     let drift = config_drift(&text, &got);
-    if !drift.is_empty() {
+    if !drift.is_empty() && req.other_compiler {
+        progress(&format!(
+            "note: with {}, Kconfig changed {} option(s) of the kernel's config: {}",
+            req.toolchain.cc.as_deref().unwrap_or("another compiler"),
+            drift.len(),
+            drift.join(", ")
+        ));
+    } else if !drift.is_empty() {
         return Err(UserError::new(format!(
             "{}: kbuild here cannot reproduce this config ({} option(s) changed: {}); the kernel \
              source and the config must be of the same version, with the same tools installed",

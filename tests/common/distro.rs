@@ -26,8 +26,20 @@ pub struct DistroTree {
 /// The tree `klpx build --distro SPEC --arch ARCH PATCH` would build in, prepared (a no-op when it
 /// is). `patch` is any patch that applies to the source: the request checks it before preparing.
 pub fn tree(arch: Arch, spec: &str, patch: &Path, scratch: &Path) -> Result<DistroTree> {
+    tree_with(arch, spec, patch, scratch, &[])
+}
+
+/// [`tree`] with more `klpx build` options (`--llvm`: a tree of its own, compiled by clang).
+pub fn tree_with(
+    arch: Arch,
+    spec: &str,
+    patch: &Path,
+    scratch: &Path,
+    extra: &[&str],
+) -> Result<DistroTree> {
     std::fs::create_dir_all(scratch)?;
-    let argv = [
+    let (scratch, patch) = (scratch.display().to_string(), patch.display().to_string());
+    let mut argv = vec![
         "klpx",
         "build",
         "--distro",
@@ -39,9 +51,10 @@ pub fn tree(arch: Arch, spec: &str, patch: &Path, scratch: &Path) -> Result<Dist
         // its foreign kernels ("12.2.0-14" vs "12.2.0-14+deb12u1"); objects are all that is made.
         "--skip-compiler-check",
         "-o",
-        &scratch.display().to_string(),
-        &patch.display().to_string(),
+        &scratch,
     ];
+    argv.extend(extra);
+    argv.push(&patch);
     let cli = Cli::try_parse_from(argv).context("parsing the build command line")?;
     let Command::Build(args) = cli.command else {
         bail!("not a build command");
