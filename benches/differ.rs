@@ -104,6 +104,8 @@ pub fn run_pair(orig: &[u8], patched: &[u8]) -> usize {
         objtool_at_module_link: false,
     };
     let d = diff(&o, &p, &opts).expect("diff");
+    // As `klpx diff` does: the original's tables go before the output is written.
+    drop(o);
     if d.verdict == Verdict::Patchable {
         write_object(&p, &d).expect("write").len()
     } else {

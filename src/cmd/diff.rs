@@ -97,6 +97,10 @@ pub fn run(req: &DiffRequest) -> Result<i32> {
         objtool_at_module_link: false,
     };
     let diff = differ::diff(&orig, &patched, &opts)?;
+    // The original's tables and bytes are done with: the output is written from the patched
+    // object alone, and at its peak it should not share the heap with them.
+    drop(orig);
+    drop(orig_bytes);
 
     let mut written = None;
     if let (Some(out), Verdict::Patchable) = (&req.output, diff.verdict) {
