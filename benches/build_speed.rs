@@ -3,7 +3,10 @@
 //! affected objects compiled twice with their recorded kbuild commands (as parallel as klpx's `-j`)
 //! plus `make M=` of a trivial module — and klpx's own peak memory. The first build of each patch
 //! starts with the tree's object cache empty; the next ones ("again") find the original objects
-//! there and compile only the patched side. Not a test: it prints a table.
+//! there and compile only the patched side, and link only when the module's inputs changed. The
+//! "edited" builds change one string literal of the patch's new code each time (`"klpx` becomes
+//! `"Klpx`, `"KLpx`, ...), as a patch author iterating on a fix does: the patched side is compiled
+//! and the module linked every time. Not a test: it prints a table.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -100,8 +103,17 @@ fn main() {
     )
     .unwrap();
     println!(
-        "{:<22} {:>4} {:>9} {:>9} {:>9} {:>6} {:>6} {:>9}",
-        "patch", "objs", "first s", "again s", "floor s", "first", "again", "peak MiB"
+        "{:<22} {:>4} {:>9} {:>9} {:>9} {:>9} {:>6} {:>6} {:>6} {:>9}",
+        "patch",
+        "objs",
+        "first s",
+        "again s",
+        "edited s",
+        "floor s",
+        "first",
+        "again",
+        "edited",
+        "peak MiB"
     );
     let objects = klpx::kbuild::objcache::dir_of(&tree.out);
     let link = median(
@@ -125,7 +137,7 @@ fn main() {
         let mut klpx_times = Vec::new();
         let mut peak = 0u64;
         let _ = std::fs::remove_dir_all(&objects);
-        for _ in 0..RUNS {
+        let build = |patch: &Path| {
             let start = Instant::now();
             let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
                 .args([
@@ -143,15 +155,30 @@ fn main() {
                 ])
                 .output()
                 .unwrap();
-            klpx_times.push(start.elapsed());
+            let took = start.elapsed();
             assert!(
                 out.status.success(),
                 "{name}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            peak = peak.max(report["peak_rss_kib"].as_u64().unwrap_or(0));
+            (took, report["peak_rss_kib"].as_u64().unwrap_or(0))
+        };
+        for _ in 0..RUNS {
+            let (took, rss) = build(&patch);
+            klpx_times.push(took);
+            peak = peak.max(rss);
         }
+        let text = std::fs::read_to_string(&patch).unwrap();
+        let edited_times: Vec<Duration> = ["Klpx", "KLpx", "KLPx"]
+            .iter()
+            .filter_map(|new| {
+                let edited = edit_string(&text, new)?;
+                let path = scratch.join(format!("edited-{name}.patch"));
+                std::fs::write(&path, edited).unwrap();
+                Some(build(&path).0)
+            })
+            .collect();
         let mut floors = Vec::new();
         let mut objs = 0;
         for _ in 0..RUNS {
@@ -162,12 +189,36 @@ fn main() {
         let first = klpx_times[0].as_secs_f64();
         let again = median(klpx_times[1..].to_vec()).as_secs_f64();
         let f = (median(floors) + link).as_secs_f64();
+        let (edited, edited_ratio) = if edited_times.is_empty() {
+            ("-".to_string(), "-".to_string())
+        } else {
+            let e = median(edited_times).as_secs_f64();
+            (format!("{e:.2}"), format!("{:.2}", e / f))
+        };
         println!(
-            "{name:<22} {objs:>4} {first:>9.2} {again:>9.2} {f:>9.2} {:>6.2} {:>6.2} {:>9.1}",
+            "{name:<22} {objs:>4} {first:>9.2} {again:>9.2} {edited:>9} {f:>9.2} {:>6.2} {:>6.2} {edited_ratio:>6} {:>9.1}",
             first / f,
             again / f,
             peak as f64 / 1024.0
         );
     }
     let _ = std::fs::remove_dir_all(&scratch);
+}
+
+/// The patch with the first `"klpx` of an added line changed to `"<new>`, or `None` when no
+/// added line has one.
+fn edit_string(patch: &str, new: &str) -> Option<String> {
+    let mut done = false;
+    let lines: Vec<String> = patch
+        .lines()
+        .map(|l| {
+            if !done && l.starts_with('+') && !l.starts_with("+++") && l.contains("\"klpx") {
+                done = true;
+                l.replacen("\"klpx", &format!("\"{new}"), 1)
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    done.then(|| lines.join("\n") + "\n")
 }

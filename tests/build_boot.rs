@@ -714,6 +714,70 @@ fn a_second_build_takes_the_original_objects_from_the_cache() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A rebuild whose module inputs are the same (the generated source, the parts, the tree's config,
+/// `Module.symvers`, linker script and release) keeps the module kbuild linked last time: make does
+/// not run, so the linked file in the tree's module directory keeps its modification time. An
+/// edited patch and going back to the first each link again; a tree whose `Module.symvers` changed
+/// runs make again.
+#[test]
+fn a_rebuild_with_the_same_inputs_keeps_the_linked_module() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let name = "livepatch-relink";
+    let mdir = klpx::kbuild::objcache::dir_of(&tree.out)
+        .join("modules")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&mdir);
+    let linked = mdir.join(format!("{name}.ko"));
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let dir = std::env::temp_dir().join(format!("klpx-relink-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let edited = dir.join("edited.patch");
+    let text = std::fs::read_to_string(&patch).unwrap();
+    std::fs::write(&edited, text.replacen("\"klpx ", "\"Klpx ", 1)).unwrap();
+    let build = |patch: &std::path::Path, out: &str| {
+        let run = build_module(&tree, &dir.join(out), name, &[], &[patch]);
+        assert_exit(&run, 0, out);
+        let ko = std::fs::read(dir.join(out).join(format!("{name}.ko"))).unwrap();
+        let mtime = std::fs::metadata(&linked).unwrap().modified().unwrap();
+        (ko, mtime)
+    };
+    let (first, t1) = build(&patch, "first");
+    let (again, t2) = build(&patch, "again");
+    assert_eq!(t1, t2, "the same inputs linked again");
+    assert!(first == again, "the kept module differs from the first");
+    let (changed, t3) = build(&edited, "edited");
+    assert_ne!(t2, t3, "an edited patch was not linked again");
+    assert!(
+        changed != first,
+        "the edited patch's module is the first one"
+    );
+    let (back, t4) = build(&patch, "back");
+    assert_ne!(t3, t4, "going back to the first patch was not linked again");
+    assert!(
+        back == first,
+        "the first patch's module differs when linked again"
+    );
+    let symvers = tree.out.join("Module.symvers");
+    std::fs::File::options()
+        .append(true)
+        .open(&symvers)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now())
+        .unwrap();
+    // make runs again, and finds the module up to date: only klpx's record of the link it ran
+    // (written after each successful make) says so.
+    let stamp = mdir.join(".klpx-linked");
+    let before = std::fs::metadata(&stamp).unwrap().modified().unwrap();
+    build(&patch, "tree-changed");
+    let after = std::fs::metadata(&stamp).unwrap().modified().unwrap();
+    assert_ne!(
+        before, after,
+        "a changed Module.symvers did not run make again"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `klpx info` on a module klpx built names the patched function (cases.yaml's expectation for
 /// string-change), the version magic kmod's `modinfo` reads, and the livepatch relocations `readelf`
 /// counts; on the kernel's own sample livepatch, what is there without klpx's records.

@@ -910,14 +910,57 @@ fn link_module(
         .map(|c| c.lines().any(|l| l == "CONFIG_CC_IS_CLANG=y"))
         .unwrap_or(false);
     let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
-    make_module(
-        &req.objdir,
-        &mdir,
-        &req.toolchain.make_vars_for(&command, clang_tree),
-        req.jobs,
-    )?;
+    let vars = req.toolchain.make_vars_for(&command, clang_tree);
     let linked_path = mdir.join(format!("{}.ko", req.name));
+    // The same inputs in the same tree link to the same module: the last link's stands.
+    let stamp_path = mdir.join(".klpx-linked");
+    let stamp = link_stamp(req, spec, parts, &vars);
+    let unchanged =
+        std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && linked_path.is_file();
+    if !unchanged {
+        let _ = std::fs::remove_file(&stamp_path);
+        make_module(&req.objdir, &mdir, &vars, req.jobs)?;
+        std::fs::write(&stamp_path, &stamp)
+            .with_context(|| format!("writing {}", stamp_path.display()))?;
+    }
     std::fs::read(&linked_path).with_context(|| format!("reading {}", linked_path.display()))
+}
+
+/// What decides the linked module: the generated source, the parts, the make variables, and the
+/// tree's files kbuild links it against (its config, `Module.symvers` with the CRCs, the module
+/// linker script, the release), by size and modification time.
+fn link_stamp(
+    req: &BuildRequest,
+    spec: &ModuleSpec,
+    parts: &[(usize, Vec<u8>)],
+    vars: &crate::kbuild::toolchain::MakeVars,
+) -> String {
+    let source = module_source(spec);
+    let kbuild = kbuild_file(&req.name, parts.len());
+    let args = vars.args().join(" ");
+    let tree: Vec<String> = [
+        ".config",
+        "Module.symvers",
+        "include/config/auto.conf",
+        "include/generated/utsrelease.h",
+        "scripts/module.lds",
+    ]
+    .iter()
+    .map(|f| match std::fs::metadata(req.objdir.join(f)) {
+        Ok(m) => format!("{f} {} {:?}", m.len(), m.modified().ok()),
+        Err(_) => format!("{f} missing"),
+    })
+    .collect();
+    let tree = tree.join("\n");
+    let mut all: Vec<&[u8]> = vec![
+        b"klpx-link-1",
+        source.as_bytes(),
+        kbuild.as_bytes(),
+        args.as_bytes(),
+        tree.as_bytes(),
+    ];
+    all.extend(parts.iter().map(|(_, b)| b.as_slice()));
+    format!("{:016x}\n", crate::kernel::cache::fingerprint(&all))
 }
 
 /// Writes `bytes` to `path` unless it already holds them, so that make sees an unchanged file as
