@@ -310,3 +310,29 @@ fn jobs_are_bounded() {
     refused(&["kernel", "build", "-j", "0"], "-j 0");
     refused(&["demo", "-j", "0"], "-j 0");
 }
+
+/// `--llvm` with no `clang` in PATH (Debian installs it as clang-16 unless its bin directory comes
+/// first) is said in one line with what to do, before Debian's tree is prepared.
+#[test]
+fn llvm_without_clang_in_path_is_refused() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let dir = scratch("llvm");
+    let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args([
+            "build", "--distro", "debian", "--llvm", "--arch", "x86_64", "--json",
+        ])
+        .arg("-o")
+        .arg(dir.join("out"))
+        .arg(&patch)
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env_remove("KLPX_ARCHES")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("--llvm: clang is not in PATH"), "{err}");
+    assert!(!dir.join("out").exists(), "an output directory was made");
+    let _ = std::fs::remove_dir_all(&dir);
+}

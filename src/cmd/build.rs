@@ -537,7 +537,15 @@ fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec
     let cc = match &a.cc {
         Some(cc) => cc.clone(),
         // clang builds for every target (CROSS_COMPILE names it).
-        None if a.llvm => "clang".to_string(),
+        None if a.llvm => {
+            if which::which("clang").is_err() {
+                return Err(UserError::new(
+                    "--llvm: clang is not in PATH (Debian: apt-get install clang-16 lld-16 llvm-16, then PATH=/usr/lib/llvm-16/bin:$PATH)",
+                )
+                .into());
+            }
+            "clang".to_string()
+        }
         None => {
             let cc = config_compiler(&config_text).ok_or_else(|| {
                 UserError::new(format!(
