@@ -11,6 +11,14 @@
 pub fn fix_line_numbers(before: &str, after: &str) -> String {
     let patch = diffy::create_patch(before, after);
     let safe = safe_line_starts(after);
+    // Whether a directive may go before line `n` (1-based; a hunk that empties the file starts at
+    // line 0 of the new text, before which nothing goes).
+    let safe_at = |n: usize| {
+        n.checked_sub(1)
+            .and_then(|i| safe.get(i))
+            .copied()
+            .unwrap_or(false)
+    };
     // (new line number before which to insert, old line number it must carry).
     let mut inserts: Vec<(usize, usize)> = Vec::new();
     // The number the compiler gives the patched file's line `n` is `n + delta`.
@@ -22,7 +30,7 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
         let mut new_no = hunk.new_range().start();
         let mut pending = false;
         for line in hunk.lines() {
-            let safe_here = safe.get(new_no - 1).copied().unwrap_or(false);
+            let safe_here = safe_at(new_no);
             match line {
                 diffy::Line::Context(_) => {
                     if pending && numbered(new_no, delta) != old_no && safe_here {
@@ -53,7 +61,7 @@ pub fn fix_line_numbers(before: &str, after: &str) -> String {
             let limit = hunks
                 .get(h + 1)
                 .map_or(safe.len(), |n| n.new_range().start());
-            if let Some(at) = (new_no..limit).find(|&l| safe.get(l - 1).copied().unwrap_or(false)) {
+            if let Some(at) = (new_no..limit).find(|&l| safe_at(l)) {
                 let old = (at + old_no).saturating_sub(new_no);
                 inserts.push((at, old));
                 delta = old as isize - at as isize;
@@ -161,6 +169,12 @@ mod tests {
             fix_line_numbers(before, after),
             "a\nx\n#line 2\nb\n#line 4\ny\n#line 3\nc\n"
         );
+    }
+
+    #[test]
+    fn a_file_emptied_or_filled_needs_nothing() {
+        assert_eq!(fix_line_numbers("a\nb\n", ""), "");
+        assert_eq!(fix_line_numbers("", "a\nb\n"), "a\nb\n");
     }
 
     #[test]
