@@ -11,7 +11,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, build_module, klpx, text};
 use common::kernel::repo;
 
 /// The array read is line 17 of the patched fs/proc/cmdline.c: the hunk `@@ -5,8 +5,16 @@`
@@ -47,19 +47,14 @@ fn ubsan_data_and_printk_index_boot() {
     let patch = repo().join("tests/boot/bookkeeping-ubsan-printk.patch");
     let dir = std::env::temp_dir().join(format!("klpx-bookkeeping-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = klpx(&[
-        "build",
-        "-s",
-        src.to_str().unwrap(),
-        "-O",
-        tree.to_str().unwrap(),
-        "-o",
-        dir.to_str().unwrap(),
-        "-n",
+    let kernel = klpx::kernel::tree::KernelTree::new(klpx_arch::Arch::X86_64, &src, &tree, 2);
+    let out = build_module(
+        &kernel,
+        &dir,
         "livepatch-bookkeeping",
-        "--json",
-        patch.to_str().unwrap(),
-    ]);
+        &["--json"],
+        &[&patch],
+    );
     assert_exit(&out, 0, "klpx build");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

@@ -294,8 +294,7 @@ fn standalone_pairs_printk_index_ubsan() {
     objects.dedup();
     {
         let _lock = klpx::livepatch::lock::SourceLock::take(&src).unwrap();
-        let mut kt = klpx::kernel::tree::KernelTree::new(Arch::X86_64, &src, &tree, 2);
-        kt.extra_fragments.push(fragment);
+        let kt = klpx::kernel::tree::KernelTree::new(Arch::X86_64, &src, &tree, 2);
         kt.build_objects(&objects)
             .unwrap_or_else(|e| panic!("compiling {objects:?}: {e:#}"));
     }

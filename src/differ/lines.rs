@@ -149,6 +149,16 @@ fn without_positions(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The 32-bit word at `at` of `bytes` (which the caller checked holds it), in the target's order.
+fn u32_at(bytes: &[u8], at: usize, big_endian: bool) -> u32 {
+    let w: [u8; 4] = bytes[at..at + 4].try_into().expect("four bytes");
+    if big_endian {
+        u32::from_be_bytes(w)
+    } else {
+        u32::from_le_bytes(w)
+    }
+}
+
 /// Whether the data of two UBSAN checks differ only in the line of their source position. Each
 /// starts with `struct source_location` (lib/ubsan.h: the file name pointer, then the 32-bit
 /// `line` and `column`); on these 64-bit kernels the line is bytes 8..12.
@@ -157,14 +167,7 @@ fn sanitizer_line_only(a: &[u8], b: &[u8], big_endian: bool) -> bool {
     if a.len() != b.len() || a.len() < LINE + 8 {
         return false;
     }
-    let line = |x: &[u8]| {
-        let w: [u8; 4] = x[LINE..LINE + 4].try_into().expect("four bytes");
-        if big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
-    };
+    let line = |x: &[u8]| u32_at(x, LINE, big_endian);
     let plausible = |l: u32| (1..1 << 20).contains(&l);
     a[..LINE] == b[..LINE]
         && a[LINE + 4..] == b[LINE + 4..]
@@ -181,14 +184,7 @@ fn ddebug_line_only(a: &[u8], b: &[u8], big_endian: bool) -> bool {
     if a.len() != b.len() || a.len() < WORD + 4 {
         return false;
     }
-    let word = |x: &[u8]| {
-        let w: [u8; 4] = x[WORD..WORD + 4].try_into().expect("four bytes");
-        if big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
-    };
+    let word = |x: &[u8]| u32_at(x, WORD, big_endian);
     let lineno: u32 = if big_endian { !0 << 14 } else { (1 << 18) - 1 };
     a[..WORD] == b[..WORD]
         && a[WORD + 4..] == b[WORD + 4..]

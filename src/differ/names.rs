@@ -15,13 +15,7 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
     };
     let mut parts = name.split('.');
     let first = parts.next().unwrap_or("");
-    let first = match first.strip_prefix("__UNIQUE_ID_") {
-        Some(rest) => {
-            &first[..first.len()
-                - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())]
-        }
-        None => first,
-    };
+    let first = without_unique_id_number(first);
     let numbered = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
     if !name.contains('.') {
         return Cow::Borrowed(first);
@@ -31,18 +25,21 @@ pub fn canonical(name: &str) -> Cow<'_, str> {
     for p in parts.filter(|p| !numbered(p)) {
         out.push('.');
         // clang names a static local after its function: `fn.__UNIQUE_ID_ddebug717`.
-        match p.strip_prefix("__UNIQUE_ID_") {
-            Some(rest) => out.push_str(
-                &p[..p.len()
-                    - (rest.len() - rest.trim_end_matches(|c: char| c.is_ascii_digit()).len())],
-            ),
-            None => out.push_str(p),
-        }
+        out.push_str(without_unique_id_number(p));
     }
     if out == name {
         Cow::Borrowed(name)
     } else {
         Cow::Owned(out)
+    }
+}
+
+/// `__UNIQUE_ID_ddebug412` without its counter (`__UNIQUE_ID_ddebug`); other names as they are.
+fn without_unique_id_number(part: &str) -> &str {
+    if part.starts_with("__UNIQUE_ID_") {
+        part.trim_end_matches(|c: char| c.is_ascii_digit())
+    } else {
+        part
     }
 }
 

@@ -888,14 +888,10 @@ fn link_module(
             .join(&req.name)
     };
     std::fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
-    write_if_changed(
-        &mdir.join("klpx-livepatch.c"),
-        module_source(spec).as_bytes(),
-    )?;
-    write_if_changed(
-        &mdir.join("Kbuild"),
-        kbuild_file(&req.name, parts.len()).as_bytes(),
-    )?;
+    let source = module_source(spec);
+    let kbuild = kbuild_file(&req.name, parts.len());
+    write_if_changed(&mdir.join("klpx-livepatch.c"), source.as_bytes())?;
+    write_if_changed(&mdir.join("Kbuild"), kbuild.as_bytes())?;
     for (n, (_, bytes)) in parts.iter().enumerate() {
         write_if_changed(&mdir.join(format!("part-{n}.o_shipped")), bytes)?;
         // With MODVERSIONS, modpost reads each object's CRCs from its `.cmd` file (`#SYMVER`
@@ -914,7 +910,7 @@ fn link_module(
     let linked_path = mdir.join(format!("{}.ko", req.name));
     // The same inputs in the same tree link to the same module: the last link's stands.
     let stamp_path = mdir.join(".klpx-linked");
-    let stamp = link_stamp(req, spec, parts, &vars);
+    let stamp = link_stamp(&req.objdir, &[&source, &kbuild], parts, &vars);
     let unchanged =
         std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && linked_path.is_file();
     if !unchanged {
@@ -926,17 +922,15 @@ fn link_module(
     std::fs::read(&linked_path).with_context(|| format!("reading {}", linked_path.display()))
 }
 
-/// What decides the linked module: the generated source, the parts, the make variables, and the
-/// tree's files kbuild links it against (its config, `Module.symvers` with the CRCs, the module
-/// linker script, the release), by size and modification time.
+/// What decides the linked module: the generated files (`klpx-livepatch.c`, `Kbuild`), the parts,
+/// the make variables, and the tree's files kbuild links it against (its config, `Module.symvers`
+/// with the CRCs, the module linker script, the release), by size and modification time.
 fn link_stamp(
-    req: &BuildRequest,
-    spec: &ModuleSpec,
+    objdir: &Path,
+    generated: &[&str],
     parts: &[(usize, Vec<u8>)],
     vars: &crate::kbuild::toolchain::MakeVars,
 ) -> String {
-    let source = module_source(spec);
-    let kbuild = kbuild_file(&req.name, parts.len());
     let args = vars.args().join(" ");
     let tree: Vec<String> = [
         ".config",
@@ -946,19 +940,14 @@ fn link_stamp(
         "scripts/module.lds",
     ]
     .iter()
-    .map(|f| match std::fs::metadata(req.objdir.join(f)) {
+    .map(|f| match std::fs::metadata(objdir.join(f)) {
         Ok(m) => format!("{f} {} {:?}", m.len(), m.modified().ok()),
         Err(_) => format!("{f} missing"),
     })
     .collect();
     let tree = tree.join("\n");
-    let mut all: Vec<&[u8]> = vec![
-        b"klpx-link-1",
-        source.as_bytes(),
-        kbuild.as_bytes(),
-        args.as_bytes(),
-        tree.as_bytes(),
-    ];
+    let mut all: Vec<&[u8]> = vec![b"klpx-link-1", args.as_bytes(), tree.as_bytes()];
+    all.extend(generated.iter().map(|g| g.as_bytes()));
     all.extend(parts.iter().map(|(_, b)| b.as_slice()));
     format!("{:016x}\n", crate::kernel::cache::fingerprint(&all))
 }
