@@ -127,3 +127,15 @@ fn debian_amd64_clang() {
 fn debian_arm64_clang() {
     run_clang(Arch::Arm64, "debian-arm64-clang.yaml");
 }
+
+/// Named, not the newest: this machine's package indexes have no ppc64el security suite, so the
+/// release was fetched once through an APT_CONFIG of its own (README, "Livepatching your distribution's kernel") and is
+/// found in klpx's cache since.
+#[test]
+fn debian_ppc64el() {
+    run(
+        Arch::Ppc64le,
+        "debian:6.12.113+deb12-powerpc64le",
+        "debian-ppc64le.yaml",
+    );
+}
