@@ -139,3 +139,8 @@ fn debian_ppc64el() {
         "debian-ppc64le.yaml",
     );
 }
+
+#[test]
+fn debian_6_1_arm64() {
+    run(Arch::Arm64, "debian:6.1", "debian-6.1-arm64.yaml");
+}
