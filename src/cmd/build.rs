@@ -19,6 +19,7 @@ use crate::livepatch::lock::SourceLock;
 use crate::livepatch::pipeline::{
     BuildReport, BuildRequest, OotModule, Outcome, ShippedKernel, SignWith, build, default_workdir,
 };
+use crate::module::link::LinkRun;
 use crate::patch::source::{SourcePatch, plan_edits};
 
 /// Runs `klpx build`; returns the exit status.
@@ -669,8 +670,13 @@ fn print_summary(r: &BuildReport, workdir: Option<&Path>) {
     match r.outcome {
         Outcome::Module => {
             if let Some(m) = &r.module {
+                let link = match r.link {
+                    Some(LinkRun::Replayed) => "; linked with kbuild's recorded commands",
+                    Some(LinkRun::Kept) => "; the last link's, its inputs unchanged",
+                    _ => "",
+                };
                 println!(
-                    "module: {} ({} livepatch relocations)",
+                    "module: {} ({} livepatch relocations{link})",
                     m.display(),
                     r.klp_relocations
                 );

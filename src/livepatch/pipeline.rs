@@ -27,7 +27,7 @@ use crate::kernel::units::CompileUnits;
 use crate::livepatch::lock::SourceLock;
 use crate::module::check::check_module;
 use crate::module::klp_rela::{read_side_tables, write_klp_sections};
-use crate::module::link::make_module;
+use crate::module::link::{LinkRun, ModuleLink};
 use crate::module::reloc_check::check_relocations;
 use crate::module::source::{
     CALLBACK_PREFIXES, FuncSpec, ModuleSpec, ObjectSpec, kbuild_file, module_source, write_headers,
@@ -178,6 +178,9 @@ pub struct BuildReport {
     pub kernel_release: Option<String>,
     /// Original objects copied from the object cache instead of compiled.
     pub cached_objects: usize,
+    /// How the module was linked: `make`, `replayed` (kbuild's recorded link commands, when only
+    /// the parts' contents changed since the last build of the module) or `kept`.
+    pub link: Option<LinkRun>,
     pub notes: Vec<String>,
 }
 
@@ -674,7 +677,7 @@ impl Planned {
             });
         }
         let spec = module_spec(req, specs, &parts, &exports)?;
-        let linked = link_module(req, &objects, &spec, &parts)?;
+        let (linked, link) = link_module(req, &objects, &spec, &parts)?;
 
         stages.start("klp-sections", "writing .klp.rela sections into the module");
         let (finished, klp_relocations) =
@@ -692,7 +695,7 @@ impl Planned {
         };
         std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
         stages.finish();
-        Ok(report(
+        let mut report = report(
             loadable,
             Outcome::Module,
             reports,
@@ -700,7 +703,9 @@ impl Planned {
             klp_relocations,
             &stages,
             notes,
-        ))
+        );
+        report.link = Some(link);
+        Ok(report)
     }
 }
 
@@ -869,17 +874,17 @@ fn module_spec(
     Ok(spec)
 }
 
-/// Writes the module's source, Kbuild file and parts into the work directory and links it with the
-/// tree's own kbuild (`make M=`); returns the linked `.ko`.
+/// Writes the module's source, Kbuild file and parts into the module directory and links it with
+/// the tree's own kbuild; returns the linked `.ko` and how it was linked.
 fn link_module(
     req: &BuildRequest,
     objects: &[AffectedObject],
     spec: &ModuleSpec,
     parts: &[(usize, Vec<u8>)],
-) -> Result<Vec<u8>> {
+) -> Result<(Vec<u8>, LinkRun)> {
     // The module directory outlives the build (beside the tree's object cache, one per module
-    // name) unless the work directory is kept for inspection: kbuild then finds the generated
-    // source and its `.mod.c` unchanged from the last build of the patch and only links again.
+    // name) unless the work directory is kept for inspection: the next build of the patch finds
+    // its last link there (module::link).
     let mdir = if req.keep_workdir {
         req.workdir.join("module")
     } else {
@@ -907,49 +912,21 @@ fn link_module(
         .unwrap_or(false);
     let command = req.toolchain.rewrite_command(&objects[0].cmd.command);
     let vars = req.toolchain.make_vars_for(&command, clang_tree);
-    let linked_path = mdir.join(format!("{}.ko", req.name));
-    // The same inputs in the same tree link to the same module: the last link's stands.
-    let stamp_path = mdir.join(".klpx-linked");
-    let stamp = link_stamp(&req.objdir, &[&source, &kbuild], parts, &vars);
-    let unchanged =
-        std::fs::read_to_string(&stamp_path).is_ok_and(|s| s == stamp) && linked_path.is_file();
-    if !unchanged {
-        let _ = std::fs::remove_file(&stamp_path);
-        make_module(&req.objdir, &mdir, &vars, req.jobs)?;
-        std::fs::write(&stamp_path, &stamp)
-            .with_context(|| format!("writing {}", stamp_path.display()))?;
+    let part_bytes: Vec<&[u8]> = parts.iter().map(|(_, b)| b.as_slice()).collect();
+    let run = ModuleLink {
+        objdir: &req.objdir,
+        dir: &mdir,
+        name: &req.name,
+        generated: &[&source, &kbuild],
+        parts: &part_bytes,
+        vars: &vars,
+        jobs: req.jobs,
     }
-    std::fs::read(&linked_path).with_context(|| format!("reading {}", linked_path.display()))
-}
-
-/// What decides the linked module: the generated files (`klpx-livepatch.c`, `Kbuild`), the parts,
-/// the make variables, and the tree's files kbuild links it against (its config, `Module.symvers`
-/// with the CRCs, the module linker script, the release), by size and modification time.
-fn link_stamp(
-    objdir: &Path,
-    generated: &[&str],
-    parts: &[(usize, Vec<u8>)],
-    vars: &crate::kbuild::toolchain::MakeVars,
-) -> String {
-    let args = vars.args().join(" ");
-    let tree: Vec<String> = [
-        ".config",
-        "Module.symvers",
-        "include/config/auto.conf",
-        "include/generated/utsrelease.h",
-        "scripts/module.lds",
-    ]
-    .iter()
-    .map(|f| match std::fs::metadata(objdir.join(f)) {
-        Ok(m) => format!("{f} {} {:?}", m.len(), m.modified().ok()),
-        Err(_) => format!("{f} missing"),
-    })
-    .collect();
-    let tree = tree.join("\n");
-    let mut all: Vec<&[u8]> = vec![b"klpx-link-1", args.as_bytes(), tree.as_bytes()];
-    all.extend(generated.iter().map(|g| g.as_bytes()));
-    all.extend(parts.iter().map(|(_, b)| b.as_slice()));
-    format!("{:016x}\n", crate::kernel::cache::fingerprint(&all))
+    .run()?;
+    let linked_path = mdir.join(format!("{}.ko", req.name));
+    let linked = std::fs::read(&linked_path)
+        .with_context(|| format!("reading {}", linked_path.display()))?;
+    Ok((linked, run))
 }
 
 /// Writes `bytes` to `path` unless it already holds them, so that make sees an unchanged file as
@@ -1213,6 +1190,7 @@ fn report(
         loadable,
         kernel_release: None,
         cached_objects: 0,
+        link: None,
         notes,
     }
 }
