@@ -796,6 +796,53 @@ fn rebuilds_keep_replay_or_make_the_module_link() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A livepatch whose pre-patch callback faults oopses inside `klp_enable_patch`, killing insmod with
+/// the livepatch core's `klp_mutex` held; the guest's next step (disabling the patch) waits for it
+/// forever. `klpx verify` names the fault and where it was, and stops qemu once the console has gone quiet after it,
+/// not at its time limit (the report says which: `stopped_after_fault`, not `timed_out`).
+#[test]
+fn a_fault_in_the_guest_ends_the_boot_without_waiting_for_the_time_limit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tree = tree();
+    let text =
+        std::fs::read_to_string(common::kernel::repo().join("tests/boot/callbacks.patch")).unwrap();
+    let faulting = text.replacen(
+        "+\treturn 0;\n+}\n+KPATCH_PRE_PATCH_CALLBACK",
+        "+\t*(volatile int *)16 = 1;\n+\treturn 0;\n+}\n+KPATCH_PRE_PATCH_CALLBACK",
+        1,
+    );
+    assert_ne!(faulting, text);
+    // One line more in the hunk it is added to.
+    let faulting = faulting.replacen("@@ -4,9 +4,24 @@", "@@ -4,9 +4,25 @@", 1);
+    let dir = std::env::temp_dir().join(format!("klpx-fault-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let patch = dir.join("fault.patch");
+    std::fs::write(&patch, faulting).unwrap();
+    let run = build_module(&tree, &dir, "livepatch-fault", &[], &[&patch]);
+    assert_exit(&run, 0, "build");
+    let v = klpx(&[
+        "verify",
+        dir.join("livepatch-fault.ko").to_str().unwrap(),
+        "--tree",
+        tree.out.to_str().unwrap(),
+        "--check",
+        "cat /proc/cmdline",
+        "--timeout",
+        "300",
+        "--json",
+    ]);
+    assert_exit(&v, 3, "verify");
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let why = report["reason"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("reported a problem") && why.contains("klpx_pre_patch"),
+        "{why}"
+    );
+    assert_eq!(report["stopped_after_fault"], true, "{why}");
+    assert_eq!(report["timed_out"], false);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `klpx info` on a module klpx built names the patched function (cases.yaml's expectation for
 /// string-change), the version magic kmod's `modinfo` reads, and the livepatch relocations `readelf`
 /// counts; on the kernel's own sample livepatch, what is there without klpx's records.

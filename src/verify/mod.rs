@@ -146,6 +146,9 @@ pub struct VerifyReport {
     /// The step the guest was in when it stopped, if it did not finish.
     pub unfinished: Option<String>,
     pub timed_out: bool,
+    /// qemu was stopped early: the kernel faulted and the guest then went silent (a fault that
+    /// killed a task holding a lock the guest's next step needs).
+    pub stopped_after_fault: bool,
     /// Seconds from starting qemu to the guest's `/init`.
     pub boot_seconds: Option<f64>,
     pub total_seconds: f64,
@@ -256,6 +259,7 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         finished: g.done,
         unfinished: None,
         timed_out: out.timed_out,
+        stopped_after_fault: out.stopped_after_fault,
         boot_seconds: out.boot_time.map(|d| d.as_secs_f64()),
         total_seconds: out.elapsed.as_secs_f64(),
         log: out.log,

@@ -13,6 +13,23 @@ use klpx_arch::Arch;
 /// How long qemu may keep running after the guest said it is done (the halt itself).
 const HALT_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a guest whose kernel oopsed may stay silent before qemu is stopped. An oops kills the
+/// task that hit it with whatever locks it held (`klp_mutex`, when a livepatch callback faults in
+/// `klp_enable_patch`), and the guest's next step waits for them until the time limit; a guest that
+/// survives its oops goes on printing and ends as usual.
+const OOPS_QUIET: Duration = Duration::from_secs(20);
+
+/// Console text of a kernel fault that kills the running task, on any architecture (x86 `Oops:`,
+/// arm64 `Unable to handle kernel`, ppc64 `BUG: Kernel NULL pointer`, s390 `Oops: 0004 ilc:3`).
+const FAULT_SIGNS: [&str; 6] = [
+    "Oops",
+    "kernel BUG at",
+    "general protection fault",
+    "Unable to handle kernel",
+    "BUG: Kernel NULL pointer",
+    "BUG: kernel NULL pointer",
+];
+
 /// One qemu run.
 #[derive(Debug, Clone)]
 pub struct QemuConfig {
@@ -44,6 +61,9 @@ pub struct QemuOutput {
     pub elapsed: Duration,
     /// qemu was killed at the time limit.
     pub timed_out: bool,
+    /// qemu was stopped after the guest's kernel faulted after the boot marker and the console then
+    /// stayed silent ([`OOPS_QUIET`]).
+    pub stopped_after_fault: bool,
     /// qemu's exit status (None when it was killed).
     pub exit_code: Option<i32>,
     /// What qemu itself said on its standard error (also appended to `log`).
@@ -181,6 +201,9 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
     let mut boot_time = None;
     let mut done_at: Option<Instant> = None;
     let mut timed_out = false;
+    let mut faulted = false;
+    let mut last_line = start;
+    let mut stopped_after_fault = false;
     let exit_code = loop {
         while let Ok((at, text)) = rx.try_recv() {
             if boot_time.is_none() && text.contains(&c.boot_marker) {
@@ -189,14 +212,18 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
             if done_at.is_none() && text.contains(&c.done_marker) {
                 done_at = Some(at);
             }
+            faulted |= boot_time.is_some() && FAULT_SIGNS.iter().any(|s| text.contains(s));
+            last_line = at;
             log.push_str(&text);
         }
         if let Some(status) = child.try_wait().context("waiting for qemu")? {
             break status.code();
         }
         let halt_overdue = done_at.is_some_and(|d| d.elapsed() > HALT_GRACE);
-        if start.elapsed() > c.timeout || halt_overdue {
-            timed_out = !halt_overdue;
+        let hung_after_fault = faulted && done_at.is_none() && last_line.elapsed() > OOPS_QUIET;
+        if start.elapsed() > c.timeout || halt_overdue || hung_after_fault {
+            stopped_after_fault = hung_after_fault && !halt_overdue;
+            timed_out = !halt_overdue && !stopped_after_fault;
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -222,6 +249,7 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
         boot_time,
         elapsed: start.elapsed(),
         timed_out,
+        stopped_after_fault,
         exit_code,
         stderr: errors,
     })
