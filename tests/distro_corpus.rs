@@ -144,3 +144,14 @@ fn debian_ppc64el() {
 fn debian_6_1_arm64() {
     run(Arch::Arm64, "debian:6.1", "debian-6.1-arm64.yaml");
 }
+
+/// From bookworm-backports (Debian 12's security suite builds 6.12 for every architecture but
+/// s390x), named and fetched once like the ppc64el one.
+#[test]
+fn debian_s390x() {
+    run(
+        Arch::S390x,
+        "debian:6.12.95+deb12-s390x",
+        "debian-s390.yaml",
+    );
+}
