@@ -576,7 +576,6 @@ impl Planned {
             ..
         } = self;
         let req = &req;
-        let work = &req.workdir;
         // Diff.
         stages.start("diff", "comparing each object's two builds");
         let symvers =
@@ -585,15 +584,7 @@ impl Planned {
         let exported: HashSet<String> = exports.symbols.clone().unwrap_or_default();
         let config = std::fs::read_to_string(req.objdir.join(".config")).unwrap_or_default();
         let objtool_at_link = req.toolchain.arch.backend().objtool_at_module_link(&config);
-        let bytes: Vec<(Vec<u8>, Vec<u8>)> = dirs
-            .iter()
-            .map(|d| -> Result<_> {
-                Ok((
-                    std::fs::read(d.join("orig.o"))?,
-                    std::fs::read(d.join("patched.o"))?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let bytes = read_pairs(&dirs)?;
         let identity_image: Option<PathBuf> = req
             .shipped
             .as_ref()
@@ -618,29 +609,16 @@ impl Planned {
             mut specs,
             pending_funcs,
         } = cross_link(&mut diffs, &objects)?;
-        if refused {
+        let ended = if refused {
+            Some(Outcome::Refused)
+        } else if parts.is_empty() {
+            Some(Outcome::NoChange)
+        } else {
+            None
+        };
+        if let Some(outcome) = ended {
             stages.finish();
-            return Ok(report(
-                loadable,
-                Outcome::Refused,
-                reports,
-                None,
-                0,
-                &stages,
-                notes,
-            ));
-        }
-        if parts.is_empty() {
-            stages.finish();
-            return Ok(report(
-                loadable,
-                Outcome::NoChange,
-                reports,
-                None,
-                0,
-                &stages,
-                notes,
-            ));
+            return Ok(report(loadable, outcome, reports, None, 0, &stages, notes));
         }
 
         // Module.
@@ -650,12 +628,15 @@ impl Planned {
             .clone()
             .unwrap_or_else(|| req.objdir.join("vmlinux"));
         let tables = symbol_tables(req, &links, &vmlinux, specs.keys())?;
+        place_functions(&mut specs, pending_funcs, &tables, &units)?;
+        let spec = module_spec(req, specs, &parts, &exports)?;
+        let (linked, link) = link_module(req, &objects, &spec, &parts)?;
         if !identity.is_empty() {
             stages.start(
                 "identity",
                 "comparing the rebuilt original functions with the shipped kernel's",
             );
-            let code_of = identity_image.clone().unwrap_or_else(|| vmlinux.clone());
+            let code_of = identity_image.unwrap_or(vmlinux);
             check_identity(
                 req,
                 &objects,
@@ -665,19 +646,6 @@ impl Planned {
                 &units,
             )?;
         }
-        for (target, old, alias, source) in pending_funcs {
-            let unit = units.unit_of(&source, &old);
-            let pos = tables[&target]
-                .sympos(&old, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
-                .map_err(UserError::new)?;
-            specs.entry(target).or_default().funcs.push(FuncSpec {
-                old_name: old,
-                new_symbol: alias,
-                sympos: pos,
-            });
-        }
-        let spec = module_spec(req, specs, &parts, &exports)?;
-        let (linked, link) = link_module(req, &objects, &spec, &parts)?;
 
         stages.start("klp-sections", "writing .klp.rela sections into the module");
         let (finished, klp_relocations) =
@@ -686,14 +654,7 @@ impl Planned {
                     stages.finish();
                 }
             })?;
-        std::fs::create_dir_all(&req.output)
-            .with_context(|| format!("creating {}", req.output.display()))?;
-        let out = req.output.join(format!("{}.ko", req.name));
-        let finished = match &req.sign {
-            Some(sign) => sign_module(&req.objdir, sign, &work.join("signed.ko"), &finished)?,
-            None => finished,
-        };
-        std::fs::write(&out, &finished).with_context(|| format!("writing {}", out.display()))?;
+        let out = write_module(req, finished)?;
         stages.finish();
         let mut report = report(
             loadable,
@@ -707,6 +668,55 @@ impl Planned {
         report.link = Some(link);
         Ok(report)
     }
+}
+
+/// Each object's two builds, as the compile stages left them (`orig.o`, `patched.o`).
+fn read_pairs(dirs: &[PathBuf]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    dirs.iter()
+        .map(|d| -> Result<_> {
+            let read = |f: &str| {
+                let path = d.join(f);
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+            };
+            Ok((read("orig.o")?, read("patched.o")?))
+        })
+        .collect()
+}
+
+/// Gives each patched function its place in its livepatch object's spec, with its symbol position
+/// in the target's symbol table (`old_sympos`, told apart by the function's compile unit).
+fn place_functions(
+    specs: &mut BTreeMap<String, ObjectSpec>,
+    pending: Vec<(String, String, String, Option<String>)>,
+    tables: &HashMap<String, SymbolTable>,
+    units: &Units,
+) -> Result<()> {
+    for (target, old, alias, source) in pending {
+        let unit = units.unit_of(&source, &old);
+        let pos = tables[&target]
+            .sympos(&old, unit.as_ref().map(|(f, l)| (f.as_str(), *l)))
+            .map_err(UserError::new)?;
+        specs.entry(target).or_default().funcs.push(FuncSpec {
+            old_name: old,
+            new_symbol: alias,
+            sympos: pos,
+        });
+    }
+    Ok(())
+}
+
+/// Writes the finished module (signed first, with `--sign`) into the output directory; returns
+/// its path.
+fn write_module(req: &BuildRequest, finished: Vec<u8>) -> Result<PathBuf> {
+    std::fs::create_dir_all(&req.output)
+        .with_context(|| format!("creating {}", req.output.display()))?;
+    let out = req.output.join(format!("{}.ko", req.name));
+    let finished = match &req.sign {
+        Some(sign) => sign_module(&req.objdir, sign, &req.workdir.join("signed.ko"), &finished)?,
+        None => finished,
+    };
+    crate::files::write_whole(&out, &finished)?;
+    Ok(out)
 }
 
 /// The symbol table of every livepatch object the module names: vmlinux's (from `vmlinux`, or the
