@@ -6,12 +6,15 @@
 //! and leaves the printk index to the running kernel; in the guest the fifth read of /proc/cmdline
 //! indexes past the array, and the report must name the patched file's own line, print the type
 //! from the module's type descriptor, and come once only (the bit was set in the module's copy).
+//! The same with clang 16 (`--llvm`), whose check data is an unnamed label (`.data..L__unnamed_1`),
+//! told by its start: a pointer to the source file's name.
 
 mod common;
 
 use std::path::PathBuf;
+use std::process::{Command, Output};
 
-use common::cli::{assert_exit, build_module, klpx, text};
+use common::cli::{assert_exit, klpx, text};
 use common::kernel::repo;
 
 /// The array read is line 17 of the patched fs/proc/cmdline.c: the hunk `@@ -5,8 +5,16 @@`
@@ -23,20 +26,66 @@ const CHECK: &str = "for i in 1 2 3 4 5 6 7 8 9 10; do cat /proc/cmdline >/dev/n
      dmesg -c >/tmp/log; grep -E 'klpx: cmdline read|UBSAN:|out of range' /tmp/log; \
      echo ubsan-reports=$(grep -c UBSAN: /tmp/log)";
 
+/// What differs between the compilers: how the UBSAN check's data section is named (gcc names it,
+/// clang leaves it an unnamed label), and how the type is spelled in the report.
+struct Compiler {
+    /// `klpx kernel build` and `klpx build` options.
+    options: &'static [&'static str],
+    /// The writable section holding the check's data in the module.
+    site_section: &'static str,
+    /// The type line of the report.
+    type_line: &'static str,
+}
+
+const GCC: Compiler = Compiler {
+    options: &[],
+    site_section: ".data..Lubsan_data",
+    type_line: "index 4 is out of range for type 'unsigned int [4]'",
+};
+
+/// Debian's clang 16 (`--llvm`, /usr/lib/llvm-16/bin first in PATH as the README says).
+const CLANG: Compiler = Compiler {
+    options: &["--llvm"],
+    site_section: ".data..L__unnamed_",
+    type_line: "index 4 is out of range for type 'unsigned int[4]'",
+};
+
 #[test]
 fn ubsan_data_and_printk_index_boot() {
+    run(&GCC);
+}
+
+#[test]
+fn ubsan_data_and_printk_index_boot_clang() {
+    run(&CLANG);
+}
+
+/// klpx, with Debian's LLVM 16 tools first in PATH.
+fn klpx_with(args: &[&str]) -> Output {
+    let path = format!(
+        "{}:{}",
+        common::kernel::LLVM_16.trim_end_matches('/'),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .env("PATH", path)
+        .env_remove("KLPX_ARCHES")
+        .output()
+        .expect("running klpx")
+}
+
+/// Both builds patch the one shared source tree, whose lock a second klpx does not wait for.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn run(cc: &Compiler) {
+    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let fragment = repo().join("tests/kernel-corpus/bookkeeping.config");
     let fragment = fragment.to_str().unwrap();
-    let built = klpx(&[
-        "kernel",
-        "build",
-        "--arch",
-        "x86_64",
-        "-j",
-        "2",
-        "--fragment",
-        fragment,
-    ]);
+    let mut args = vec!["kernel", "build", "--arch", "x86_64", "-j", "2"];
+    args.extend(cc.options);
+    args.extend(["--fragment", fragment]);
+    let built = klpx_with(&args);
     assert_exit(&built, 0, "klpx kernel build --fragment");
     let tree = PathBuf::from(text(&built.stdout).trim());
     let config = std::fs::read_to_string(tree.join(".config")).unwrap();
@@ -45,16 +94,35 @@ fn ubsan_data_and_printk_index_boot() {
     }
     let src = klpx::kernel::cache::debian_source().unwrap();
     let patch = repo().join("tests/boot/bookkeeping-ubsan-printk.patch");
-    let dir = std::env::temp_dir().join(format!("klpx-bookkeeping-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "klpx-bookkeeping-{}-{}",
+        cc.options.len(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
-    let kernel = klpx::kernel::tree::KernelTree::new(klpx_arch::Arch::X86_64, &src, &tree, 2);
-    let out = build_module(
-        &kernel,
-        &dir,
-        "livepatch-bookkeeping",
-        &["--json"],
-        &[&patch],
+    let (src, tree_s, dir_s) = (
+        src.display().to_string(),
+        tree.display().to_string(),
+        dir.display().to_string(),
     );
+    let mut args = vec![
+        "build",
+        "--arch",
+        "x86_64",
+        "-s",
+        &src,
+        "-O",
+        &tree_s,
+        "-o",
+        &dir_s,
+        "-n",
+        "livepatch-bookkeeping",
+        "--json",
+    ];
+    args.extend(cc.options);
+    let patch_s = patch.display().to_string();
+    args.push(&patch_s);
+    let out = klpx_with(&args);
     assert_exit(&out, 0, "klpx build");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -67,7 +135,7 @@ fn ubsan_data_and_printk_index_boot() {
     let sections = common::cli::tool("readelf", &["-SW", ko.to_str().unwrap()]);
     let ubsan: Vec<&str> = sections
         .lines()
-        .filter(|l| l.contains(".data..Lubsan_data") && !l.contains(".rela"))
+        .filter(|l| l.contains(cc.site_section) && !l.contains(".rela"))
         .collect();
     assert_eq!(ubsan.len(), 1, "one UBSAN check's data:\n{sections}");
     assert!(ubsan[0].contains(" WA "), "writable: {}", ubsan[0]);
@@ -94,7 +162,7 @@ fn ubsan_data_and_printk_index_boot() {
         "klpx: cmdline read 10",
         "UBSAN: array-index-out-of-bounds in",
         REPORT,
-        "index 4 is out of range for type 'unsigned int [4]'",
+        cc.type_line,
         "ubsan-reports=1",
     ] {
         assert!(after.contains(want), "{want:?} not in:\n{after}");

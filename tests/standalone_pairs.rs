@@ -76,10 +76,65 @@ fn disassembly(arch: Arch, obj: &Path, function: &str) -> Vec<String> {
         .unwrap_or_else(|e| panic!("running {tool}: {e}"));
     assert!(out.status.success(), "{tool} failed on {}", obj.display());
     let text = String::from_utf8_lossy(&out.stdout);
+    let strings = string_sections(obj);
     text.lines()
         .skip_while(|l| !l.starts_with("Disassembly of section"))
-        .map(str::to_string)
+        .map(|l| with_strings(l, &strings))
         .collect()
+}
+
+/// The object's merged string sections (`SHF_MERGE|SHF_STRINGS`), by name, read with the object
+/// crate.
+fn string_sections(obj: &Path) -> Vec<(String, Vec<u8>)> {
+    use object::{Object, ObjectSection, SectionKind};
+    let bytes = std::fs::read(obj).expect("reading the object");
+    let file = object::File::parse(&*bytes).expect("parsing the object");
+    file.sections()
+        .filter(|s| s.kind() == SectionKind::ReadOnlyString)
+        .filter_map(|s| Some((s.name().ok()?.to_string(), s.data().ok()?.to_vec())))
+        .collect()
+}
+
+/// An objdump relocation line with its `SECTION+0xOFF` into a merged string section written as the
+/// string it points into (`"Not tainted"+0`): a string added or grown above moves every later
+/// string's offset (clang merges a file's strings into one `.rodata.str1.1`), not what it reads.
+fn with_strings(line: &str, strings: &[(String, Vec<u8>)]) -> String {
+    for (name, data) in strings {
+        let Some(at) = line.find(&format!("\t{name}+0x")) else {
+            continue;
+        };
+        let start = at + name.len() + 4;
+        let hex: String = line[start..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        let Ok(mut off) = usize::from_str_radix(&hex, 16) else {
+            continue;
+        };
+        // A PC-relative reference's addend is the offset less the 4 bytes of its field.
+        if line.contains("PC32") || line.contains("PLT32") {
+            off += 4;
+        }
+        if off >= data.len() {
+            continue;
+        }
+        let begin = data[..off]
+            .iter()
+            .rposition(|&b| b == 0)
+            .map_or(0, |p| p + 1);
+        let end = data[off..]
+            .iter()
+            .position(|&b| b == 0)
+            .map_or(data.len(), |p| off + p);
+        return format!(
+            "{}\t{:?}+{}{}",
+            &line[..at],
+            String::from_utf8_lossy(&data[begin..end]),
+            off - begin,
+            &line[start + hex.len()..]
+        );
+    }
+    line.to_string()
 }
 
 /// Splits an objdump line into its numbers and the text between them.
@@ -307,7 +362,65 @@ fn standalone_pairs_printk_index_ubsan() {
             orig: dir.join("orig.o"),
             patched: dir.join("patched.o"),
         };
-        if let Err(e) = ubsan_lines_moved(&pair, case.expect.lines_moved) {
+        if let Err(e) = ubsan_lines_moved(&pair, ".data..Lubsan_data", case.expect.lines_moved) {
+            failures.push(format!("{}: {e}", case.name));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same tree and patches built with clang 16 (`klpx kernel build --llvm --fragment`, Debian's
+/// /usr/lib/llvm-16/bin first in PATH), whose UBSAN check data are unnamed labels
+/// (`.data..L__unnamed_N`, numbered in order, so five added lines renumber none).
+#[test]
+fn standalone_pairs_printk_index_ubsan_clang() {
+    static PATH: std::sync::Once = std::sync::Once::new();
+    PATH.call_once(|| {
+        let path = format!(
+            "{}:{}",
+            common::kernel::LLVM_16.trim_end_matches('/'),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        // SAFETY: set once, before this test reads the environment for clang; the directory
+        // holds clang and the LLVM tools only, so the gcc tests running beside it find theirs.
+        unsafe { std::env::set_var("PATH", path) };
+    });
+    let fragment = repo().join("tests/kernel-corpus/bookkeeping.config");
+    // Built whole (the boot test builds it too), so its objects and their commands are there.
+    let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args([
+            "kernel",
+            "build",
+            "--llvm",
+            "--arch",
+            "x86_64",
+            "-j",
+            "2",
+            "--fragment",
+        ])
+        .arg(&fragment)
+        .output()
+        .expect("running klpx kernel build");
+    assert!(
+        out.status.success(),
+        "klpx kernel build --llvm --fragment: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tree = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let src = cache::debian_source().expect("the kernel source");
+    let cases = cases("bookkeeping-clang.yaml");
+    let release = "x86_64-llvm-bookkeeping";
+    let mut failures = run_cases(Arch::X86_64, &src, &tree, release, &cases);
+    for case in &cases {
+        let dir = cache::root()
+            .join("standalone-pairs")
+            .join(release)
+            .join(&case.name);
+        let pair = ObjectPair {
+            orig: dir.join("orig.o"),
+            patched: dir.join("patched.o"),
+        };
+        if let Err(e) = ubsan_lines_moved(&pair, ".data..L__unnamed_", case.expect.lines_moved) {
             failures.push(format!("{}: {e}", case.name));
         }
     }
@@ -315,10 +428,11 @@ fn standalone_pairs_printk_index_ubsan() {
 }
 
 /// Checks, with the object crate's reader rather than klpx's, that every UBSAN check's data
-/// (`.data..Lubsan_dataN`, the same N in both builds when no check was added) is byte-equal in both
-/// builds but for its line (`struct source_location`: bytes 8..12), which either stayed or moved
-/// by `moved`, and that some moved.
-fn ubsan_lines_moved(pair: &ObjectPair, moved: i64) -> Result<(), String> {
+/// (writable sections named `prefix`N: gcc's `.data..Lubsan_dataN`, clang's `.data..L__unnamed_N`;
+/// the same N in both builds when no check was added) is byte-equal in both builds but for its line
+/// (`struct source_location`: bytes 8..12), which either stayed or moved by `moved`, and that some
+/// moved.
+fn ubsan_lines_moved(pair: &ObjectPair, prefix: &str, moved: i64) -> Result<(), String> {
     use object::{Object, ObjectSection};
     let (a, b) = (
         std::fs::read(&pair.orig).map_err(|e| e.to_string())?,
@@ -331,7 +445,7 @@ fn ubsan_lines_moved(pair: &ObjectPair, moved: i64) -> Result<(), String> {
     let mut moved_count = 0;
     for sa in a.sections() {
         let name = sa.name().map_err(|e| e.to_string())?;
-        if !name.starts_with(".data..Lubsan_data") {
+        if !name.starts_with(prefix) {
             continue;
         }
         let sb = b

@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 
 use super::correlate::{Keys, is_special};
+use super::lines::is_source_file_name;
 use super::names::{canonical, is_anonymous_constant_section, is_sanitizer_site_section};
 use crate::objfile::{ObjectFile, Reloc, SymKind};
 
@@ -65,6 +66,45 @@ pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
         .position(|&b| b == 0)
         .map_or(data.len(), |p| off + p);
     Some((&data[start..end], (off - start) as i64))
+}
+
+/// Whether section `sec` of `obj` holds the data of one UBSAN check: gcc names it
+/// (`.data..Lubsan_data12`, [`is_sanitizer_site_section`]); clang leaves it unnamed
+/// (`.data..L__unnamed_1`, writable, no symbol) and it is told by its start, lib/ubsan.h's `struct
+/// source_location`, whose first word points at a source file's name.
+pub fn is_sanitizer_site(obj: &ObjectFile, sec: usize) -> bool {
+    let section = &obj.sections[sec];
+    if is_sanitizer_site_section(section.name) {
+        return true;
+    }
+    if !(section.name.contains("..L__unnamed_")
+        && section.is_write()
+        && obj.defined_in(sec).is_empty())
+    {
+        return false;
+    }
+    let Some(r) = obj.relocs_in(sec, 0, 1).first() else {
+        return false;
+    };
+    let sym = &obj.symbols[r.sym()];
+    let Some(to) = sym.sec() else {
+        return false;
+    };
+    let strings = &obj.sections[to];
+    let base = if sym.kind == SymKind::Section {
+        0
+    } else {
+        sym.value as i64
+    };
+    let off = obj
+        .backend()
+        .target_offset(r.r_type, r.addend, obj.site(sec, r.offset))
+        + base;
+    strings.is_strings()
+        && usize::try_from(off)
+            .ok()
+            .and_then(|o| string_at(strings.data, o))
+            .is_some_and(|(text, inner)| inner == 0 && is_source_file_name(text))
 }
 
 /// Reduces one relocation of `obj` to its meaning.
@@ -138,7 +178,7 @@ fn target_at_depth<'a>(
             };
         }
     }
-    if is_sanitizer_site_section(section.name) {
+    if is_sanitizer_site(obj, sec_index) {
         return Target::SiteData {
             bytes: section.data,
             addend: r.addend + base,

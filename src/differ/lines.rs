@@ -193,7 +193,7 @@ fn ddebug_line_only(a: &[u8], b: &[u8], big_endian: bool) -> bool {
 
 /// Whether a string is a source file's name as `__FILE__` spells it (`net/core/dev.c`, or an
 /// absolute path without `-fmacro-prefix-map`).
-fn is_source_file_name(text: &[u8]) -> bool {
+pub(super) fn is_source_file_name(text: &[u8]) -> bool {
     (text.ends_with(b".c") || text.ends_with(b".h"))
         && text.len() > 2
         && !text

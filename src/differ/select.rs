@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use klpx_arch::{FunctionCode, RelocClass, Site, private_entry_size, special_section};
 
+use super::compare::is_sanitizer_site;
 use super::correlate::{Correlation, is_entity, is_special, referenced_entity};
-use super::names::{canonical, is_ignored_section, is_init_section, is_sanitizer_site_section};
+use super::names::{canonical, is_ignored_section, is_init_section};
 use super::special::split_entries;
 use super::{Exports, Refusal};
 use crate::objfile::{ObjectFile, Reloc, SymKind};
@@ -445,7 +446,7 @@ impl<'a, 'd> Selector<'a, 'd> {
             self.include_range(sec, (entry, (entry + size).min(section.size)));
             return (OutTarget::Location(sec), in_section);
         }
-        if section.is_write() && !is_sanitizer_site_section(section.name) {
+        if section.is_write() && !is_sanitizer_site(self.patched, sec) {
             self.refuse(
                 section.name,
                 "patched code refers to writable data without a symbol; it cannot be shared with the running kernel"
