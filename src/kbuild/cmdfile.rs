@@ -23,6 +23,9 @@ pub struct CmdFile {
     pub source: Option<String>,
     /// Files the object depends on (headers included), as written by fixdep.
     pub deps: Vec<String>,
+    /// The `include/config/<OPTION>` files fixdep names for the config options the source reads
+    /// (`$(wildcard include/config/SMP)`): kbuild touches one when its option changes.
+    pub options: Vec<String>,
 }
 
 impl CmdFile {
@@ -44,6 +47,7 @@ impl CmdFile {
         let mut command = None;
         let mut source = None;
         let mut deps = Vec::new();
+        let mut options = Vec::new();
         let mut in_deps = false;
         for line in text.lines() {
             if let Some(rest) = line
@@ -65,7 +69,9 @@ impl CmdFile {
                 let item = line.trim().trim_end_matches('\\').trim();
                 if item.is_empty() {
                     in_deps = false;
-                } else if !item.starts_with("$(wildcard") {
+                } else if let Some(option) = item.strip_prefix("$(wildcard ") {
+                    options.push(option.trim_end_matches(')').to_string());
+                } else {
                     deps.push(item.to_string());
                 }
             }
@@ -77,6 +83,7 @@ impl CmdFile {
             command,
             source,
             deps,
+            options,
         })
     }
 
@@ -218,6 +225,7 @@ mod tests {
                 "include/linux/kconfig.h"
             ]
         );
+        assert_eq!(c.options, ["include/config/CC_VERSION_TEXT"]);
         assert!(c.is_c_compile());
     }
 

@@ -250,11 +250,20 @@ pub fn compile_objects(
     objects: &[String],
     keep_going: bool,
 ) -> Result<()> {
-    // Candidates compiled before are not asked for again; the objects of edited files are, so that
-    // make brings them up to date with their sources (the identity check reads them).
+    // Candidates compiled before are not asked for again; the objects of edited files are, unless
+    // they are up to date with their sources (the identity check reads them).
+    let vars = without_launcher(toolchain).make_vars().args();
+    let record = objdir.join(KBUILD_VARS);
+    let same_vars = std::fs::read_to_string(&record).is_ok_and(|r| r == vars.join("\n"));
     let missing: Vec<&String> = objects
         .iter()
-        .filter(|o| !keep_going || !super::cmdfile::cmd_path(objdir, o).is_file())
+        .filter(|o| {
+            if keep_going {
+                !super::cmdfile::cmd_path(objdir, o).is_file()
+            } else {
+                !(same_vars && is_up_to_date(objdir, o))
+            }
+        })
         .collect();
     if missing.is_empty() {
         return Ok(());
@@ -265,15 +274,47 @@ pub fn compile_objects(
         format!("O={}", objdir.display()),
         format!("-j{}", crate::cli::local_jobs(jobs)),
     ];
-    argv.extend(without_launcher(toolchain).make_vars().args());
+    argv.extend(vars.iter().cloned());
     if keep_going {
         argv.push("-k".into());
     }
     argv.extend(missing.into_iter().cloned());
     match run_make(&argv, "compiling the original objects once with kbuild") {
         Err(_) if keep_going => Ok(()),
-        r => r,
+        Err(e) => Err(e),
+        Ok(()) => {
+            if !keep_going {
+                std::fs::write(&record, vars.join("\n"))
+                    .with_context(|| format!("writing {}", record.display()))?;
+            }
+            Ok(())
+        }
     }
+}
+
+/// The make variables [`compile_objects`] last compiled with in a tree: kbuild records each
+/// object's command, and an object built with other variables is not up to date.
+const KBUILD_VARS: &str = ".klpx-kbuild-vars";
+
+/// Whether kbuild would find `object` up to date, decided without make, which reads the kernel's
+/// Makefiles to decide it (a second or more on a distribution's config): the object and its `.cmd`
+/// record exist, and nothing the record names is newer than the object: its source, every header,
+/// the `include/config/` file of each config option it reads, and the config itself.
+fn is_up_to_date(objdir: &Path, object: &str) -> bool {
+    let built = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(at) = built(&objdir.join(object)) else {
+        return false;
+    };
+    let Ok(cmd) = super::cmdfile::CmdFile::load(objdir, object) else {
+        return false;
+    };
+    let newer = |rel: &str| built(&objdir.join(rel)).is_none_or(|t| t > at);
+    // An option's file exists only while the option is set: a missing one is no change.
+    let option_newer = |rel: &String| built(&objdir.join(rel)).is_some_and(|t| t > at);
+    !cmd.source.as_deref().is_some_and(newer)
+        && !cmd.deps.iter().any(|d| newer(d))
+        && !cmd.options.iter().any(option_newer)
+        && !newer("include/config/auto.conf")
 }
 
 /// The toolchain without its launcher: the tree and its recorded commands must not depend on a
@@ -308,6 +349,72 @@ fn run_make(argv: &[String], what: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An object, its kbuild record (the shape fixdep writes), its source, a header and a config
+    /// option's file, with the object built after all of them; `newer` is then touched after it.
+    fn object_with(newer: Option<&str>) -> bool {
+        use std::time::{Duration, SystemTime};
+        let dir = std::env::temp_dir().join(format!(
+            "klpx-uptodate-{}-{}",
+            std::process::id(),
+            newer.unwrap_or("none").replace('/', "-")
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        for d in [
+            "fs/proc",
+            "src/fs/proc",
+            "src/include/linux",
+            "include/config",
+        ] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(
+            dir.join("fs/proc/.cmdline.o.cmd"),
+            "savedcmd_fs/proc/cmdline.o := gcc -c -o fs/proc/cmdline.o src/fs/proc/cmdline.c\n\n\
+             source_fs/proc/cmdline.o := src/fs/proc/cmdline.c\n\n\
+             deps_fs/proc/cmdline.o := \\\n  src/include/linux/fs.h \\\n    \
+             $(wildcard include/config/SMP) \\\n    $(wildcard include/config/UNSET) \\\n\n",
+        )
+        .unwrap();
+        let t0 = SystemTime::now() - Duration::from_secs(100);
+        let set = |f: &str, t: SystemTime| {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(f))
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        for f in INPUTS {
+            std::fs::write(dir.join(f), "x").unwrap();
+            set(f, t0);
+        }
+        std::fs::write(dir.join("fs/proc/cmdline.o"), "o").unwrap();
+        set("fs/proc/cmdline.o", t0 + Duration::from_secs(10));
+        if let Some(f) = newer {
+            set(f, t0 + Duration::from_secs(20));
+        }
+        let fresh = is_up_to_date(&dir, "fs/proc/cmdline.o");
+        let _ = std::fs::remove_dir_all(&dir);
+        fresh
+    }
+
+    /// The source, a header, a set option's file (`include/config/UNSET` does not exist: the option
+    /// is not set) and the config.
+    const INPUTS: [&str; 4] = [
+        "src/fs/proc/cmdline.c",
+        "src/include/linux/fs.h",
+        "include/config/SMP",
+        "include/config/auto.conf",
+    ];
+
+    #[test]
+    fn an_object_is_up_to_date_until_what_its_record_names_changes() {
+        assert!(object_with(None));
+        for f in INPUTS {
+            assert!(!object_with(Some(f)), "{f} newer than the object");
+        }
+    }
 
     #[test]
     fn compiler_of_a_config() {
