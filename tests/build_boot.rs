@@ -798,8 +798,9 @@ fn rebuilds_keep_replay_or_make_the_module_link() {
 
 /// A livepatch whose pre-patch callback faults oopses inside `klp_enable_patch`, killing insmod with
 /// the livepatch core's `klp_mutex` held; the guest's next step (disabling the patch) waits for it
-/// forever. `klpx verify` names the fault and where it was, and stops qemu once the console has gone quiet after it,
-/// not at its time limit (the report says which: `stopped_after_fault`, not `timed_out`).
+/// forever. `klpx verify` names the fault and where it was, and stops qemu once the console has gone
+/// quiet after it, not at its time limit (the report says which: `stopped_after_fault`, not
+/// `timed_out`).
 #[test]
 fn a_fault_in_the_guest_ends_the_boot_without_waiting_for_the_time_limit() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());

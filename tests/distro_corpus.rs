@@ -129,8 +129,8 @@ fn debian_arm64_clang() {
 }
 
 /// Named, not the newest: this machine's package indexes have no ppc64el security suite, so the
-/// release was fetched once through an APT_CONFIG of its own (README, "Livepatching your distribution's kernel") and is
-/// found in klpx's cache since.
+/// release was fetched once through an APT_CONFIG of its own (README, "Livepatching your
+/// distribution's kernel") and is found in klpx's cache since.
 #[test]
 fn debian_ppc64el() {
     run(
