@@ -12,9 +12,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-use common::cli::{assert_exit, klpx, text};
+use common::cli::{assert_exit, klpx, klpx_llvm, text};
 use common::kernel::repo;
 
 /// The array read is line 17 of the patched fs/proc/cmdline.c: the hunk `@@ -5,8 +5,16 @@`
@@ -60,21 +59,6 @@ fn ubsan_data_and_printk_index_boot_clang() {
     run(&CLANG);
 }
 
-/// klpx, with Debian's LLVM 16 tools first in PATH.
-fn klpx_with(args: &[&str]) -> Output {
-    let path = format!(
-        "{}:{}",
-        common::kernel::LLVM_16.trim_end_matches('/'),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    Command::new(env!("CARGO_BIN_EXE_klpx"))
-        .args(args)
-        .env("PATH", path)
-        .env_remove("KLPX_ARCHES")
-        .output()
-        .expect("running klpx")
-}
-
 /// Both builds patch the one shared source tree, whose lock a second klpx does not wait for.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -85,7 +69,7 @@ fn run(cc: &Compiler) {
     let mut args = vec!["kernel", "build", "--arch", "x86_64", "-j", "2"];
     args.extend(cc.options);
     args.extend(["--fragment", fragment]);
-    let built = klpx_with(&args);
+    let built = klpx_llvm(&args);
     assert_exit(&built, 0, "klpx kernel build --fragment");
     let tree = PathBuf::from(text(&built.stdout).trim());
     let config = std::fs::read_to_string(tree.join(".config")).unwrap();
@@ -122,7 +106,7 @@ fn run(cc: &Compiler) {
     args.extend(cc.options);
     let patch_s = patch.display().to_string();
     args.push(&patch_s);
-    let out = klpx_with(&args);
+    let out = klpx_llvm(&args);
     assert_exit(&out, 0, "klpx build");
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(

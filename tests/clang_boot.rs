@@ -9,32 +9,17 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::Mutex;
 
 use common::cases::case;
-use common::cli::{assert_exit, text};
-use common::kernel::{LLVM_16, repo};
+use common::cli::{assert_exit, klpx_llvm, text};
+use common::kernel::repo;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Where clang changes other functions than gcc: it keeps copy_signal out of line (nm of the clang
 /// tree's kernel/fork.o: `t copy_signal`; gcc inlines it into copy_process).
 const CLANG_CHANGED: &[(&str, &[&str])] = &[("fork-copy-process", &["copy_signal"])];
-
-/// klpx with Debian's LLVM 16 tools first in PATH, as the README says to run it.
-fn klpx_llvm(args: &[&str]) -> Output {
-    let path = format!(
-        "{}:{}",
-        LLVM_16.trim_end_matches('/'),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    Command::new(env!("CARGO_BIN_EXE_klpx"))
-        .args(args)
-        .env("PATH", path)
-        .output()
-        .expect("running klpx")
-}
 
 /// The clang-built tree: `klpx kernel build --llvm [--fragment F]` (a no-op once built).
 fn tree(fragment: Option<&str>) -> PathBuf {

@@ -22,17 +22,7 @@ fn run(arch: Arch, distro: &str, file: &str) {
 /// With clang 16 and the LLVM tools on Debian's config (`klpx build --distro --llvm`, Debian's
 /// /usr/lib/llvm-16/bin first in PATH as the README says): the prepared tree is one of its own.
 fn run_clang(arch: Arch, file: &str) {
-    static PATH: std::sync::Once = std::sync::Once::new();
-    PATH.call_once(|| {
-        let path = format!(
-            "{}:{}",
-            common::kernel::LLVM_16.trim_end_matches('/'),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        // SAFETY: set once, before this test process reads the environment for clang; the
-        // other tests of this file wait on SERIAL or on this Once.
-        unsafe { std::env::set_var("PATH", path) };
-    });
+    common::kernel::use_llvm_16();
     run_with(arch, "debian", file, &["--llvm"]);
 }
 

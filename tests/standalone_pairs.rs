@@ -354,18 +354,11 @@ fn standalone_pairs_printk_index_ubsan() {
             .unwrap_or_else(|e| panic!("compiling {objects:?}: {e:#}"));
     }
     let mut failures = run_cases(Arch::X86_64, &src, &tree, "x86_64-bookkeeping", &cases);
-    for case in &cases {
-        let dir = cache::root()
-            .join("standalone-pairs/x86_64-bookkeeping")
-            .join(&case.name);
-        let pair = ObjectPair {
-            orig: dir.join("orig.o"),
-            patched: dir.join("patched.o"),
-        };
-        if let Err(e) = ubsan_lines_moved(&pair, ".data..Lubsan_data", case.expect.lines_moved) {
-            failures.push(format!("{}: {e}", case.name));
-        }
-    }
+    failures.extend(ubsan_failures(
+        "x86_64-bookkeeping",
+        ".data..Lubsan_data",
+        &cases,
+    ));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -374,17 +367,7 @@ fn standalone_pairs_printk_index_ubsan() {
 /// (`.data..L__unnamed_N`, numbered in order, so five added lines renumber none).
 #[test]
 fn standalone_pairs_printk_index_ubsan_clang() {
-    static PATH: std::sync::Once = std::sync::Once::new();
-    PATH.call_once(|| {
-        let path = format!(
-            "{}:{}",
-            common::kernel::LLVM_16.trim_end_matches('/'),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        // SAFETY: set once, before this test reads the environment for clang; the directory
-        // holds clang and the LLVM tools only, so the gcc tests running beside it find theirs.
-        unsafe { std::env::set_var("PATH", path) };
-    });
+    common::kernel::use_llvm_16();
     let fragment = repo().join("tests/kernel-corpus/bookkeeping.config");
     // Built whole (the boot test builds it too), so its objects and their commands are there.
     let out = Command::new(env!("CARGO_BIN_EXE_klpx"))
@@ -411,20 +394,28 @@ fn standalone_pairs_printk_index_ubsan_clang() {
     let cases = cases("bookkeeping-clang.yaml");
     let release = "x86_64-llvm-bookkeeping";
     let mut failures = run_cases(Arch::X86_64, &src, &tree, release, &cases);
-    for case in &cases {
-        let dir = cache::root()
-            .join("standalone-pairs")
-            .join(release)
-            .join(&case.name);
-        let pair = ObjectPair {
-            orig: dir.join("orig.o"),
-            patched: dir.join("patched.o"),
-        };
-        if let Err(e) = ubsan_lines_moved(&pair, ".data..L__unnamed_", case.expect.lines_moved) {
-            failures.push(format!("{}: {e}", case.name));
-        }
-    }
+    failures.extend(ubsan_failures(release, ".data..L__unnamed_", &cases));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// [`ubsan_lines_moved`] on each case's cached pair of `release`, as failure lines.
+fn ubsan_failures(release: &str, prefix: &str, cases: &[Case]) -> Vec<String> {
+    cases
+        .iter()
+        .filter_map(|case| {
+            let dir = cache::root()
+                .join("standalone-pairs")
+                .join(release)
+                .join(&case.name);
+            let pair = ObjectPair {
+                orig: dir.join("orig.o"),
+                patched: dir.join("patched.o"),
+            };
+            ubsan_lines_moved(&pair, prefix, case.expect.lines_moved)
+                .err()
+                .map(|e| format!("{}: {e}", case.name))
+        })
+        .collect()
 }
 
 /// Checks, with the object crate's reader rather than klpx's, that every UBSAN check's data

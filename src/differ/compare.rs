@@ -68,6 +68,23 @@ pub fn string_at(data: &[u8], off: usize) -> Option<(&[u8], i64)> {
     Some((&data[start..end], (off - start) as i64))
 }
 
+/// Where relocation `r` of section `from` points in its symbol's section: the symbol's value there
+/// (none for a section symbol; a local label, `.LC0` on s390, names a place inside one), and the
+/// offset it reaches once the architecture's addend rules are applied.
+fn place_reached(obj: &ObjectFile, r: &Reloc, from: usize) -> (i64, i64) {
+    let sym = &obj.symbols[r.sym()];
+    let base = if sym.kind == SymKind::Section {
+        0
+    } else {
+        sym.value as i64
+    };
+    let off = obj
+        .backend()
+        .target_offset(r.r_type, r.addend, obj.site(from, r.offset))
+        + base;
+    (base, off)
+}
+
 /// Whether section `sec` of `obj` holds the data of one UBSAN check: gcc names it
 /// (`.data..Lubsan_data12`, [`is_sanitizer_site_section`]); clang leaves it unnamed
 /// (`.data..L__unnamed_1`, writable, no symbol) and it is told by its start, lib/ubsan.h's `struct
@@ -91,15 +108,7 @@ pub fn is_sanitizer_site(obj: &ObjectFile, sec: usize) -> bool {
         return false;
     };
     let strings = &obj.sections[to];
-    let base = if sym.kind == SymKind::Section {
-        0
-    } else {
-        sym.value as i64
-    };
-    let off = obj
-        .backend()
-        .target_offset(r.r_type, r.addend, obj.site(sec, r.offset))
-        + base;
+    let (_, off) = place_reached(obj, r, sec);
     strings.is_strings()
         && usize::try_from(off)
             .ok()
@@ -141,16 +150,7 @@ fn target_at_depth<'a>(
         };
     }
     let section = &obj.sections[sec_index];
-    // Section symbols and local labels (`.LC0` on s390) both name a place in a section.
-    let base = if sym.kind == SymKind::Section {
-        0
-    } else {
-        sym.value as i64
-    };
-    let off = obj
-        .backend()
-        .target_offset(r.r_type, r.addend, obj.site(from, r.offset))
-        + base;
+    let (base, off) = place_reached(obj, r, from);
     let anonymous = is_anonymous_constant_section(section.name);
     if (section.is_strings() || anonymous && section.name.contains("..L.str"))
         && let Some((text, inner)) = usize::try_from(off)

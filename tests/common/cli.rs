@@ -14,6 +14,16 @@ pub fn klpx(args: &[&str]) -> Output {
         .expect("running klpx")
 }
 
+/// [`klpx`] with Debian's LLVM 16 tools first in PATH, as the README says to run it for clang.
+pub fn klpx_llvm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_klpx"))
+        .args(args)
+        .env("PATH", super::kernel::llvm_16_path())
+        .env_remove("KLPX_ARCHES")
+        .output()
+        .expect("running klpx")
+}
+
 /// Bytes as text, for messages.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -33,6 +33,28 @@ pub fn tree(arch: Arch) -> Result<KernelTree> {
 /// Where Debian's clang 16 and its LLVM tools live, unsuffixed (kbuild's `LLVM=` prefix form).
 pub const LLVM_16: &str = "/usr/lib/llvm-16/bin/";
 
+/// `PATH` with [`LLVM_16`] first.
+pub fn llvm_16_path() -> String {
+    format!(
+        "{}:{}",
+        LLVM_16.trim_end_matches('/'),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Puts [`LLVM_16`] first in this test process's `PATH` (once), for the recorded commands of clang
+/// trees that tests run themselves. The directory holds clang and the LLVM tools only, so tests
+/// of gcc trees running beside them still find theirs.
+pub fn use_llvm_16() {
+    static PATH: std::sync::Once = std::sync::Once::new();
+    PATH.call_once(|| {
+        let path = llvm_16_path();
+        // SAFETY: set once, before the caller reads the environment for clang; other tests read
+        // PATH only when they start a process, and find gcc there still.
+        unsafe { std::env::set_var("PATH", path) };
+    });
+}
+
 /// As [`tree`], built with clang 16 and the LLVM tools (`LLVM=/usr/lib/llvm-16/bin/`), in a tree
 /// of its own.
 pub fn llvm_tree(arch: Arch) -> Result<KernelTree> {
