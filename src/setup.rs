@@ -107,40 +107,30 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
     if bin.is_file() {
         return Ok(bin);
     }
-    crate::distro::apt::ensure_architecture(debarch, "its busybox-static")?;
+    // From klpx's own indexes of the architecture: the host's Debian release's version first,
+    // else the newest any suite serves (busybox-static is static, any release runs).
+    let mut apt = crate::distro::apt::AptState::open(debarch)?;
+    let version = |apt: &crate::distro::apt::AptState| -> Result<Option<String>> {
+        let mine = match crate::distro::apt::host_codename() {
+            Some(c) => apt.versions_in_release("busybox-static", &c)?,
+            None => Vec::new(),
+        };
+        Ok(match mine.into_iter().next() {
+            Some(v) => Some(v),
+            None => apt.versions("busybox-static")?.into_iter().next(),
+        })
+    };
+    let version = match version(&apt)? {
+        Some(v) => v,
+        None if apt.refresh()? => version(&apt)?
+            .with_context(|| format!("Debian's indexes for {debarch} know no busybox-static"))?,
+        None => bail!("Debian's indexes for {debarch} know no busybox-static"),
+    };
     let download = base.join(format!("{debarch}.download"));
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)?;
-    let package = format!("busybox-static:{debarch}");
-    let fetch = || {
-        duct::cmd!("apt-get", "download", "-q", &package)
-            .dir(&download)
-            .stdout_null()
-            .stderr_capture()
-            .unchecked()
-            .run()
-    };
-    eprintln!("klpx: downloading {package}");
-    let mut out = fetch().with_context(|| format!("running apt-get download {package}"))?;
-    let mut update_problem = None;
-    if !out.status.success() {
-        update_problem = crate::distro::apt::update();
-        out = fetch().with_context(|| format!("running apt-get download {package}"))?;
-    }
-    if !out.status.success() {
-        let why = String::from_utf8_lossy(&out.stderr);
-        bail!(
-            "apt-get download {package} failed: {}{}",
-            why.trim().lines().next().unwrap_or(""),
-            update_problem
-                .map(|u| format!(" (apt-get update said: {u})"))
-                .unwrap_or_default()
-        );
-    }
-    let deb = std::fs::read_dir(&download)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .with_context(|| format!("apt-get download {package} left no .deb"))?;
+    eprintln!("klpx: downloading busybox-static:{debarch} {version}");
+    let deb = apt.download("busybox-static", &version, &download)?;
     let unpack = base.join(format!("{debarch}.unpack"));
     let _ = std::fs::remove_dir_all(&unpack);
     duct::cmd!("dpkg-deb", "-x", &deb, &unpack)
@@ -151,7 +141,7 @@ fn foreign_busybox(debarch: &str) -> Result<PathBuf> {
         .with_context(|| format!("moving the unpacked busybox to {}", dir.display()))?;
     let _ = std::fs::remove_dir_all(&download);
     if !bin.is_file() {
-        bail!("{package} holds no bin/busybox");
+        bail!("busybox-static:{debarch} holds no bin/busybox");
     }
     Ok(bin)
 }

@@ -755,52 +755,96 @@ fn signed_module_verifies_and_loads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The previous Debian version of the source, against which the source-version test writes its patch.
-/// Between it and 6.12.117 Debian's stable updates changed `emergency_restart` (kernel/reboot.c:
-/// nbcon_cpu_emergency_enter() and printk_trigger_flush() added, seen with diff -u of the two trees).
-const OLDER_SOURCE: &str = "6.12.115-2~deb12u1";
+/// The oldest linux-source-6.12 that Debian's suites of this host's release serve (klpx's own
+/// indexes), older than the kernel's version `than`: the mirror keeps only a few, so it is picked
+/// when the test runs, never named.
+fn oldest_source(than: &str) -> String {
+    let apt = klpx::distro::apt::AptState::open("amd64").expect("klpx's amd64 indexes");
+    let codename = klpx::distro::apt::host_codename().expect("this host's Debian codename");
+    let versions = apt
+        .versions_in_release("linux-source-6.12", &codename)
+        .expect("apt-cache");
+    let older = |v: &str| {
+        std::process::Command::new("dpkg")
+            .args(["--compare-versions", v, "lt", than])
+            .status()
+            .expect("running dpkg --compare-versions")
+            .success()
+    };
+    let older: Vec<&String> = versions.iter().filter(|v| older(v)).collect();
+    older.last().map(|v| v.to_string()).unwrap_or_else(|| {
+        panic!(
+            "Debian's {codename} suites serve no linux-source-6.12 older than the kernel's {than} \
+             (they serve {versions:?}): this test needs one"
+        )
+    })
+}
 
-/// A source of another version than the kernel (kpatch-build's classic mistake): Debian's previous
-/// linux-source-6.12 with the current release's config, Module.symvers and vmlinux, given as files.
-/// The patch (a git diff written against that source) touches `emergency_restart`, which the newer
-/// kernel has in another form: the identity check refuses, naming the function, and no module is
-/// written.
+/// `emergency_restart`'s definition in `src`'s kernel/reboot.c, to its closing brace.
+fn emergency_restart(src: &Path) -> String {
+    let text = std::fs::read_to_string(src.join("kernel/reboot.c")).unwrap();
+    let start = text
+        .find("void emergency_restart(void)\n{")
+        .unwrap_or_else(|| panic!("{}: no emergency_restart", src.display()));
+    let len = text[start..].find("\n}\n").unwrap();
+    text[start..start + len].to_string()
+}
+
+/// A source of another version than the kernel (kpatch-build's classic mistake): the oldest
+/// linux-source-6.12 of this Debian release still served, with the current release's config,
+/// Module.symvers and vmlinux, given as files. The patch (a git diff written against 6.12.115)
+/// touches `emergency_restart`, which Debian's stable updates changed since (6.12.117:
+/// nbcon_cpu_emergency_enter() and printk_trigger_flush() added): the test first checks that the
+/// two sources' definitions differ; the identity check then refuses, naming the function, and no
+/// module is written.
 #[test]
 fn source_of_another_version_refused_by_the_identity_check() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("klpx-older-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let Fetched { release, kdir, .. } = fetched(&dir);
+    let Fetched {
+        release,
+        kdir,
+        source,
+    } = fetched(&dir);
+    let kernel_version = std::fs::read_to_string(kdir.join("resolved")).unwrap();
+    let kernel_version = kernel_version
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let version = oldest_source(&kernel_version);
+    eprintln!("kernel {release} ({kernel_version}), source {version}");
     let cache = klpx::kernel::cache::root();
     // The older source, downloaded and unpacked once into the cache.
-    let older = cache.join("test-sources").join(OLDER_SOURCE);
+    let older = cache.join("test-sources").join(&version);
     let src = older.join("linux-source-6.12");
     if !src.join("Makefile").is_file() {
         let _ = std::fs::remove_dir_all(&older);
         std::fs::create_dir_all(&older).unwrap();
-        let spec = format!("linux-source-6.12={OLDER_SOURCE}");
-        let o = std::process::Command::new("apt-get")
-            .args(["download", &spec])
-            .current_dir(&older)
-            .output()
-            .expect("running apt-get");
-        assert!(
-            o.status.success(),
-            "apt-get download {spec} (is this version still on the mirror?): {}",
-            text(&o.stderr)
-        );
+        let apt = klpx::distro::apt::AptState::open("amd64").expect("klpx's amd64 indexes");
+        let deb = apt
+            .download("linux-source-6.12", &version, &older)
+            .unwrap_or_else(|e| panic!("downloading linux-source-6.12 {version}: {e:#}"));
         let o = std::process::Command::new("sh")
             .arg("-c")
             .arg(
-                "dpkg-deb --fsys-tarfile linux-source-6.12_*_all.deb | \
-                 tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ && rm linux-source-6.12_*_all.deb",
+                "dpkg-deb --fsys-tarfile \"$0\" | \
+                 tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ && rm \"$0\"",
             )
+            .arg(&deb)
             .current_dir(&older)
             .output()
             .expect("unpacking");
         assert!(o.status.success(), "unpacking: {}", text(&o.stderr));
     }
+    assert_ne!(
+        emergency_restart(&src),
+        emergency_restart(&source),
+        "emergency_restart is the same in linux-source-6.12 {version} and {kernel_version}: the \
+         test needs a source where it differs"
+    );
     let patch = common::kernel::repo().join("tests/boot/emergency-restart-6.12.115.patch");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out_dir = dir.join("out");

@@ -97,28 +97,35 @@ fn series_of(release: &str) -> String {
         .join(".")
 }
 
-/// Resolves `--distro debian[:RELEASE]` for `arch` against the package indexes: cheap (apt-cache
-/// only), so it runs before any download.
+/// Resolves `--distro debian[:RELEASE]` for `arch` against klpx's own package indexes (fetched
+/// when there are none or they are a day old, and again when they do not know the release): cheap,
+/// so it runs before any download. A release fetched before needs no index.
 pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
-    let b = arch.backend();
-    let deb_arch = b.debian_arch();
-    apt::ensure_architecture(deb_arch, "its kernel packages")?;
-    let known = |pkg: &str| apt::versions(&format!("{pkg}:{deb_arch}"));
+    if let Some(r) = release.filter(|r| !is_series(r))
+        && let Some(known) = resolved_before(arch, r)
+    {
+        return Ok(known);
+    }
+    let mut apt = apt::AptState::open(arch.backend().debian_arch())?;
+    match resolve_in(&apt, arch, release) {
+        Err(e) if e.is::<UserError>() && apt.refresh()? => resolve_in(&apt, arch, release),
+        result => result,
+    }
+}
+
+/// [`resolve`] in the indexes `apt` holds now.
+fn resolve_in(apt: &apt::AptState, arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
+    let deb_arch = apt.debarch();
     let release = match release {
-        Some(series) if is_series(series) => default_release(arch, series)?,
-        Some(r) => {
-            if let Some(known) = resolved_before(arch, r) {
-                return Ok(known);
-            }
-            r.to_string()
-        }
-        None => default_release(arch, DEFAULT_SERIES)?,
+        Some(series) if is_series(series) => default_release(apt, arch, series)?,
+        Some(r) => r.to_string(),
+        None => default_release(apt, arch, DEFAULT_SERIES)?,
     };
     for image in [
         format!("linux-image-{release}-unsigned"),
         format!("linux-image-{release}"),
     ] {
-        if let Some(version) = known(&image)?.into_iter().next() {
+        if let Some(version) = apt.versions(&image)?.into_iter().next() {
             return Ok(DebianRelease {
                 arch,
                 series: series_of(&release),
@@ -129,9 +136,10 @@ pub fn resolve(arch: Arch, release: Option<&str>) -> Result<DebianRelease> {
         }
     }
     Err(UserError::new(format!(
-        "Debian's package indexes know no image of release {release} for {deb_arch} \
-         (linux-image-{release}[-unsigned]:{deb_arch}); run apt-get update, or name a release \
-         apt-cache knows"
+        "Debian's package indexes ({}) know no image of release {release} for {deb_arch} \
+         (linux-image-{release}[-unsigned]); name a release apt-cache knows there, or a series \
+         (debian:6.12)",
+        apt::SUITES.map(|(_, s)| s).join(", ")
     ))
     .into())
 }
@@ -162,20 +170,29 @@ fn is_series(s: &str) -> bool {
 
 /// The newest release of the architecture's default flavour in `series` for which apt serves the
 /// source of the same version (`linux-source-<series>`): the source's newest version first, older
-/// ones when the architecture's index lags (s390x has no security suite here).
-fn default_release(arch: Arch, series: &str) -> Result<String> {
+/// ones when the architecture's index lags (s390x has no security suite here). The suites of the
+/// Debian release this host runs come first: their kernels were built by the compiler it has.
+fn default_release(apt: &apt::AptState, arch: Arch, series: &str) -> Result<String> {
     let b = arch.backend();
     let source = format!("linux-source-{series}");
-    let versions = apt::versions(&source)?;
+    let mut versions = match apt::host_codename() {
+        Some(codename) => apt.versions_in_release(&source, &codename)?,
+        None => Vec::new(),
+    };
+    if versions.is_empty() {
+        versions = apt.versions(&source)?;
+    }
     if versions.is_empty() {
         return Err(UserError::new(format!(
-            "apt-cache knows no {source}; run apt-get update, or name the release: \
-             --distro debian:RELEASE"
+            "Debian's package indexes for {} know no {source}; name the release: \
+             --distro debian:RELEASE",
+            apt.debarch()
         ))
         .into());
     }
     let flavour = format!("-{}", b.debian_flavour());
-    let mut candidates: Vec<String> = apt::names_with_prefix(&format!("linux-image-{series}."))?
+    let mut candidates: Vec<String> = apt
+        .names_with_prefix(&format!("linux-image-{series}."))?
         .into_iter()
         .filter_map(|n| {
             let r = n.strip_prefix("linux-image-")?;
@@ -198,9 +215,8 @@ fn default_release(arch: Arch, series: &str) -> Result<String> {
                 format!("linux-image-{r}"),
             ]
         })
-        .map(|image| format!("{image}:{}", b.debian_arch()))
         .collect();
-    let known = apt::versions_by_package(&images)?;
+    let known = apt.versions_by_package(&images)?;
     for version in &versions {
         for r in candidates.iter().rev() {
             for image in [
@@ -240,17 +256,24 @@ pub fn fetch(
     let deb_arch = rel.arch.backend().debian_arch();
     let dir = root.join(&rel.release);
     let r = &rel.release;
-    let get = |name: &str, arch: &str, qualifier: Option<&str>| -> Result<PathBuf> {
-        let file = debs.join(apt::deb_file_name(name, &rel.version, arch));
-        if !file.is_file() {
-            progress(&format!("downloading {name} {}", rel.version));
-        }
-        apt::download(name, &rel.version, arch, qualifier, &debs)
+    // The indexes are read only when something is downloaded: a release whose parts are all
+    // cached needs none.
+    let state = std::cell::OnceCell::new();
+    let get = |name: &str| -> Result<PathBuf> {
+        let apt = match state.get() {
+            Some(a) => a,
+            None => {
+                let opened = apt::AptState::open(deb_arch)?;
+                state.get_or_init(|| opened)
+            }
+        };
+        progress(&format!("downloading {name} {}", rel.version));
+        apt.download(name, &rel.version, &debs)
     };
 
     let headers_pkg = format!("linux-headers-{r}");
     let headers = once(&dir.join("headers"), |tmp| {
-        let deb = get(&headers_pkg, deb_arch, Some(deb_arch))?;
+        let deb = get(&headers_pkg)?;
         let base = format!("./usr/src/linux-headers-{r}");
         apt::extract(
             &deb,
@@ -271,7 +294,7 @@ pub fn fetch(
 
     let dbg_pkg = format!("linux-image-{r}-dbg");
     let dbg = once(&dir.join("dbg"), |tmp| {
-        let deb = get(&dbg_pkg, deb_arch, Some(deb_arch))?;
+        let deb = get(&dbg_pkg)?;
         progress(&format!("unpacking vmlinux from {dbg_pkg}"));
         let base = "./usr/lib/debug/boot";
         apt::extract(
@@ -290,7 +313,7 @@ pub fn fetch(
     })?;
 
     let image = once(&dir.join("image"), |tmp| {
-        let deb = get(&rel.image_package, deb_arch, Some(deb_arch))?;
+        let deb = get(&rel.image_package)?;
         progress(&format!("unpacking {}", rel.image_package));
         apt::extract(&deb, tmp, &[])?;
         Ok(())
@@ -298,7 +321,7 @@ pub fn fetch(
 
     let source_pkg = format!("linux-source-{}", rel.series);
     let source_root = once(&root.join("source").join(&rel.version), |tmp| {
-        let deb = get(&source_pkg, "all", None)?;
+        let deb = get(&source_pkg)?;
         progress(&format!(
             "unpacking {source_pkg} {} (once per version; about a minute)",
             rel.version
