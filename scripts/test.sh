@@ -2,8 +2,18 @@
 # The test command. Installs the Debian packages the tests drive (kernel source, build tools, the three
 # cross compilers), then runs every test of the workspace. Kernel trees and compiled corpus objects are
 # cached in ${KLPX_CACHE:-~/.cache/klpx} and reused by later runs.
+#
+# --quick: the contributors' tier: the unit tests, the fixture corpus, cli, link survival and the
+# patch-form planning (patch_forms without its two kernel builds): no kernel tree, no download, a few
+# minutes after the cargo build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+quick=0
+if [ "${1:-}" = --quick ]; then
+    quick=1
+    shift
+fi
 
 packages=(linux-source-6.12 make gcc flex bison bc libelf-dev libssl-dev xz-utils
           gcc-aarch64-linux-gnu gcc-powerpc64le-linux-gnu gcc-s390x-linux-gnu
@@ -20,6 +30,12 @@ if ((${#missing[@]})); then
     [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -q
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ((quick)); then
+    cargo test --workspace --lib --bins "$@"
+    exec cargo test --no-fail-fast --test fixture_corpus --test cli --test link_survival \
+        --test patch_forms "$@" -- --skip build_
 fi
 
 cargo test --workspace --no-fail-fast "$@"

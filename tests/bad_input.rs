@@ -275,22 +275,24 @@ fn verify_boots_only_a_kernel_image_of_the_architecture() {
         ],
         "not a bootable x86_64 kernel",
     );
-    // A real kernel of another architecture (the tiny arm64 tree's Image, when built), and a tree
-    // without the image (ppc64le boots vmlinux).
-    let arm = klpx::kernel::cache::root().join("trees/arm64/arch/arm64/boot/Image");
-    if arm.is_file() {
-        refused(
-            &[
-                "verify",
-                "--arch",
-                "x86_64",
-                "--kernel",
-                arm.to_str().unwrap(),
-                ko,
-            ],
-            "not a bootable x86_64 kernel",
-        );
-    }
+    // A real kernel of another architecture (the tiny arm64 tree's Image, built here when no
+    // other test has yet), and a tree without the image (ppc64le boots vmlinux).
+    let arm = common::kernel::built_tree(Arch::Arm64)
+        .expect("the arm64 kernel tree")
+        .out
+        .join("arch/arm64/boot/Image");
+    assert!(arm.is_file(), "{}: no Image after the build", arm.display());
+    refused(
+        &[
+            "verify",
+            "--arch",
+            "x86_64",
+            "--kernel",
+            arm.to_str().unwrap(),
+            ko,
+        ],
+        "not a bootable x86_64 kernel",
+    );
     refused(
         &[
             "verify",
