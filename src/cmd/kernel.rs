@@ -188,6 +188,9 @@ pub fn run(what: KernelCommand) -> Result<i32> {
     match what {
         KernelCommand::Build(a) => {
             let tree = tree_for(&a)?;
+            // A build of the tree (or a patched compile over its source) by another klpx finishes
+            // first: two makes in one output tree would spoil each other's files.
+            let _lock = crate::livepatch::lock::SourceLock::take(&tree.src)?;
             eprintln!(
                 "klpx: building the {} kernel in {} (once; a few minutes)",
                 tree.arch,
@@ -200,6 +203,7 @@ pub fn run(what: KernelCommand) -> Result<i32> {
         }
         KernelCommand::Config(a) => {
             let tree = tree_for(&a)?;
+            let _lock = crate::livepatch::lock::SourceLock::take(&tree.src)?;
             for d in tree.ensure_prepared_from(&base_of(&a)?)? {
                 eprintln!("klpx: note: Kconfig did not keep {d}");
             }
