@@ -263,11 +263,12 @@ const VERIFY_HELP: &str = "\
 The guest boots a static busybox from a generated initramfs. Each --check runs (with sh) before the
 modules are loaded, again after every livepatch transition has finished, and once more after the
 livepatches are disabled and the modules removed. --expect-before (before loading and after removal)
-and --expect-after (while enabled) are matched against the checks' combined output.
+and --expect-after (while enabled) are matched against the checks' combined output, and each check
+must print something then. A workload runs after each livepatch's enabling and after its disabling.
 
 Exit status:
-  0  pass: loaded, transitions finished, every check exited 0 after loading, expectations met,
-     disabled and unloaded
+  0  pass: loaded, transitions finished, every workload run and every check reported and exited 0,
+     expectations met, disabled and unloaded
   2  bad input (missing kernel image or module, not a livepatch, wrong architecture, bad options)
   3  fail: a step in the guest failed or timed out (the reason, then the guest's console log)";
 
@@ -300,8 +301,8 @@ pub struct VerifyArgs {
     /// Seconds the whole guest run may take before qemu is stopped.
     #[arg(long, value_name = "S", default_value_t = 120)]
     pub timeout: u64,
-    /// Skip the workload (a few hundred forks and execs, /proc reads) that runs once the
-    /// livepatches are enabled, before the "after" checks.
+    /// Skip the workload (a few hundred forks and execs, /proc reads) that runs after each
+    /// livepatch's enabling and after its disabling.
     #[arg(long)]
     pub no_workload: bool,
     /// A file to put in the guest at /klpx/files/<name> without loading it (repeatable): a module

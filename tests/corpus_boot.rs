@@ -2,8 +2,9 @@
 //! is a module, built with `klpx build` on that architecture's tiny tree and loaded: on x86_64,
 //! ppc64le and s390 all of them in one guest, as separate livepatches (`-R`, so each stays enabled)
 //! loaded one after another, with klpx verify's workload (a few hundred forks and execs, /proc
-//! reads) once all are enabled; on arm64 (Linux 6.12 cannot load livepatches there) built and
-//! checked. A module that breaks a common kernel path fails here instead of on a user's machine.
+//! reads) after each one's enabling and disabling; on arm64 (Linux 6.12 cannot load livepatches
+//! there) built and checked. A module that breaks a common kernel path fails here instead of on a
+//! user's machine.
 
 mod common;
 
@@ -77,8 +78,12 @@ fn boot_all(arch: Arch) {
             modules.len()
         ),
     );
+    // None replaces another (`-R`): each is enabled and disabled, a workload run after each.
     assert!(
-        text(&v.stdout).contains("workload ran"),
+        text(&v.stdout).contains(&format!(
+            "workload ran after each of {} transitions",
+            2 * modules.len()
+        )),
         "{}",
         text(&v.stdout)
     );

@@ -195,14 +195,23 @@ fn print_report(r: &VerifyReport) {
             steps.join(", ")
         );
     }
-    if let Some(w) = &r.workload {
-        print_result("workload", Some(w));
+    if !r.workloads.is_empty() {
+        println!("workload: after each transition");
+        let labels: Vec<String> = r
+            .workloads
+            .iter()
+            .map(|w| format!("{} {}", w.transition, w.patch))
+            .collect();
+        let width = labels.iter().map(String::len).max().unwrap_or(0);
+        for (w, label) in r.workloads.iter().zip(&labels) {
+            print_result(label, width, w.result.as_ref());
+        }
     }
     for c in &r.checks {
         println!("check:   {}", c.command);
-        print_result("before", c.before.as_ref());
-        print_result("after", c.after.as_ref());
-        print_result("unloaded", c.unloaded.as_ref());
+        print_result("before", 8, c.before.as_ref());
+        print_result("after", 8, c.after.as_ref());
+        print_result("unloaded", 8, c.unloaded.as_ref());
     }
     let verdict = if r.passed { "PASS" } else { "FAIL" };
     println!("{verdict}:    {} ({:.1} s)", r.reason, r.total_seconds);
@@ -216,16 +225,17 @@ fn print_report(r: &VerifyReport) {
     }
 }
 
-fn print_result(when: &str, r: Option<&CommandResult>) {
+/// One result on a line (more when its output has more), labelled `when` padded to `width`.
+fn print_result(when: &str, width: usize, r: Option<&CommandResult>) {
     let Some(r) = r else {
-        println!("  {when:<8}  (not run)");
+        println!("  {when:<width$}  (not run)");
         return;
     };
     let status = r
         .status
         .map(|s| s.to_string())
         .unwrap_or_else(|| "?".to_string());
-    let prefix = format!("  {when:<8}  [exit {status}] ");
+    let prefix = format!("  {when:<width$}  [exit {status}] ");
     let mut lines = r.output.lines();
     println!("{prefix}{}", lines.next().unwrap_or(""));
     for l in lines {

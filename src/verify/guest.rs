@@ -7,8 +7,9 @@
 //!
 //! ```text
 //! KLPX:BOOT <uname -m> <uname -r>
-//! KLPX:BEGIN <tag>              output of a command: check.before.N, insmod.N, check.after.N,
-//! KLPX:X 74 68 69 73 ...        disable.N, rmmod.N, check.unloaded.N
+//! KLPX:BEGIN <tag>              output of a command: check.before.N, insmod.N,
+//! KLPX:X 74 68 69 73 ...        workload.enable.N, check.after.N, disable.N, workload.disable.N,
+//!                               rmmod.N, check.unloaded.N (N: the module's place in the order)
 //! KLPX:END <tag> <exit status>
 //! KLPX:TRANSITION <patch> done|timeout|gone|missing <enabled>
 //! KLPX:DONE
@@ -49,14 +50,16 @@ pub struct Plan {
     pub transition_timeout: Duration,
     /// The command that ends the guest (`reboot -f`, `poweroff -f`).
     pub halt: String,
-    /// Run [`WORKLOAD`] once every livepatch is enabled, before the "after" checks.
+    /// Run [`WORKLOAD`] after every livepatch transition: after each livepatch's enabling (so a
+    /// module that breaks a kernel path is caught with only the livepatches loaded so far) and
+    /// after each one's disabling (the kernel must keep working as the old code comes back).
     pub workload: bool,
 }
 
 /// Where the workload script lives in the initramfs.
 pub const WORKLOAD_PATH: &str = "/klpx/workload.sh";
 
-/// Common kernel paths exercised with the livepatches enabled, so that a module that breaks them
+/// Common kernel paths exercised after each livepatch transition, so that a module that breaks them
 /// (a wrong relocation in a patched `copy_process` crashes the first fork) fails the verify instead of
 /// passing it: a few hundred forks and execs, every process's `/proc/<pid>/status`, `/proc/meminfo`,
 /// `/proc/self/maps`, `ps`, and the livepatch sysfs tree.
@@ -72,6 +75,29 @@ find /sys/kernel/livepatch >/dev/null
 echo "workload: $n shells forked and exec'd (each running cat), /proc read"
 "#;
 
+/// The livepatch transition a workload run follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Enable,
+    Disable,
+}
+
+impl Step {
+    /// The word in capture tags and reports: `enable`, `disable`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Step::Enable => "enable",
+            Step::Disable => "disable",
+        }
+    }
+}
+
+/// The capture tag of the workload run after module `i`'s livepatch transition: one tag per run,
+/// so that each run's result is told apart and a run that never reported is noticed.
+pub(crate) fn workload_tag(step: Step, i: usize) -> String {
+    format!("workload.{}.{i}", step.name())
+}
+
 /// The initramfs path of check `i`.
 pub fn check_path(i: usize) -> String {
     format!("{DIR}/check.{i}.sh")
@@ -85,7 +111,7 @@ pub fn init_script(plan: &Plan) -> String {
         r#"#!/bin/busybox sh
 # Written by klpx verify: runs the checks, loads the modules and waits for each livepatch transition,
 # runs the checks again, disables the livepatches, unloads the modules, runs the checks a third time,
-# and halts. Markers: KLPX:...
+# and halts; the workload (when asked for) runs after each transition. Markers: KLPX:...
 /bin/busybox mkdir -p /proc /sys /dev /tmp
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -176,12 +202,13 @@ loaded() {{
                  else echo \"KLPX:TRANSITION {p} missing -\"; ok=0; fi; }}"
             );
         }
-    }
-    if plan.workload {
-        let _ = writeln!(
-            s,
-            "[ $ok = 1 ] && {{ capture workload sh {WORKLOAD_PATH} || ok=0; }}"
-        );
+        if plan.workload {
+            let _ = writeln!(
+                s,
+                "[ $ok = 1 ] && {{ capture {} sh {WORKLOAD_PATH} || ok=0; }}",
+                workload_tag(Step::Enable, i)
+            );
+        }
     }
     for i in 0..plan.checks {
         let _ = writeln!(
@@ -190,13 +217,24 @@ loaded() {{
             check_path(i)
         );
     }
+    // A livepatch that is gone before its turn (an atomic-replace livepatch loaded after it took its
+    // place) has no disabling transition of its own, so no workload after one. The disable's status
+    // is kept in `off`: sh has no local variables, and the functions above set `rc`, `d`, `n`.
     for (i, m) in plan.modules.iter().enumerate().rev() {
         if let Some(p) = &m.patch {
+            let workload = if plan.workload {
+                format!(
+                    " && [ $off = 0 ] && [ $ok = 1 ] && {{ capture {} sh {WORKLOAD_PATH} || ok=0; }}",
+                    workload_tag(Step::Disable, i)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 s,
                 "if [ -e /sys/kernel/livepatch/{p}/enabled ]; then \
-                 capture disable.{i} sh -c 'echo 0 > /sys/kernel/livepatch/{p}/enabled'; \
-                 wait_transition {p}; fi"
+                 capture disable.{i} sh -c 'echo 0 > /sys/kernel/livepatch/{p}/enabled'; off=$?; \
+                 wait_transition {p}{workload}; fi"
             );
         }
     }
@@ -350,9 +388,11 @@ mod tests {
             "capture check.before.0 sh /klpx/check.0.sh",
             "capture insmod.0 insmod /klpx/0-livepatch-sample.ko",
             "wait_transition livepatch_sample || ok=0",
-            "capture workload sh /klpx/workload.sh || ok=0",
+            "capture workload.enable.0 sh /klpx/workload.sh || ok=0",
             "capture check.after.0 sh /klpx/check.0.sh",
             "echo 0 > /sys/kernel/livepatch/livepatch_sample/enabled",
+            "wait_transition livepatch_sample && [ $off = 0 ] && [ $ok = 1 ]",
+            "capture workload.disable.0 sh /klpx/workload.sh || ok=0",
             "unload rmmod.0 livepatch_sample",
             "capture check.unloaded.0 sh /klpx/check.0.sh",
             "echo KLPX:DONE",
@@ -363,6 +403,47 @@ mod tests {
         }
         // 30 s in tenths of a second.
         assert!(s.contains("-gt 300 ]"));
+    }
+
+    /// With two livepatches the workload runs after each one's enabling, in load order, and after
+    /// each one's disabling, newest first: four runs, each under its own tag.
+    #[test]
+    fn the_workload_runs_after_every_transition() {
+        let mut p = plan();
+        p.modules.push(GuestModule {
+            file: "/klpx/1-livepatch-callbacks-demo.ko".into(),
+            name: "livepatch_callbacks_demo".into(),
+            patch: Some("livepatch_callbacks_demo".into()),
+        });
+        let s = init_script(&p);
+        let pos = |needle: &str| {
+            s.find(needle)
+                .unwrap_or_else(|| panic!("{needle} not in\n{s}"))
+        };
+        let steps = [
+            "wait_transition livepatch_sample || ok=0",
+            "capture workload.enable.0 sh /klpx/workload.sh",
+            "wait_transition livepatch_callbacks_demo || ok=0",
+            "capture workload.enable.1 sh /klpx/workload.sh",
+            "capture check.after.0",
+            "capture disable.1 ",
+            "capture workload.disable.1 sh /klpx/workload.sh",
+            "capture disable.0 ",
+            "capture workload.disable.0 sh /klpx/workload.sh",
+            "unload rmmod.1",
+        ];
+        for w in steps.windows(2) {
+            assert!(pos(w[0]) < pos(w[1]), "{} before {}", w[0], w[1]);
+        }
+        assert_eq!(s.matches("sh /klpx/workload.sh").count(), 4, "{s}");
+
+        p.workload = false;
+        let s = init_script(&p);
+        assert!(!s.contains(WORKLOAD_PATH), "{s}");
+        assert!(
+            s.contains("off=$?; wait_transition livepatch_sample; fi"),
+            "{s}"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! `klpx verify`: boots a kernel in qemu with a generated initramfs, runs check commands, loads the
 //! livepatch module(s), waits for each transition, runs the checks again, disables the livepatches,
-//! unloads the modules, and reports what happened at each step.
+//! unloads the modules, and reports what happened at each step. A workload runs after every
+//! transition. A step whose result never arrived is a failure, not a pass: a verification that did
+//! not see a step work cannot say it did.
 //!
 //! [`run`] takes plain values ([`VerifyRequest`]) and returns a [`VerifyReport`]; the command line
 //! lives in `cmd::verify`. Per-architecture facts (emulator, machine, console, halt) come from the
@@ -22,7 +24,7 @@ use klpx_arch::Arch;
 use serde::Serialize;
 
 use crate::error::UserError;
-use guest::{GuestLog, GuestModule, Plan};
+use guest::{GuestLog, GuestModule, Plan, Step};
 use module::ModuleInfo;
 
 /// Default time limit for the whole guest run.
@@ -49,7 +51,7 @@ pub struct VerifyRequest {
     pub memory_mb: u32,
     /// KVM or TCG; `Auto` uses KVM when it works here.
     pub accel: qemu::Accel,
-    /// Exercise common kernel paths (forks, execs, /proc) once the livepatches are enabled.
+    /// Exercise common kernel paths (forks, execs, /proc) after every livepatch transition.
     pub workload: bool,
     /// Files copied to `/klpx/files/<name>` in the guest without being loaded (a module that
     /// checks load after the livepatch, a helper program).
@@ -100,6 +102,18 @@ pub struct CheckReport {
     pub unloaded: Option<CommandResult>,
 }
 
+/// One run of the workload ([`guest::WORKLOAD`]), after one livepatch's transition.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRun {
+    /// The transition it followed: `enable` or `disable`.
+    pub transition: String,
+    /// The livepatch whose transition it was.
+    pub patch: String,
+    /// The run's result; `None` when the guest reported none (it did not get there, or the
+    /// livepatch had no disabling transition of its own because a replacing one took its place).
+    pub result: Option<CommandResult>,
+}
+
 /// What happened to one module.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModuleReport {
@@ -139,8 +153,9 @@ pub struct VerifyReport {
     pub guest_release: Option<String>,
     pub modules: Vec<ModuleReport>,
     pub checks: Vec<CheckReport>,
-    /// The workload's result, when it ran (see [`guest::WORKLOAD`]).
-    pub workload: Option<CommandResult>,
+    /// The workload's runs in the guest's order, when it was asked for: after each livepatch's
+    /// enabling, in load order, then after each one's disabling, newest first.
+    pub workloads: Vec<WorkloadRun>,
     /// The script ran to its end.
     pub finished: bool,
     /// The step the guest was in when it stopped, if it did not finish.
@@ -242,6 +257,17 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         done_marker: guest::DONE_MARKER.to_string(),
         accel: req.accel,
     })?;
+    Ok(assess(req, &modules, out, cmdline))
+}
+
+/// The report of one guest run: each step's result as the console log tells it, and the verdict.
+/// Apart from qemu, so that the rules are tested on logs.
+pub(crate) fn assess(
+    req: &VerifyRequest,
+    modules: &[ModuleInfo],
+    out: qemu::QemuOutput,
+    cmdline: String,
+) -> VerifyReport {
     let g = guest::parse(&out.log);
     let mut report = VerifyReport {
         passed: false,
@@ -253,9 +279,9 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
         qemu_command: out.command.clone(),
         booted: g.booted.is_some(),
         guest_release: g.booted.as_ref().map(|(_, r)| r.clone()),
-        modules: module_reports(&modules, &g),
+        modules: module_reports(modules, &g),
         checks: check_reports(&req.checks, &g),
-        workload: result(&g, "workload"),
+        workloads: workload_runs(modules, &g, req.workload),
         finished: g.done,
         unfinished: None,
         timed_out: out.timed_out,
@@ -280,7 +306,7 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
     };
     report.passed = verdict.is_ok();
     report.reason = verdict.unwrap_or_else(|e| e);
-    Ok(report)
+    report
 }
 
 /// Reads and checks the inputs: every file exists, every module is one of `req.arch`, at least one
@@ -420,6 +446,29 @@ fn module_reports(modules: &[ModuleInfo], g: &GuestLog) -> Vec<ModuleReport> {
         .collect()
 }
 
+/// Every workload run the script has, in its order, with the result the guest reported for it.
+fn workload_runs(modules: &[ModuleInfo], g: &GuestLog, asked: bool) -> Vec<WorkloadRun> {
+    if !asked {
+        return Vec::new();
+    }
+    let patches: Vec<(usize, String)> = modules
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.livepatch)
+        .map(|(i, m)| (i, m.patch_name()))
+        .collect();
+    let enabling = patches.iter().map(|p| (Step::Enable, p));
+    let disabling = patches.iter().rev().map(|p| (Step::Disable, p));
+    enabling
+        .chain(disabling)
+        .map(|(step, (i, patch))| WorkloadRun {
+            transition: step.name().to_string(),
+            patch: patch.clone(),
+            result: result(g, &guest::workload_tag(step, *i)),
+        })
+        .collect()
+}
+
 fn check_reports(checks: &[String], g: &GuestLog) -> Vec<CheckReport> {
     checks
         .iter()
@@ -441,15 +490,17 @@ fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, 
     judge_enabled(req, r)?;
     judge_unloads(req, r)?;
     judge_end(req, r, g)?;
+    judge_complete(r)?;
     let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
+    let runs = r.workloads.iter().filter(|w| w.result.is_some()).count();
     Ok(format!(
         "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
         patches,
         if patches == 1 { "" } else { "es" },
-        if r.workload.is_some() {
-            "workload ran, "
-        } else {
-            ""
+        match runs {
+            0 => String::new(),
+            1 => "workload ran after 1 transition, ".to_string(),
+            n => format!("workload ran after each of {n} transitions, "),
         },
         r.checks.len(),
         if r.checks.len() == 1 { "" } else { "s" },
@@ -571,18 +622,15 @@ fn judge_loads(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<()
     Ok(())
 }
 
-/// With the livepatches enabled: the workload ran, and the checks passed and printed what they
-/// should (and had printed the old behaviour before).
+/// With the livepatches enabled: the workload worked after each enabling, and the checks passed
+/// and printed what they should (and had printed the old behaviour before).
 fn judge_enabled(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
-    if let Some(w) = &r.workload
-        && w.status != Some(0)
+    for w in r
+        .workloads
+        .iter()
+        .filter(|w| w.transition == Step::Enable.name())
     {
-        return Err(format!(
-            "the workload (forks, execs, /proc reads) failed with the livepatches enabled, status \
-             {}: {}",
-            status(w.status),
-            first_line(&w.output)
-        ));
+        judge_workload(w)?;
     }
     for c in &r.checks {
         if let Some(after) = &c.after
@@ -595,20 +643,71 @@ fn judge_enabled(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
             ));
         }
     }
-    if let Some(want) = &req.expect_after
-        && r.checks.iter().all(|c| c.after.is_some())
-        && !joined(&r.checks, |c| c.after.as_ref()).contains(want.as_str())
+    judge_expected(
+        &r.checks,
+        req.expect_after.as_deref(),
+        ("--expect-after", "after loading", ""),
+        |c| c.after.as_ref(),
+    )?;
+    judge_expected(
+        &r.checks,
+        req.expect_before.as_deref(),
+        ("--expect-before", "before loading", ""),
+        |c| c.before.as_ref(),
+    )
+}
+
+/// A workload run that reported a result succeeded. (One that reported none is
+/// [`judge_complete`]'s.)
+fn judge_workload(w: &WorkloadRun) -> Result<(), String> {
+    match &w.result {
+        Some(res) if res.status != Some(0) => Err(format!(
+            "the workload (forks, execs, /proc reads) failed after {} livepatch {}, status {}: {}",
+            transition_words(&w.transition),
+            w.patch,
+            status(res.status),
+            first_line(&res.output)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `enabling` or `disabling`, for a [`WorkloadRun::transition`].
+fn transition_words(transition: &str) -> &'static str {
+    if transition == Step::Disable.name() {
+        "disabling"
+    } else {
+        "enabling"
+    }
+}
+
+/// The checks' output at one stage meets an `--expect-*`: each check that reported printed
+/// something (a check that prints nothing shows nothing about the behaviour expected: a command
+/// with its output sent elsewhere, a file that was not there), and together they contain `want`.
+/// `what` is the option, the stage in words and a note for the reason. Results that are missing
+/// are [`judge_end`]'s (the guest stopped) or [`judge_complete`]'s.
+fn judge_expected(
+    checks: &[CheckReport],
+    want: Option<&str>,
+    what: (&str, &str, &str),
+    pick: impl Fn(&CheckReport) -> Option<&CommandResult>,
+) -> Result<(), String> {
+    let (option, stage, note) = what;
+    let Some(want) = want else {
+        return Ok(());
+    };
+    if let Some(c) = checks
+        .iter()
+        .find(|c| pick(c).is_some_and(|res| res.output.trim().is_empty()))
     {
         return Err(format!(
-            "after loading, the checks' output does not contain {want:?}"
+            "{stage}, check `{}` printed nothing ({option} was given)",
+            c.command
         ));
     }
-    if let Some(want) = &req.expect_before
-        && r.checks.iter().all(|c| c.before.is_some())
-        && !joined(&r.checks, |c| c.before.as_ref()).contains(want.as_str())
-    {
+    if checks.iter().all(|c| pick(c).is_some()) && !joined(checks, &pick).contains(want) {
         return Err(format!(
-            "before loading, the checks' output does not contain {want:?}"
+            "{stage}, the checks' output does not contain {want:?}{note}"
         ));
     }
     Ok(())
@@ -633,6 +732,11 @@ fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
                 req.transition_timeout.as_secs()
             ));
         }
+        if let Some(w) = r.workloads.iter().find(|w| {
+            w.transition == Step::Disable.name() && m.patch.as_deref() == Some(w.patch.as_str())
+        }) {
+            judge_workload(w)?;
+        }
         if let Some(u) = &m.unload
             && !m.unloaded
         {
@@ -644,15 +748,16 @@ fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
             ));
         }
     }
-    if let Some(want) = &req.expect_before
-        && r.checks.iter().all(|c| c.unloaded.is_some())
-        && !joined(&r.checks, |c| c.unloaded.as_ref()).contains(want.as_str())
-    {
-        return Err(format!(
-            "after unloading, the checks' output does not contain {want:?} (the old behaviour did not come back)"
-        ));
-    }
-    Ok(())
+    judge_expected(
+        &r.checks,
+        req.expect_before.as_deref(),
+        (
+            "--expect-before",
+            "after unloading",
+            " (the old behaviour did not come back)",
+        ),
+        |c| c.unloaded.as_ref(),
+    )
 }
 
 /// The guest ran to its end, with its output readable.
@@ -685,6 +790,52 @@ fn judge_end(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), 
     Ok(())
 }
 
+/// Every step the guest takes once the steps before it worked reported its result. Judged last:
+/// the earlier judges passed and the guest reached its end, so a result that is missing was lost
+/// (a marker the console dropped or a kernel message broke), and what klpx did not see work, it
+/// cannot call a pass.
+fn judge_complete(r: &VerifyReport) -> Result<(), String> {
+    for m in &r.modules {
+        if m.load.is_none() {
+            return Err(format!("no result from insmod {}", m.name));
+        }
+        if let Some(p) = &m.patch
+            && m.transition.is_none()
+        {
+            return Err(format!(
+                "no report of livepatch {p}'s transition after loading"
+            ));
+        }
+    }
+    for w in &r.workloads {
+        // Every enabling is a transition; a livepatch disabled by the guest had one more, and one
+        // a replacing livepatch took the place of (nothing to disable) had none.
+        let ran_transition = w.transition == Step::Enable.name()
+            || r.modules
+                .iter()
+                .any(|m| m.patch.as_deref() == Some(w.patch.as_str()) && m.disabled);
+        if ran_transition && w.result.is_none() {
+            return Err(format!(
+                "no result from the workload after {} livepatch {}",
+                transition_words(&w.transition),
+                w.patch
+            ));
+        }
+    }
+    for c in &r.checks {
+        for (stage, res) in [
+            ("before loading", &c.before),
+            ("after loading", &c.after),
+            ("after unloading", &c.unloaded),
+        ] {
+            if res.is_none() {
+                return Err(format!("no result from check `{}` {stage}", c.command));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a capture tag stands for, in words.
 fn describe_tag(tag: &str, req: &VerifyRequest, r: &VerifyReport) -> String {
     let mut parts = tag.split('.');
@@ -707,9 +858,11 @@ fn describe_tag(tag: &str, req: &VerifyRequest, r: &VerifyReport) -> String {
         Some("insmod") => format!("insmod {}", module(index(a))),
         Some("disable") => format!("disabling {}", module(index(a))),
         Some("rmmod") => format!("rmmod {}", module(index(a))),
-        Some("workload") => {
-            "the workload (forks, execs, /proc reads) with the livepatches enabled".to_string()
-        }
+        Some("workload") => format!(
+            "the workload (forks, execs, /proc reads) after {} {}",
+            transition_words(a.unwrap_or("")),
+            module(index(b))
+        ),
         _ => tag.to_string(),
     }
 }
@@ -758,7 +911,332 @@ impl Drop for WorkDir {
 
 #[cfg(test)]
 mod tests {
-    use super::judge_kernel_health;
+    use super::*;
+
+    const CMDLINE: &str = "console=ttyS0 panic=-1\n";
+    const PATCHED: &str = "this has been live patched\n";
+    const WORKED: &str = "workload: 150 shells forked and exec'd (each running cat), /proc read\n";
+
+    fn livepatch(name: &str) -> ModuleInfo {
+        ModuleInfo {
+            path: PathBuf::from(format!("{name}.ko")),
+            name: name.to_string(),
+            livepatch: true,
+            vermagic: None,
+            arch: Arch::X86_64,
+        }
+    }
+
+    fn request(modules: &[ModuleInfo], checks: &[&str]) -> VerifyRequest {
+        let mut req = VerifyRequest::new(
+            Arch::X86_64,
+            PathBuf::from("bzImage"),
+            modules.iter().map(|m| m.path.clone()).collect(),
+        );
+        req.checks = checks.iter().map(|c| c.to_string()).collect();
+        req
+    }
+
+    /// The console lines of one capture as the guest's script prints them (`od`'s hex, sixteen
+    /// bytes a line).
+    fn capture(tag: &str, output: &str, status: i32) -> String {
+        let mut s = format!("KLPX:BEGIN {tag}\n");
+        for chunk in output.as_bytes().chunks(16) {
+            s.push_str("KLPX:X");
+            for b in chunk {
+                s.push_str(&format!(" {b:02x}"));
+            }
+            s.push('\n');
+        }
+        s.push_str(&format!("KLPX:END {tag} {status}\n"));
+        s
+    }
+
+    /// A guest's console, step by step: (tag, the step's lines).
+    type Run = Vec<(String, String)>;
+
+    fn step(tag: &str, output: &str) -> (String, String) {
+        (tag.to_string(), capture(tag, output, 0))
+    }
+
+    fn marker(line: &str) -> (String, String) {
+        (line.to_string(), format!("{line}\n"))
+    }
+
+    /// The sample livepatch with one check (`cat /proc/cmdline`), every step worked.
+    fn sample_run() -> Run {
+        vec![
+            marker("KLPX:BOOT x86_64 6.12.117"),
+            step("check.before.0", CMDLINE),
+            step("insmod.0", ""),
+            marker("KLPX:TRANSITION livepatch_sample done 1"),
+            step("workload.enable.0", WORKED),
+            step("check.after.0", PATCHED),
+            step("disable.0", ""),
+            marker("KLPX:TRANSITION livepatch_sample gone -"),
+            step("workload.disable.0", WORKED),
+            step("rmmod.0", ""),
+            step("check.unloaded.0", CMDLINE),
+            marker("KLPX:DONE"),
+        ]
+    }
+
+    fn without(mut run: Run, tag: &str) -> Run {
+        let before = run.len();
+        run.retain(|(t, _)| t != tag);
+        assert_eq!(run.len() + 1, before, "{tag} is not a step");
+        run
+    }
+
+    fn with(mut run: Run, tag: &str, output: &str, status: i32) -> Run {
+        let s = run
+            .iter_mut()
+            .find(|(t, _)| t == tag)
+            .unwrap_or_else(|| panic!("{tag} is not a step"));
+        s.1 = capture(tag, output, status);
+        run
+    }
+
+    /// Judges a console log with the code `run` uses on qemu's.
+    fn assess_run(req: &VerifyRequest, modules: &[ModuleInfo], run: &Run) -> VerifyReport {
+        let done = run.iter().any(|(t, _)| t == guest::DONE_MARKER);
+        let out = qemu::QemuOutput {
+            log: run.iter().map(|(_, s)| s.as_str()).collect(),
+            accel: "tcg",
+            command: Vec::new(),
+            boot_time: Some(Duration::from_secs(1)),
+            elapsed: Duration::from_secs(9),
+            timed_out: !done,
+            stopped_after_fault: false,
+            exit_code: done.then_some(0),
+            stderr: String::new(),
+        };
+        assess(req, modules, out, qemu::kernel_cmdline(Arch::X86_64))
+    }
+
+    #[test]
+    fn a_run_with_every_result_passes_and_lists_each_workload_run() {
+        let m = [livepatch("livepatch_sample")];
+        let mut req = request(&m, &["cat /proc/cmdline"]);
+        req.expect_before = Some("console=".into());
+        req.expect_after = Some("live patched".into());
+        let r = assess_run(&req, &m, &sample_run());
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                true,
+                "1 livepatch loaded and enabled, workload ran after each of 2 transitions, 1 check \
+                 passed, disabled and unloaded"
+            )
+        );
+        let runs: Vec<(&str, &str, Option<&str>)> = r
+            .workloads
+            .iter()
+            .map(|w| {
+                let out = w.result.as_ref().map(|res| res.output.as_str());
+                (w.transition.as_str(), w.patch.as_str(), out)
+            })
+            .collect();
+        assert_eq!(
+            runs,
+            [
+                ("enable", "livepatch_sample", Some(WORKED)),
+                ("disable", "livepatch_sample", Some(WORKED)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_workload_result_fails_naming_its_transition() {
+        let m = [livepatch("livepatch_sample")];
+        let req = request(&m, &["cat /proc/cmdline"]);
+        for (tag, reason) in [
+            (
+                "workload.enable.0",
+                "no result from the workload after enabling livepatch livepatch_sample",
+            ),
+            (
+                "workload.disable.0",
+                "no result from the workload after disabling livepatch livepatch_sample",
+            ),
+        ] {
+            let r = assess_run(&req, &m, &without(sample_run(), tag));
+            assert_eq!((r.passed, r.reason.as_str()), (false, reason), "{tag}");
+            assert_eq!(r.workloads.len(), 2, "{tag}: every run is listed");
+        }
+        // Without the workload asked for, none is expected.
+        let mut req = req;
+        req.workload = false;
+        let run = without(
+            without(sample_run(), "workload.enable.0"),
+            "workload.disable.0",
+        );
+        let r = assess_run(&req, &m, &run);
+        assert!(r.passed, "{}", r.reason);
+        assert!(r.workloads.is_empty());
+        assert!(!r.reason.contains("workload"), "{}", r.reason);
+    }
+
+    #[test]
+    fn a_failed_workload_after_disabling_fails() {
+        let m = [livepatch("livepatch_sample")];
+        let req = request(&m, &["cat /proc/cmdline"]);
+        let run = with(
+            sample_run(),
+            "workload.disable.0",
+            "fork/exec 7 failed\n",
+            1,
+        );
+        let r = assess_run(&req, &m, &run);
+        assert!(!r.passed);
+        assert_eq!(
+            r.reason,
+            "the workload (forks, execs, /proc reads) failed after disabling livepatch \
+             livepatch_sample, status 1: fork/exec 7 failed"
+        );
+    }
+
+    #[test]
+    fn a_check_that_printed_nothing_fails_where_an_expectation_was_given() {
+        let m = [livepatch("livepatch_sample")];
+        let mut req = request(&m, &["cat /proc/cmdline"]);
+        let silent_after = with(sample_run(), "check.after.0", "", 0);
+        // No expectation: the check exited 0, which is all that was asked.
+        assert!(assess_run(&req, &m, &silent_after).passed);
+
+        req.expect_after = Some("live patched".into());
+        let r = assess_run(&req, &m, &silent_after);
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "after loading, check `cat /proc/cmdline` printed nothing (--expect-after was given)"
+            )
+        );
+
+        // Two checks: the other one's output has the text, the silent one still fails.
+        let mut req = request(&m, &["cat /proc/cmdline", "true"]);
+        req.expect_before = Some("console=".into());
+        let mut run = sample_run();
+        for first in ["check.before.0", "check.after.0", "check.unloaded.0"] {
+            let at = run.iter().position(|(t, _)| t == first).unwrap();
+            run.insert(at + 1, step(&first.replace(".0", ".1"), ""));
+        }
+        let r = assess_run(&req, &m, &run);
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "before loading, check `true` printed nothing (--expect-before was given)"
+            )
+        );
+        // A line of blanks is nothing too.
+        let run = with(sample_run(), "check.unloaded.0", " \n", 0);
+        let req = {
+            let mut q = request(&m, &["cat /proc/cmdline"]);
+            q.expect_before = Some("console=".into());
+            q
+        };
+        assert_eq!(
+            assess_run(&req, &m, &run).reason,
+            "after unloading, check `cat /proc/cmdline` printed nothing (--expect-before was given)"
+        );
+    }
+
+    #[test]
+    fn a_missing_check_result_fails() {
+        let m = [livepatch("livepatch_sample")];
+        let mut req = request(&m, &["cat /proc/cmdline"]);
+        req.expect_after = Some("live patched".into());
+        let r = assess_run(&req, &m, &without(sample_run(), "check.after.0"));
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "no result from check `cat /proc/cmdline` after loading"
+            )
+        );
+        req.expect_after = None;
+        let r = assess_run(&req, &m, &without(sample_run(), "check.unloaded.0"));
+        assert_eq!(
+            r.reason,
+            "no result from check `cat /proc/cmdline` after unloading"
+        );
+    }
+
+    #[test]
+    fn a_guest_that_stopped_in_a_workload_run_says_which() {
+        let m = [livepatch("livepatch_sample")];
+        let req = request(&m, &["cat /proc/cmdline"]);
+        let mut run = sample_run();
+        let at = run
+            .iter()
+            .position(|(t, _)| t == "workload.enable.0")
+            .unwrap();
+        run.truncate(at);
+        run.push(marker("KLPX:BEGIN workload.enable.0"));
+        let r = assess_run(&req, &m, &run);
+        assert_eq!(
+            r.reason,
+            "the guest did not finish within 120 s during the workload (forks, execs, /proc reads) \
+             after enabling livepatch_sample"
+        );
+    }
+
+    /// Two livepatches, the second replacing the first (atomic replace): the workload runs after
+    /// each enabling, and after the one disabling left (the first livepatch is gone by then).
+    #[test]
+    fn each_livepatch_has_its_runs_and_a_replaced_one_no_disabling() {
+        let m = [livepatch("lp_one"), livepatch("lp_two")];
+        let req = request(&m, &["cat /proc/cmdline"]);
+        let run: Run = vec![
+            marker("KLPX:BOOT x86_64 6.12.117"),
+            step("check.before.0", CMDLINE),
+            step("insmod.0", ""),
+            marker("KLPX:TRANSITION lp_one done 1"),
+            step("workload.enable.0", WORKED),
+            step("insmod.1", ""),
+            marker("KLPX:TRANSITION lp_two done 1"),
+            step("workload.enable.1", WORKED),
+            step("check.after.0", PATCHED),
+            step("disable.1", ""),
+            marker("KLPX:TRANSITION lp_two gone -"),
+            step("workload.disable.1", WORKED),
+            step("rmmod.1", ""),
+            step("rmmod.0", ""),
+            step("check.unloaded.0", CMDLINE),
+            marker("KLPX:DONE"),
+        ];
+        let r = assess_run(&req, &m, &run);
+        assert!(r.passed, "{}", r.reason);
+        assert!(
+            r.reason
+                .contains("workload ran after each of 3 transitions"),
+            "{}",
+            r.reason
+        );
+        let order: Vec<String> = r
+            .workloads
+            .iter()
+            .map(|w| format!("{} {}", w.transition, w.patch))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "enable lp_one",
+                "enable lp_two",
+                "disable lp_two",
+                "disable lp_one"
+            ]
+        );
+        assert!(r.workloads[3].result.is_none());
+
+        let r = assess_run(&req, &m, &without(run, "workload.enable.1"));
+        assert_eq!(
+            r.reason,
+            "no result from the workload after enabling livepatch lp_two"
+        );
+    }
 
     /// Lines of a real run: Debian's 6.12 amd64 kernel with a livepatch whose `__jump_table` key
     /// relocation objtool could not find (so it wrote no return sites and no jump-label NOPs).
