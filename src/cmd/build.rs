@@ -307,6 +307,10 @@ fn prepared_request(a: BuildArgs, env: &Env) -> Result<BuildRequest> {
             eprintln!("klpx: {m}");
         }
     };
+    if a.llvm && a.cc.is_none() {
+        // Before any index is read or package fetched.
+        check_clang_in_path()?;
+    }
     let mut tools: Option<(String, Vec<String>)> = None;
     let target = match &a.distro {
         Some(spec) => {
@@ -539,12 +543,7 @@ fn config_tools(a: &BuildArgs, arch: Arch, config: &Path) -> Result<(String, Vec
         Some(cc) => cc.clone(),
         // clang builds for every target (CROSS_COMPILE names it).
         None if a.llvm => {
-            if which::which("clang").is_err() {
-                return Err(UserError::new(
-                    "--llvm: clang is not in PATH (Debian: apt-get install clang-16 lld-16 llvm-16, then PATH=/usr/lib/llvm-16/bin:$PATH)",
-                )
-                .into());
-            }
+            check_clang_in_path()?;
             "clang".to_string()
         }
         None => {
@@ -701,4 +700,15 @@ fn print_summary(r: &BuildReport, workdir: Option<&Path>) {
     if let Some(w) = workdir {
         println!("work directory kept: {}", w.display());
     }
+}
+
+/// `--llvm` without `--cc` compiles with the `clang` in PATH: its absence is said in one line with
+/// what to install.
+fn check_clang_in_path() -> Result<(), UserError> {
+    if which::which("clang").is_err() {
+        return Err(UserError::new(
+            "--llvm: clang is not in PATH (Debian: apt-get install clang-16 lld-16 llvm-16, then PATH=/usr/lib/llvm-16/bin:$PATH)",
+        ));
+    }
+    Ok(())
 }
