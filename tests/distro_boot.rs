@@ -601,8 +601,7 @@ fn source_rpm_prepared_by_its_prep() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
     let dir = std::env::temp_dir().join(format!("klpx-srpm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let sources = dir.join("SOURCES");
-    std::fs::create_dir_all(&sources).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
     let patch = common::kernel::repo().join("examples/proc-cmdline.patch");
     let Fetched {
         release,
@@ -610,50 +609,70 @@ fn source_rpm_prepared_by_its_prep() {
         source,
     } = fetched(&dir);
     let cache = klpx::kernel::cache::root();
-    let src_parent = source.parent().unwrap();
-    let run = |cmd: &mut std::process::Command| {
-        let o = cmd.output().expect("running a tool");
-        assert!(o.status.success(), "{cmd:?}: {}", text(&o.stderr));
-    };
-    run(std::process::Command::new("sh").arg("-c").arg(format!(
-        "tar -C {} -cf - linux-source-6.12 | gzip -1 > {}",
-        src_parent.display(),
-        sources.join("linux-source-6.12.tar.gz").display()
-    )));
-    std::fs::write(
-        sources.join("distro-readme.patch"),
-        "--- a/README\n+++ b/README\n@@ -1,3 +1,4 @@\n+Built for klpx's source RPM test.\n Linux kernel\n ============\n \n",
-    )
-    .unwrap();
-    let spec = dir.join("kernel.spec");
-    std::fs::write(
-        &spec,
-        "Name: klpx-kernel\nVersion: 6.12\nRelease: 1\nSummary: Linux kernel source for klpx's test\n\
-         License: GPL-2.0-only\nSource0: linux-source-6.12.tar.gz\nPatch0: distro-readme.patch\n\
-         BuildArch: noarch\n\n%description\nThe kernel source, with a distribution patch.\n\n\
-         %prep\n%autosetup -n linux-source-6.12 -p1\n",
-    )
-    .unwrap();
-    let srpm_dirs_before: Vec<PathBuf> = std::fs::read_dir(cache.join("srpm"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    let topdir = dir.join("rpm");
-    run(std::process::Command::new("rpmbuild")
-        .arg("-bs")
-        .arg("-D")
-        .arg(format!("_topdir {}", topdir.display()))
-        .arg("-D")
-        .arg(format!("_sourcedir {}", sources.display()))
-        .arg(&spec));
-    let srpm = std::fs::read_dir(topdir.join("SRPMS"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().ends_with(".src.rpm"))
-        .expect("rpmbuild -bs made a source RPM");
+    // The source RPM is made once per Debian release and kept, as a distribution's would be: klpx
+    // unpacks and prepares a source RPM once (its cache is keyed by the file), so later runs
+    // exercise that path and the module build only.
+    let kept = cache.join("test-sources").join(format!("srpm-{release}"));
+    let srpm = kept.join("klpx-kernel-6.12-1.src.rpm");
+    if !srpm.is_file() {
+        // An earlier release's source RPM and what klpx prepared of it are this test's own: gone.
+        let own = |dir: PathBuf, prefix: &str| {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_name().to_string_lossy().starts_with(prefix) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        };
+        own(cache.join("test-sources"), "srpm-");
+        own(cache.join("srpm"), "klpx-kernel-6.12-1");
+        let work = cache
+            .join("test-sources")
+            .join(format!(".srpm-{release}.partial"));
+        let _ = std::fs::remove_dir_all(&work);
+        let sources = work.join("SOURCES");
+        std::fs::create_dir_all(&sources).unwrap();
+        let src_parent = source.parent().unwrap();
+        let run = |cmd: &mut std::process::Command| {
+            let o = cmd.output().expect("running a tool");
+            assert!(o.status.success(), "{cmd:?}: {}", text(&o.stderr));
+        };
+        run(std::process::Command::new("sh").arg("-c").arg(format!(
+            "tar -C {} -cf - linux-source-6.12 | gzip -1 > {}",
+            src_parent.display(),
+            sources.join("linux-source-6.12.tar.gz").display()
+        )));
+        std::fs::write(
+            sources.join("distro-readme.patch"),
+            "--- a/README\n+++ b/README\n@@ -1,3 +1,4 @@\n+Built for klpx's source RPM test.\n Linux kernel\n ============\n \n",
+        )
+        .unwrap();
+        let spec = work.join("kernel.spec");
+        std::fs::write(
+            &spec,
+            "Name: klpx-kernel\nVersion: 6.12\nRelease: 1\nSummary: Linux kernel source for klpx's test\n\
+             License: GPL-2.0-only\nSource0: linux-source-6.12.tar.gz\nPatch0: distro-readme.patch\n\
+             BuildArch: noarch\n\n%description\nThe kernel source, with a distribution patch.\n\n\
+             %prep\n%autosetup -n linux-source-6.12 -p1\n",
+        )
+        .unwrap();
+        let topdir = work.join("rpm");
+        run(std::process::Command::new("rpmbuild")
+            .arg("-bs")
+            .arg("-D")
+            .arg(format!("_topdir {}", topdir.display()))
+            .arg("-D")
+            .arg(format!("_sourcedir {}", sources.display()))
+            .arg(&spec));
+        let made = std::fs::read_dir(topdir.join("SRPMS"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().ends_with(".src.rpm"))
+            .expect("rpmbuild -bs made a source RPM");
+        std::fs::create_dir_all(&kept).unwrap();
+        std::fs::rename(&made, &srpm).unwrap();
+        std::fs::remove_dir_all(&work).unwrap();
+    }
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out_dir = dir.join("out");
     let out = klpx(&[
@@ -670,7 +689,7 @@ fn source_rpm_prepared_by_its_prep() {
         "-a",
         &release,
         "-O",
-        &s(&dir.join("prepared")),
+        &s(&kept.join("prepared")),
         "-o",
         &s(&out_dir),
         "-n",
@@ -703,12 +722,6 @@ fn source_rpm_prepared_by_its_prep() {
                 .is_ok_and(|t| t.starts_with("Built for klpx's source RPM test."))
         });
     assert!(readme_patched, "%prep did not apply the distribution patch");
-    // The source RPM is this run's own (rpmbuild stamps it): its prepared source goes too.
-    for e in std::fs::read_dir(cache.join("srpm")).unwrap().flatten() {
-        if !srpm_dirs_before.contains(&e.path()) {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
