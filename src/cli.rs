@@ -266,17 +266,39 @@ livepatches are disabled and the modules removed. --expect-before (before loadin
 and --expect-after (while enabled) are matched against the checks' combined output, and each check
 must print something then. A workload runs after each livepatch's enabling and after its disabling.
 
+--cases FILE verifies several cases in one boot, each on its own: a YAML or JSON list of
+  - modules: [a.ko]                # paths relative to FILE's directory
+    check: [\"cat /proc/cmdline\"]   # or checks
+    expect_before: \"console=\"
+    expect_after: \"this has been live patched\"
+    files: [helper.ko]             # the case's checks find it in /klpx/files/
+For each case in order the guest runs its checks, loads its modules, runs its checks again, disables
+and removes them, and runs its checks a third time, so the next case starts on the kernel as it was.
+The first case that fails ends the run (the kernel's state is no longer known): the cases after it
+do not run, or, when only klpx saw the failure (a kernel warning), are not judged; either way they
+fail. With --cases, --timeout is per case: the run may take S seconds times the number of cases.
+
 Exit status:
   0  pass: loaded, transitions finished, every workload run and every check reported and exited 0,
-     expectations met, disabled and unloaded
-  2  bad input (missing kernel image or module, not a livepatch, wrong architecture, bad options)
-  3  fail: a step in the guest failed or timed out (the reason, then the guest's console log)";
+     expectations met, disabled and unloaded (with --cases: in every case)
+  2  bad input (missing kernel image or module, not a livepatch, wrong architecture, bad options,
+     a cases file that does not parse or lists a case with no modules)
+  3  fail: a step in the guest failed or timed out (the reason, naming the case with --cases, then
+     the guest's console log)";
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// The livepatch module(s) to load, in order (a module a livepatch patches goes first).
-    #[arg(required = true, value_name = "MODULE.ko")]
+    #[arg(required_unless_present = "cases", value_name = "MODULE.ko")]
     pub modules: Vec<PathBuf>,
+    /// Verify several cases in one boot, one after the other, each with its own modules, checks,
+    /// expectations and files: a YAML or JSON list (see below).
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["modules", "checks", "expect_before", "expect_after", "files"]
+    )]
+    pub cases: Option<PathBuf>,
     /// The kernel image to boot (bzImage on x86_64, vmlinux on ppc64le).
     #[arg(long, value_name = "IMAGE", required_unless_present_any = ["tree", "distro"])]
     pub kernel: Option<PathBuf>,
@@ -298,7 +320,8 @@ pub struct VerifyArgs {
     /// Text the checks must print once the livepatch is enabled.
     #[arg(long, value_name = "TEXT")]
     pub expect_after: Option<String>,
-    /// Seconds the whole guest run may take before qemu is stopped.
+    /// Seconds the whole guest run may take before qemu is stopped; with --cases, seconds per
+    /// case (the run may take S times the number of cases).
     #[arg(long, value_name = "S", default_value_t = 120)]
     pub timeout: u64,
     /// Skip the workload (a few hundred forks and execs, /proc reads) that runs after each

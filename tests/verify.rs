@@ -18,14 +18,17 @@ const WORKLOAD_DONE: &str =
     "workload: 150 shells forked and exec'd (each running cat), /proc read\n";
 
 /// The guest's steps in the order its console shows them: `BEGIN <tag>` of each captured command,
-/// `TRANSITION <patch>` when a transition ended, `BOOT` and `DONE`.
+/// `TRANSITION <patch>` when a transition ended, `CASE <n>` and `STOP <n>` with several cases,
+/// `BOOT` and `DONE`.
 fn steps(log: &str) -> Vec<String> {
     log.lines()
         .filter_map(|l| l.find("KLPX:").map(|at| &l[at + "KLPX:".len()..]))
         .filter_map(|m| {
             let w: Vec<&str> = m.split_whitespace().collect();
             match w.as_slice() {
-                ["BEGIN", tag, ..] | ["TRANSITION", tag, ..] => Some(format!("{} {tag}", w[0])),
+                ["BEGIN", tag, ..] | ["TRANSITION", tag, ..] | ["CASE", tag] | ["STOP", tag] => {
+                    Some(format!("{} {tag}", w[0]))
+                }
                 ["BOOT", ..] | ["DONE"] => Some(w[0].to_string()),
                 _ => None,
             }
@@ -406,4 +409,367 @@ fn a_module_that_is_not_a_livepatch_is_refused() {
             plain.display()
         )
     );
+}
+
+/// A new directory of this test process's for `name`.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("klpx-verify-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A cases file in a new directory, with a `note.txt` of each case's own in `one/` and `two/`
+/// (relative paths in the file are taken from its directory). `first_after`: the first case's
+/// `expect_after`.
+fn two_cases(name: &str, first_after: &str) -> (PathBuf, PathBuf) {
+    let (tree, ko) = sample();
+    let demo = tree.join("samples/livepatch/livepatch-callbacks-demo.ko");
+    let dir = scratch(name);
+    for (sub, note) in [("one", "note of case one\n"), ("two", "note of case two\n")] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        std::fs::write(dir.join(sub).join("note.txt"), note).unwrap();
+    }
+    let file = dir.join("cases.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "# Both cases patch cmdline_proc_show with the sample livepatch.\n\
+             - modules: [{ko}]\n  \
+               check: [\"cat /proc/cmdline\", \"cat /klpx/files/note.txt\"]\n  \
+               expect_before: \"console=\"\n  \
+               expect_after: \"{first_after}\"\n  \
+               files: [one/note.txt]\n\
+             - modules: [{ko}, {demo}]\n  \
+               checks: [\"cat /proc/cmdline; ls /sys/kernel/livepatch; cat /klpx/files/note.txt\"]\n  \
+               expect-before: \"console=\"\n  \
+               expect-after: \"livepatch_callbacks_demo\"\n  \
+               files: [two/note.txt]\n",
+            ko = ko.display(),
+            demo = demo.display()
+        ),
+    )
+    .unwrap();
+    (tree, file)
+}
+
+/// One boot, two cases loading the same livepatch of the same function: each case's checks see
+/// the kernel as it booted before loading and again after unloading, the livepatch's text while
+/// loaded, and the case's own files.
+#[test]
+fn two_cases_in_one_boot_patch_the_same_function_each_on_its_own() {
+    let (tree, file) = two_cases("two-cases", PATCHED);
+    let out = klpx(&[
+        "verify",
+        "--cases",
+        file.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+        "--json",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["passed"], true);
+    assert_eq!(
+        r["reason"],
+        "2 cases passed in one boot: 3 livepatches loaded and enabled, workload ran after each of \
+         6 transitions, 3 checks passed, disabled and unloaded"
+    );
+    let cmdline = r["cmdline"].as_str().unwrap();
+    let output = |c: &serde_json::Value, i: usize, when: &str| {
+        c["checks"][i][when]["output"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {when} output of check {i} in {c}"))
+            .to_string()
+    };
+
+    let one = &r["cases"][0];
+    assert_eq!(
+        (one["number"].as_u64(), one["passed"].as_bool()),
+        (Some(1), Some(true))
+    );
+    assert_eq!(output(one, 0, "before").trim(), cmdline);
+    assert_eq!(output(one, 0, "after").trim(), PATCHED);
+    assert_eq!(output(one, 0, "unloaded").trim(), cmdline);
+    for when in ["before", "after", "unloaded"] {
+        assert_eq!(output(one, 1, when), "note of case one\n");
+    }
+    assert_workload_runs(
+        one,
+        &[
+            ("enable", "livepatch_sample"),
+            ("disable", "livepatch_sample"),
+        ],
+    );
+
+    let two = &r["cases"][1];
+    assert_eq!(
+        (two["number"].as_u64(), two["passed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    // The first case's livepatch is gone: the second starts on the kernel as it booted.
+    assert_eq!(
+        output(two, 0, "before"),
+        format!("{cmdline}\nnote of case two\n")
+    );
+    assert_eq!(
+        output(two, 0, "after"),
+        format!("{PATCHED}\nlivepatch_callbacks_demo\nlivepatch_sample\nnote of case two\n")
+    );
+    assert_eq!(
+        output(two, 0, "unloaded"),
+        format!("{cmdline}\nnote of case two\n")
+    );
+    assert_workload_runs(
+        two,
+        &[
+            ("enable", "livepatch_sample"),
+            ("enable", "livepatch_callbacks_demo"),
+            ("disable", "livepatch_callbacks_demo"),
+            ("disable", "livepatch_sample"),
+        ],
+    );
+    let names: Vec<&str> = two["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            assert_eq!(m["unloaded"], true, "{m}");
+            m["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names, ["livepatch_sample", "livepatch_callbacks_demo"]);
+    // With several cases, each has its own lists.
+    assert_eq!(r["modules"], serde_json::json!([]));
+    assert_eq!(r["checks"], serde_json::json!([]));
+
+    let log = r["log"].as_str().unwrap();
+    assert_eq!(
+        log.matches("livepatch: 'livepatch_sample': patching complete")
+            .count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        steps(log),
+        [
+            "BOOT",
+            "CASE 1",
+            "BEGIN case1.check.before.0",
+            "BEGIN case1.check.before.1",
+            "BEGIN case1.insmod.0",
+            "TRANSITION case1.livepatch_sample",
+            "BEGIN case1.workload.enable.0",
+            "BEGIN case1.check.after.0",
+            "BEGIN case1.check.after.1",
+            "BEGIN case1.disable.0",
+            "TRANSITION case1.livepatch_sample",
+            "BEGIN case1.workload.disable.0",
+            "BEGIN case1.rmmod.0",
+            "BEGIN case1.check.unloaded.0",
+            "BEGIN case1.check.unloaded.1",
+            "CASE 2",
+            "BEGIN case2.check.before.0",
+            "BEGIN case2.insmod.0",
+            "TRANSITION case2.livepatch_sample",
+            "BEGIN case2.workload.enable.0",
+            "BEGIN case2.insmod.1",
+            "TRANSITION case2.livepatch_callbacks_demo",
+            "BEGIN case2.workload.enable.1",
+            "BEGIN case2.check.after.0",
+            "BEGIN case2.disable.1",
+            "TRANSITION case2.livepatch_callbacks_demo",
+            "BEGIN case2.workload.disable.1",
+            "BEGIN case2.disable.0",
+            "TRANSITION case2.livepatch_sample",
+            "BEGIN case2.workload.disable.0",
+            "BEGIN case2.rmmod.1",
+            "BEGIN case2.rmmod.0",
+            "BEGIN case2.check.unloaded.0",
+            "DONE",
+        ]
+    );
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+/// The first case expects what its livepatch does not print: the guest sees it, stops before the
+/// second case (the run does not go on from a case that failed), and the run fails naming case 1.
+#[test]
+fn a_wrong_expectation_in_the_first_case_ends_the_run_there() {
+    let (tree, file) = two_cases("first-fails", "something the patch does not print");
+    let args = [
+        "verify",
+        "--cases",
+        file.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+    ];
+    let out = klpx(&args);
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    let reason = "case 1 of 2 failed: after loading, the checks' output does not contain \
+                  \"something the patch does not print\"; case 2 did not run";
+    assert!(
+        stdout.contains(&format!("\nFAIL:    {reason} (")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("\ncase 2:  FAIL: did not run: case 1 failed\n"),
+        "{stdout}"
+    );
+    let (summary, log) = stdout
+        .split_once("--- guest log ---\n")
+        .unwrap_or_else(|| panic!("no guest log in\n{stdout}"));
+    // The first case did everything else, and came off again.
+    assert!(
+        summary.contains("case 1:  FAIL: after loading"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("loaded, transition done, disabled, unloaded"),
+        "{summary}"
+    );
+    let steps = steps(log);
+    assert_eq!(
+        steps[steps.len() - 4..],
+        [
+            "BEGIN case1.check.unloaded.0",
+            "BEGIN case1.check.unloaded.1",
+            "STOP 1",
+            "DONE"
+        ]
+    );
+    assert!(!log.contains("case2."), "{log}");
+
+    let mut json = args.to_vec();
+    json.push("--json");
+    let out = klpx(&json);
+    assert_eq!(out.status.code(), Some(3));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["reason"], reason);
+    assert_eq!(r["cases"][0]["ran"], true);
+    assert_eq!(r["cases"][1]["ran"], false);
+    assert_eq!(r["cases"][1]["passed"], false);
+    assert_eq!(
+        r["cases"][1]["checks"][0]["before"],
+        serde_json::Value::Null
+    );
+    let _ = std::fs::remove_dir_all(file.parent().unwrap());
+}
+
+/// A cases file with a mistake ends in one line naming it, exit status 2, before anything boots.
+#[test]
+fn a_bad_cases_file_is_one_line_and_bad_input() {
+    let (tree, ko) = sample();
+    let plain = tree.join("samples/livepatch/livepatch-callbacks-mod.ko");
+    let dir = scratch("bad-cases");
+    let name = |f: &str| dir.join(f).display().to_string();
+    for (file, content, error) in [
+        (
+            "parse.yaml",
+            "- modules: [a.ko]\n  check: [\"cat /proc/cmdline\"\n".to_string(),
+            format!(
+                "{}:3:1: did not find expected ',' or ']'",
+                name("parse.yaml")
+            ),
+        ),
+        (
+            "typo.yaml",
+            format!("- modules: [{}]\n  expect_afer: x\n", ko.display()),
+            format!(
+                "{}:2:3: case 1: unknown field `expect_afer`, expected one of `module`, \
+                 `modules`, `check`, `checks`, `expect-before`, `expect_before`, `expect-after`, \
+                 `expect_after`, `file`, `files`",
+                name("typo.yaml")
+            ),
+        ),
+        (
+            "missing.yaml",
+            format!("- modules: [{}]\n- modules: [gone.ko]\n", ko.display()),
+            format!(
+                "{}: case 2: {}: no such kernel module",
+                name("missing.yaml"),
+                name("gone.ko")
+            ),
+        ),
+        (
+            "empty-case.yaml",
+            format!("- modules: [{}]\n- check: [true]\n", ko.display()),
+            format!("{}: case 2 has no modules", name("empty-case.yaml")),
+        ),
+        (
+            "plain.json",
+            format!("[{{\"modules\": [\"{}\"]}}]", plain.display()),
+            format!(
+                "{}: case 1: {}: not a livepatch module (no livepatch=Y in .modinfo)",
+                name("plain.json"),
+                plain.display()
+            ),
+        ),
+        (
+            "trailing.json",
+            "[{\"modules\": [\"a.ko\"],}]".to_string(),
+            format!("{}:1:23: trailing comma", name("trailing.json")),
+        ),
+    ] {
+        std::fs::write(dir.join(file), content).unwrap();
+        let out = klpx(&[
+            "verify",
+            "--cases",
+            &name(file),
+            "--tree",
+            tree.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            (out.status.code(), text(&out.stderr)),
+            (Some(2), format!("klpx: {error}\n")),
+            "{file}: {}",
+            text(&out.stdout)
+        );
+        assert_eq!(text(&out.stdout), "", "{file}");
+    }
+    let out = klpx(&[
+        "verify",
+        "--cases",
+        &name("nonexistent.yaml"),
+        "--tree",
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "klpx: {}: cannot read: No such file or directory (os error 2)\n",
+            name("nonexistent.yaml")
+        )
+    );
+    // --cases says what each case checks: the options of one case do not go with it.
+    let out = klpx(&[
+        "verify",
+        "--cases",
+        &name("missing.yaml"),
+        ko.to_str().unwrap(),
+        "--tree",
+        tree.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(text(&out.stderr).contains("'--cases <FILE>' cannot be used with"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

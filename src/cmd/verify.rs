@@ -1,7 +1,8 @@
 //! `klpx verify MODULE --kernel IMAGE`: boots the kernel in qemu, loads the livepatch, runs the checks
-//! before and after, disables and unloads it, and says whether all of it worked.
+//! before and after, disables and unloads it, and says whether all of it worked. `--cases FILE` does
+//! that for several cases in one boot.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
@@ -10,32 +11,70 @@ use klpx_arch::Arch;
 use crate::cli::VerifyArgs;
 use crate::distro::debian::{self, DebianKernel};
 use crate::error::{UserError, exit};
-use crate::verify::{self, CommandResult, VerifyReport, VerifyRequest};
+use crate::verify::{
+    self, CaseReport, CheckReport, CommandResult, ModuleReport, VerifyCase, VerifyReport,
+    VerifyRequest, WorkloadRun,
+};
 
 /// Turns the command line's values into a request: the architecture is `--arch`, else the first
-/// module's; the image is `--kernel`, else the architecture's image in `--tree`.
+/// module's; the image is `--kernel`, else the architecture's image in `--tree`. `--cases` is read
+/// and checked whole.
 pub fn request(a: &VerifyArgs) -> Result<VerifyRequest, UserError> {
-    request_for(a, None)
+    let cases = read_cases(a)?;
+    check_cases(a, cases.as_deref())?;
+    request_for(a, cases, None)
+}
+
+/// The cases `--cases` lists, parsed (not yet checked against the kernel's architecture).
+fn read_cases(a: &VerifyArgs) -> Result<Option<Vec<VerifyCase>>, UserError> {
+    a.cases.as_deref().map(verify::cases::read).transpose()
+}
+
+/// The first module given: the architecture comes from it when `--arch` does not say.
+fn first_module<'a>(a: &'a VerifyArgs, cases: Option<&'a [VerifyCase]>) -> Option<&'a PathBuf> {
+    match cases {
+        Some(cases) => cases.first().and_then(|c| c.modules.first()),
+        None => a.modules.first(),
+    }
 }
 
 /// The architecture `--arch` names, else the first module's, else x86_64.
-fn arch_of(a: &VerifyArgs) -> Result<Arch, UserError> {
+fn arch_of(a: &VerifyArgs, cases: Option<&[VerifyCase]>) -> Result<Arch, UserError> {
     Ok(match a.arch {
         Some(arch) => arch,
-        None => match a.modules.first() {
+        None => match first_module(a, cases) {
             Some(m) if m.is_file() => verify::module::read_module(m)?.arch,
             _ => Arch::X86_64,
         },
     })
 }
 
+/// Checks every case of `--cases` (its modules exist, are modules of the kernel's architecture,
+/// one at least is a livepatch; its files exist) before anything is fetched or booted, each problem
+/// in one line naming the file and the case.
+fn check_cases(a: &VerifyArgs, cases: Option<&[VerifyCase]>) -> Result<(), UserError> {
+    let (Some(file), Some(cases)) = (&a.cases, cases) else {
+        return Ok(());
+    };
+    let in_case =
+        |k: usize, e: UserError| UserError::new(format!("{}: case {k}: {e}", file.display()));
+    let arch = arch_of(a, Some(cases)).map_err(|e| in_case(1, e))?;
+    for (k, case) in cases.iter().enumerate() {
+        verify::read_case(arch, case).map_err(|e| in_case(k + 1, e))?;
+    }
+    Ok(())
+}
+
 /// The distribution kernel `--distro` names, fetched into the cache.
-fn distro_kernel(a: &VerifyArgs) -> Result<Option<DebianKernel>, UserError> {
+fn distro_kernel(
+    a: &VerifyArgs,
+    cases: Option<&[VerifyCase]>,
+) -> Result<Option<DebianKernel>, UserError> {
     let Some(spec) = &a.distro else {
         return Ok(None);
     };
     let release = debian::parse_distro(spec)?;
-    let rel = debian::resolve(arch_of(a)?, release.as_deref()).map_err(as_user)?;
+    let rel = debian::resolve(arch_of(a, cases)?, release.as_deref()).map_err(as_user)?;
     let k = debian::fetch(
         &rel,
         &|m| {
@@ -50,8 +89,12 @@ fn distro_kernel(a: &VerifyArgs) -> Result<Option<DebianKernel>, UserError> {
 }
 
 /// [`request`], with the distribution kernel `--distro` named, fetched.
-fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRequest, UserError> {
-    let arch = arch_of(a)?;
+fn request_for(
+    a: &VerifyArgs,
+    cases: Option<Vec<VerifyCase>>,
+    distro: Option<&DebianKernel>,
+) -> Result<VerifyRequest, UserError> {
+    let arch = arch_of(a, cases.as_deref())?;
     let kernel_image = match (&a.kernel, &a.tree) {
         (Some(k), _) => k.clone(),
         (None, None) if distro.is_some() => distro.map(|k| k.vmlinuz.clone()).unwrap_or_default(),
@@ -74,13 +117,25 @@ fn request_for(a: &VerifyArgs, distro: Option<&DebianKernel>) -> Result<VerifyRe
     if a.timeout == 0 {
         return Err(UserError::new("--timeout must be at least 1 second"));
     }
-    let mut req = VerifyRequest::new(arch, kernel_image, a.modules.clone());
-    req.checks = a.checks.clone();
-    req.expect_before = a.expect_before.clone();
-    req.expect_after = a.expect_after.clone();
-    req.timeout = Duration::from_secs(a.timeout);
+    let mut req = match cases {
+        // --timeout is each case's: a boot of several cases takes longer than one.
+        Some(cases) => {
+            let count = cases.len() as u64;
+            let mut req = VerifyRequest::with_cases(arch, kernel_image, cases);
+            req.timeout = Duration::from_secs(a.timeout.saturating_mul(count));
+            req
+        }
+        None => {
+            let mut req = VerifyRequest::new(arch, kernel_image, a.modules.clone());
+            req.checks = a.checks.clone();
+            req.expect_before = a.expect_before.clone();
+            req.expect_after = a.expect_after.clone();
+            req.files = a.files.clone();
+            req.timeout = Duration::from_secs(a.timeout);
+            req
+        }
+    };
     req.workload = !a.no_workload;
-    req.files = a.files.clone();
     req.accel = a
         .accel
         .parse()
@@ -119,8 +174,12 @@ fn as_user(e: anyhow::Error) -> UserError {
 
 /// Runs the verification and prints the outcome; returns the exit status (0 pass, 3 fail).
 pub fn run(a: &VerifyArgs) -> Result<i32> {
-    let distro = distro_kernel(a)?;
-    let mut req = request_for(a, distro.as_ref())?;
+    // A cases file is read and checked whole before a distribution's kernel is fetched or a guest
+    // booted: a mistake in it costs nothing but its message.
+    let cases = read_cases(a)?;
+    check_cases(a, cases.as_deref())?;
+    let distro = distro_kernel(a, cases.as_deref())?;
+    let mut req = request_for(a, cases, distro.as_ref())?;
     if let Some(code) = without_loading(a, &req, distro.as_ref())? {
         return Ok(code);
     }
@@ -157,7 +216,37 @@ fn print_report(r: &VerifyReport) {
             r.kernel_image.display()
         ),
     }
-    for m in &r.modules {
+    if r.cases.len() > 1 {
+        for c in &r.cases {
+            print_case(c);
+        }
+    } else {
+        print_steps(&r.modules, &r.workloads, &r.checks);
+    }
+    let verdict = if r.passed { "PASS" } else { "FAIL" };
+    println!("{verdict}:    {} ({:.1} s)", r.reason, r.total_seconds);
+    if !r.passed {
+        println!("--- guest log ---");
+        print!("{}", r.log);
+        if !r.log.ends_with('\n') {
+            println!();
+        }
+        println!("--- end of guest log ---");
+    }
+}
+
+/// One case of several: its verdict, then its steps (none for a case the guest never began).
+fn print_case(c: &CaseReport) {
+    let verdict = if c.passed { "PASS" } else { "FAIL" };
+    println!("case {}:  {verdict}: {}", c.number, c.reason);
+    if c.ran {
+        print_steps(&c.modules, &c.workloads, &c.checks);
+    }
+}
+
+/// What happened to each module, each workload run and each check.
+fn print_steps(modules: &[ModuleReport], workloads: &[WorkloadRun], checks: &[CheckReport]) {
+    for m in modules {
         let mut steps = Vec::new();
         if m.load.is_some() {
             steps.push(if m.loaded { "loaded" } else { "load failed" }.to_string());
@@ -195,33 +284,22 @@ fn print_report(r: &VerifyReport) {
             steps.join(", ")
         );
     }
-    if !r.workloads.is_empty() {
+    if !workloads.is_empty() {
         println!("workload: after each transition");
-        let labels: Vec<String> = r
-            .workloads
+        let labels: Vec<String> = workloads
             .iter()
             .map(|w| format!("{} {}", w.transition, w.patch))
             .collect();
         let width = labels.iter().map(String::len).max().unwrap_or(0);
-        for (w, label) in r.workloads.iter().zip(&labels) {
+        for (w, label) in workloads.iter().zip(&labels) {
             print_result(label, width, w.result.as_ref());
         }
     }
-    for c in &r.checks {
+    for c in checks {
         println!("check:   {}", c.command);
         print_result("before", 8, c.before.as_ref());
         print_result("after", 8, c.after.as_ref());
         print_result("unloaded", 8, c.unloaded.as_ref());
-    }
-    let verdict = if r.passed { "PASS" } else { "FAIL" };
-    println!("{verdict}:    {} ({:.1} s)", r.reason, r.total_seconds);
-    if !r.passed {
-        println!("--- guest log ---");
-        print!("{}", r.log);
-        if !r.log.ends_with('\n') {
-            println!();
-        }
-        println!("--- end of guest log ---");
     }
 }
 
@@ -266,11 +344,13 @@ fn without_loading(
         return Ok(None);
     }
     let backend = req.arch.backend();
+    // Every case's modules, each checked on its own.
+    let modules: Vec<PathBuf> = req.cases().into_iter().flat_map(|c| c.modules).collect();
     if let Some(k) = distro {
         // The distribution's modules ship compressed: livepatches of vmlinux are checked.
         let links = crate::kbuild::links::LinkMap::default();
         let mut all_passed = true;
-        for m in &a.modules {
+        for m in &modules {
             if !m.is_file() {
                 return Err(
                     UserError::new(format!("{}: no such kernel module", m.display())).into(),
@@ -297,7 +377,7 @@ fn without_loading(
         .into());
     };
     let mut all_passed = true;
-    for m in &a.modules {
+    for m in &modules {
         if !m.is_file() {
             return Err(UserError::new(format!("{}: no such kernel module", m.display())).into());
         }

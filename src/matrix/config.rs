@@ -211,12 +211,13 @@ impl Matrix {
 /// Largest matrix file read (1 MiB): thousands of architectures' worth.
 const MAX_FILE: usize = 1 << 20;
 
-/// Deepest nesting of YAML flow collections (`[`, `{`) accepted; a matrix needs three.
+/// Deepest nesting of YAML flow collections (`[`, `{`) accepted; a matrix needs three, a `klpx
+/// verify --cases` file two.
 const MAX_DEPTH: usize = 32;
 
 /// Refuses flow collections nested deeper than [`MAX_DEPTH`] before the YAML parser sees them: its
 /// time grows with the square of the depth (100,000 brackets take 20 s).
-fn check_nesting(name: &str, text: &str) -> Result<(), UserError> {
+pub(crate) fn check_nesting(name: &str, text: &str) -> Result<(), UserError> {
     let mut depth = 0usize;
     for (n, line) in text.lines().enumerate() {
         let mut quote = None;

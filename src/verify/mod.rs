@@ -4,10 +4,17 @@
 //! transition. A step whose result never arrived is a failure, not a pass: a verification that did
 //! not see a step work cannot say it did.
 //!
+//! One boot can verify several cases ([`VerifyCase`]), one after the other, each with its own
+//! modules, checks and expectations: a boot costs seconds to a minute under TCG, a case a second or
+//! two. Each case starts on the kernel the case before left as it found it (its livepatches
+//! disabled, its modules removed, its checks showing the old behaviour again); the first case that
+//! fails ends the run, since the kernel's state is no longer known, and the cases after it fail.
+//!
 //! [`run`] takes plain values ([`VerifyRequest`]) and returns a [`VerifyReport`]; the command line
 //! lives in `cmd::verify`. Per-architecture facts (emulator, machine, console, halt) come from the
 //! architecture's backend.
 
+pub mod cases;
 pub mod guest;
 pub mod initramfs;
 pub mod inspect;
@@ -24,7 +31,7 @@ use klpx_arch::Arch;
 use serde::Serialize;
 
 use crate::error::UserError;
-use guest::{GuestLog, GuestModule, Plan, Step};
+use guest::{CaseId, GuestLog, GuestModule, Plan, PlanCase, Step};
 use module::ModuleInfo;
 
 /// Default time limit for the whole guest run.
@@ -32,12 +39,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Default time limit for one livepatch transition inside the guest.
 pub const DEFAULT_TRANSITION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// What to verify, as plain values.
-#[derive(Debug, Clone)]
-pub struct VerifyRequest {
-    pub arch: Arch,
-    /// The bootable kernel image (`arch/x86/boot/bzImage`, `vmlinux` on ppc64le).
-    pub kernel_image: PathBuf,
+/// One case of a run: modules loaded together, checks run before loading, with the livepatches
+/// enabled and after removing them, and what the checks must print.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyCase {
     /// Modules to load in order; at least one must be a livepatch.
     pub modules: Vec<PathBuf>,
     /// Shell commands run in the guest before loading and after the transitions.
@@ -46,6 +51,26 @@ pub struct VerifyRequest {
     pub expect_before: Option<String>,
     /// Text the checks' output must contain after loading.
     pub expect_after: Option<String>,
+    /// Files the case's checks find in `/klpx/files/<name>`, not loaded (a module a check loads
+    /// after the livepatch, a helper program).
+    pub files: Vec<PathBuf>,
+}
+
+/// What to verify, as plain values.
+#[derive(Debug, Clone)]
+pub struct VerifyRequest {
+    pub arch: Arch,
+    /// The bootable kernel image (`arch/x86/boot/bzImage`, `vmlinux` on ppc64le).
+    pub kernel_image: PathBuf,
+    /// Modules to load in order; at least one must be a livepatch. (With `cases`, empty.)
+    pub modules: Vec<PathBuf>,
+    /// Shell commands run in the guest before loading and after the transitions.
+    pub checks: Vec<String>,
+    /// Text the checks' output must contain before loading and again after unloading.
+    pub expect_before: Option<String>,
+    /// Text the checks' output must contain after loading.
+    pub expect_after: Option<String>,
+    /// The time limit of the whole guest run, every case included.
     pub timeout: Duration,
     pub transition_timeout: Duration,
     pub memory_mb: u32,
@@ -56,6 +81,9 @@ pub struct VerifyRequest {
     /// Files copied to `/klpx/files/<name>` in the guest without being loaded (a module that
     /// checks load after the livepatch, a helper program).
     pub files: Vec<PathBuf>,
+    /// Several cases verified in one boot, in order. Empty: the one case `modules`, `checks`,
+    /// `expect_before`, `expect_after` and `files` make (which must be empty when this is not).
+    pub cases: Vec<VerifyCase>,
     /// The guest's static busybox for `arch` (`setup::busybox` finds or downloads one).
     pub busybox: Option<PathBuf>,
 }
@@ -76,8 +104,42 @@ impl VerifyRequest {
             accel: qemu::Accel::Auto,
             workload: true,
             files: Vec::new(),
+            cases: Vec::new(),
             busybox: None,
         }
+    }
+
+    /// A request verifying `cases` in one boot, with the default limits (`timeout` covers the
+    /// whole run: raise it with the number of cases).
+    pub fn with_cases(arch: Arch, kernel_image: PathBuf, cases: Vec<VerifyCase>) -> VerifyRequest {
+        let mut req = VerifyRequest::new(arch, kernel_image, Vec::new());
+        req.cases = cases;
+        req
+    }
+
+    /// The cases the run verifies: `cases`, or the one the single-case fields make.
+    pub fn cases(&self) -> Vec<VerifyCase> {
+        if !self.cases.is_empty() {
+            return self.cases.clone();
+        }
+        vec![VerifyCase {
+            modules: self.modules.clone(),
+            checks: self.checks.clone(),
+            expect_before: self.expect_before.clone(),
+            expect_after: self.expect_after.clone(),
+            files: self.files.clone(),
+        }]
+    }
+
+    /// Whether the single-case fields are used as well as `cases` (which one was meant is not
+    /// known).
+    fn mixes_forms(&self) -> bool {
+        !self.cases.is_empty()
+            && (!self.modules.is_empty()
+                || !self.checks.is_empty()
+                || self.expect_before.is_some()
+                || self.expect_after.is_some()
+                || !self.files.is_empty())
     }
 }
 
@@ -134,11 +196,32 @@ pub struct ModuleReport {
     pub unloaded: bool,
 }
 
+/// What happened in one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    /// The case's number, from 1, as the text report and the guest's markers count.
+    pub number: usize,
+    pub passed: bool,
+    /// One line: why it failed (`did not run: ...` when the guest never began it), or what passed.
+    pub reason: String,
+    /// The guest began the case.
+    pub ran: bool,
+    pub expect_before: Option<String>,
+    pub expect_after: Option<String>,
+    pub modules: Vec<ModuleReport>,
+    pub checks: Vec<CheckReport>,
+    /// The workload's runs in the guest's order, when it was asked for: after each livepatch's
+    /// enabling, in load order, then after each one's disabling, newest first.
+    pub workloads: Vec<WorkloadRun>,
+}
+
 /// The outcome of a verification.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
+    /// Every case passed.
     pub passed: bool,
-    /// One line: why it failed, or what passed.
+    /// One line: why it failed (with several cases, which case, and the cases after it), or what
+    /// passed.
     pub reason: String,
     pub arch: String,
     pub kernel_image: PathBuf,
@@ -151,12 +234,14 @@ pub struct VerifyReport {
     pub booted: bool,
     /// `uname -r` in the guest.
     pub guest_release: Option<String>,
+    /// The only case's modules, checks and workload runs, as in `cases[0]`; empty with several
+    /// cases (each case has its own), so that a reader of these does not take one case's for all.
     pub modules: Vec<ModuleReport>,
     pub checks: Vec<CheckReport>,
-    /// The workload's runs in the guest's order, when it was asked for: after each livepatch's
-    /// enabling, in load order, then after each one's disabling, newest first.
     pub workloads: Vec<WorkloadRun>,
-    /// The script ran to its end.
+    /// Every case, in order (one for a request without `cases`).
+    pub cases: Vec<CaseReport>,
+    /// The script ran to its end (with several cases, also when it stopped after a failed case).
     pub finished: bool,
     /// The step the guest was in when it stopped, if it did not finish.
     pub unfinished: Option<String>,
@@ -193,30 +278,15 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
     })?;
     initramfs::check_static(busybox, req.arch)?;
 
-    let plan = Plan {
-        modules: modules
-            .iter()
-            .enumerate()
-            .map(|(i, m)| GuestModule {
-                file: guest_module_path(i, &m.path),
-                name: m.name.clone(),
-                patch: m.livepatch.then(|| m.patch_name()),
-            })
-            .collect(),
-        checks: req.checks.len(),
+    let cases = req.cases();
+    let count = cases.len();
+    let mut plan = Plan {
+        cases: Vec::new(),
         transition_timeout: req.transition_timeout,
         halt: backend.guest_halt().to_string(),
         workload: req.workload,
     };
     let mut members = Vec::new();
-    for (m, g) in modules.iter().zip(&plan.modules) {
-        let data = std::fs::read(&m.path).with_context(|| m.path.display().to_string())?;
-        members.push(initramfs::Member {
-            path: g.file.clone(),
-            perm: 0o644,
-            data,
-        });
-    }
     if req.workload {
         members.push(initramfs::Member {
             path: guest::WORKLOAD_PATH.to_string(),
@@ -224,20 +294,62 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
             data: guest::WORKLOAD.as_bytes().to_vec(),
         });
     }
-    for f in &req.files {
-        let data = std::fs::read(f).with_context(|| f.display().to_string())?;
-        members.push(initramfs::Member {
-            path: guest_file_path(f),
-            perm: 0o755,
-            data,
-        });
-    }
-    for (i, c) in req.checks.iter().enumerate() {
-        members.push(initramfs::Member {
-            path: guest::check_path(i),
-            perm: 0o755,
-            data: format!("{c}\n").into_bytes(),
-        });
+    for (k, (case, infos)) in cases.iter().zip(&modules).enumerate() {
+        let id = CaseId::of(k, count);
+        let planned = PlanCase {
+            id,
+            modules: infos
+                .iter()
+                .enumerate()
+                .map(|(i, m)| GuestModule {
+                    file: guest_module_path(id, i, &m.path),
+                    name: m.name.clone(),
+                    patch: m.livepatch.then(|| m.patch_name()),
+                })
+                .collect(),
+            checks: case.checks.len(),
+            expect_before: case.expect_before.is_some(),
+            expect_after: case.expect_after.is_some(),
+        };
+        for (m, g) in infos.iter().zip(&planned.modules) {
+            let data = std::fs::read(&m.path).with_context(|| m.path.display().to_string())?;
+            members.push(initramfs::Member {
+                path: g.file.clone(),
+                perm: 0o644,
+                data,
+            });
+        }
+        for f in &case.files {
+            let data = std::fs::read(f).with_context(|| f.display().to_string())?;
+            members.push(initramfs::Member {
+                path: format!("{}/{}", id.files_dir(), guest_name(f)),
+                perm: 0o755,
+                data,
+            });
+        }
+        for (i, c) in case.checks.iter().enumerate() {
+            members.push(initramfs::Member {
+                path: id.check_path(i),
+                perm: 0o755,
+                data: format!("{c}\n").into_bytes(),
+            });
+        }
+        // The guest matches the expectations itself only when a case follows (to stop before it).
+        if id.0.is_some() {
+            for (stage, text) in [
+                ("before", &case.expect_before),
+                ("after", &case.expect_after),
+            ] {
+                if let Some(t) = text {
+                    members.push(initramfs::Member {
+                        path: id.expect_path(stage),
+                        perm: 0o644,
+                        data: t.as_bytes().to_vec(),
+                    });
+                }
+            }
+        }
+        plan.cases.push(planned);
     }
     let initrd = initramfs::build(busybox, &guest::init_script(&plan), &members)?;
     let work = WorkDir::new()?;
@@ -261,14 +373,38 @@ pub fn run(req: &VerifyRequest) -> Result<VerifyReport> {
 }
 
 /// The report of one guest run: each step's result as the console log tells it, and the verdict.
-/// Apart from qemu, so that the rules are tested on logs.
+/// Apart from qemu, so that the rules are tested on logs. `modules` are each case's, in order.
 pub(crate) fn assess(
     req: &VerifyRequest,
-    modules: &[ModuleInfo],
+    modules: &[Vec<ModuleInfo>],
     out: qemu::QemuOutput,
     cmdline: String,
 ) -> VerifyReport {
     let g = guest::parse(&out.log);
+    let cases = req.cases();
+    let count = cases.len();
+    let case_reports = cases
+        .iter()
+        .zip(modules)
+        .enumerate()
+        .map(|(k, (c, infos))| {
+            let id = CaseId::of(k, count);
+            CaseReport {
+                number: k + 1,
+                passed: false,
+                reason: String::new(),
+                ran: match id.0 {
+                    Some(n) => g.cases.contains(&n),
+                    None => g.booted.is_some(),
+                },
+                expect_before: c.expect_before.clone(),
+                expect_after: c.expect_after.clone(),
+                modules: module_reports(infos, &g, id),
+                checks: check_reports(&c.checks, &g, id),
+                workloads: workload_runs(infos, &g, req.workload, id),
+            }
+        })
+        .collect();
     let mut report = VerifyReport {
         passed: false,
         reason: String::new(),
@@ -279,9 +415,10 @@ pub(crate) fn assess(
         qemu_command: out.command.clone(),
         booted: g.booted.is_some(),
         guest_release: g.booted.as_ref().map(|(_, r)| r.clone()),
-        modules: module_reports(modules, &g),
-        checks: check_reports(&req.checks, &g),
-        workloads: workload_runs(modules, &g, req.workload),
+        modules: Vec::new(),
+        checks: Vec::new(),
+        workloads: Vec::new(),
+        cases: case_reports,
         finished: g.done,
         unfinished: None,
         timed_out: out.timed_out,
@@ -293,41 +430,171 @@ pub(crate) fn assess(
     report.unfinished = g
         .unfinished
         .as_deref()
-        .map(|t| describe_tag(t, req, &report));
+        .map(|t| describe_tag(t, &cases, &report.cases));
     let qemu_failed = (out.exit_code.is_some_and(|c| c != 0) && !report.booted)
         .then(|| first_line(&out.stderr).to_string())
         .filter(|e| !e.is_empty());
-    let verdict = match qemu_failed {
+    let booted = match qemu_failed {
         Some(e) => Err(format!(
             "qemu failed (status {}): {e}",
             status(out.exit_code)
         )),
-        None => judge(req, &report, &g),
+        None => judge_boot(req, &report),
     };
-    report.passed = verdict.is_ok();
-    report.reason = verdict.unwrap_or_else(|e| e);
+    match booted {
+        Err(e) => {
+            for c in &mut report.cases {
+                c.reason = format!("did not run: {e}");
+            }
+            report.reason = if count > 1 {
+                format!("{e}; none of the {count} cases ran")
+            } else {
+                e
+            };
+        }
+        Ok(()) => judge_cases(req, &cases, &mut report, &g),
+    }
+    if let [only] = report.cases.as_slice() {
+        report.modules = only.modules.clone();
+        report.checks = only.checks.clone();
+        report.workloads = only.workloads.clone();
+    }
     report
 }
 
-/// Reads and checks the inputs: every file exists, every module is one of `req.arch`, at least one
-/// is a livepatch, no two share a name.
-pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
+/// Judges every case, in order, and the run: the first case that fails ends the verdicts (the
+/// kernel's state was no longer known after it), so each case after it fails whether or not the
+/// guest ran it.
+fn judge_cases(req: &VerifyRequest, cases: &[VerifyCase], r: &mut VerifyReport, g: &GuestLog) {
+    let count = cases.len();
+    let mut failed: Option<usize> = None;
+    for (k, case) in cases.iter().enumerate() {
+        let cr = &r.cases[k];
+        let verdict = match failed {
+            Some(j) if cr.ran => Err(format!("not judged: it ran after case {j} failed")),
+            Some(j) => Err(format!("did not run: case {j} failed")),
+            None if !cr.ran => Err(match g.stopped_after {
+                Some(j) => format!("did not run: the guest stopped after case {j}"),
+                None => "did not run".to_string(),
+            }),
+            None => judge_case(req, case, CaseId::of(k, count), r, cr, g),
+        };
+        if verdict.is_err() && failed.is_none() {
+            failed = Some(k + 1);
+        }
+        let cr = &mut r.cases[k];
+        cr.passed = verdict.is_ok();
+        cr.reason = verdict.unwrap_or_else(|e| e);
+    }
+    r.passed = failed.is_none();
+    r.reason = match (failed, r.cases.as_slice()) {
+        (_, [only]) => only.reason.clone(),
+        (None, all) => {
+            let sum = |f: &dyn Fn(&CaseReport) -> usize| all.iter().map(f).sum::<usize>();
+            format!(
+                "{count} cases passed in one boot: {}",
+                summary(
+                    sum(&|c| c.modules.iter().filter(|m| m.patch.is_some()).count()),
+                    sum(&|c| c.workloads.iter().filter(|w| w.result.is_some()).count()),
+                    sum(&|c| c.checks.len()),
+                )
+            )
+        }
+        (Some(j), all) => {
+            let c = &all[j - 1];
+            let head = if c.reason.starts_with("did not run") {
+                format!("case {j} of {count} {}", c.reason)
+            } else {
+                format!("case {j} of {count} failed: {}", c.reason)
+            };
+            format!("{head}{}", later_cases(&all[j..]))
+        }
+    };
+}
+
+/// What became of the cases after the one that failed, for the run's reason: `; case 3 did not
+/// run`, `; cases 3 to 5 were not judged`.
+fn later_cases(later: &[CaseReport]) -> String {
+    let (Some(first), Some(last)) = (later.first(), later.last()) else {
+        return String::new();
+    };
+    let which = match later.len() {
+        1 => format!("case {}", first.number),
+        2 => format!("cases {} and {}", first.number, last.number),
+        _ => format!("cases {} to {}", first.number, last.number),
+    };
+    let ran = later.iter().filter(|c| c.ran).count();
+    let what = match (ran, later.len()) {
+        (0, _) => "did not run",
+        (r, n) if r == n && n == 1 => "was not judged",
+        (r, n) if r == n => "were not judged",
+        _ => "did not run or were not judged",
+    };
+    format!("; {which} {what}")
+}
+
+/// "1 livepatch loaded and enabled, workload ran after each of 2 transitions, 1 check passed,
+/// disabled and unloaded": what a case that passed did.
+fn summary(patches: usize, runs: usize, checks: usize) -> String {
+    format!(
+        "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
+        patches,
+        if patches == 1 { "" } else { "es" },
+        match runs {
+            0 => String::new(),
+            1 => "workload ran after 1 transition, ".to_string(),
+            n => format!("workload ran after each of {n} transitions, "),
+        },
+        checks,
+        if checks == 1 { "" } else { "s" },
+    )
+}
+
+/// Reads and checks the inputs: the kernel image exists, and each case's modules and files (see
+/// [`read_case`]; with several cases an error names the case). Returns each case's modules.
+pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<Vec<ModuleInfo>>, UserError> {
     if !req.kernel_image.is_file() {
         return Err(UserError::new(format!(
             "{}: no such kernel image",
             req.kernel_image.display()
         )));
     }
-    if req.modules.is_empty() {
+    if req.mixes_forms() {
+        return Err(UserError::new(
+            "a verify request has its cases, or the modules, checks, expectations and files of \
+             one, not both",
+        ));
+    }
+    let cases = req.cases();
+    let count = cases.len();
+    cases
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            read_case(req.arch, c).map_err(|e| {
+                if count > 1 {
+                    UserError::new(format!("case {}: {e}", k + 1))
+                } else {
+                    e
+                }
+            })
+        })
+        .collect()
+}
+
+/// Reads and checks one case: every file exists, every module is one of `arch`, at least one is a
+/// livepatch, no two share a name (they are loaded together), no two files share a name.
+pub fn read_case(arch: Arch, case: &VerifyCase) -> Result<Vec<ModuleInfo>, UserError> {
+    if case.modules.is_empty() {
         return Err(UserError::new("no module to verify"));
     }
-    if req.checks.is_empty() && (req.expect_before.is_some() || req.expect_after.is_some()) {
+    if case.checks.is_empty() && (case.expect_before.is_some() || case.expect_after.is_some()) {
         return Err(UserError::new(
             "--expect-before and --expect-after need a --check whose output they match",
         ));
     }
     let mut modules: Vec<ModuleInfo> = Vec::new();
-    for path in &req.modules {
+    for path in &case.modules {
         if !path.is_file() {
             return Err(UserError::new(format!(
                 "{}: no such kernel module",
@@ -335,12 +602,12 @@ pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
             )));
         }
         let m = module::read_module(path)?;
-        if m.arch != req.arch {
+        if m.arch != arch {
             return Err(UserError::new(format!(
                 "{}: a module for {}, but the kernel is {}",
                 path.display(),
                 m.arch,
-                req.arch
+                arch
             )));
         }
         if let Some(other) = modules.iter().find(|o| o.patch_name() == m.patch_name()) {
@@ -354,7 +621,7 @@ pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
         modules.push(m);
     }
     let mut names = std::collections::HashSet::new();
-    for f in &req.files {
+    for f in &case.files {
         if !f.is_file() {
             return Err(UserError::new(format!("{}: no such file", f.display())));
         }
@@ -368,15 +635,15 @@ pub fn read_inputs(req: &VerifyRequest) -> Result<Vec<ModuleInfo>, UserError> {
     if !modules.iter().any(|m| m.livepatch) {
         return Err(UserError::new(format!(
             "{}: not a livepatch module (no livepatch=Y in .modinfo)",
-            req.modules[0].display()
+            case.modules[0].display()
         )));
     }
     Ok(modules)
 }
 
-/// Where module `i` lives in the initramfs.
-fn guest_module_path(i: usize, path: &Path) -> String {
-    format!("{}/{i}-{}", guest::DIR, guest_name(path))
+/// Where module `i` of a case lives in the initramfs.
+fn guest_module_path(id: CaseId, i: usize, path: &Path) -> String {
+    format!("{}/{i}-{}", id.dir(), guest_name(path))
 }
 
 /// Where a `--file` lives in the initramfs: `/klpx/files/<name>`.
@@ -410,20 +677,27 @@ fn result(g: &GuestLog, tag: &str) -> Option<CommandResult> {
     })
 }
 
-fn module_reports(modules: &[ModuleInfo], g: &GuestLog) -> Vec<ModuleReport> {
+/// The livepatch's transitions in case `id`, in the order the guest reported them.
+fn transitions<'a>(g: &'a GuestLog, id: CaseId, patch: &str) -> &'a [guest::Transition] {
+    g.transitions
+        .get(&id.tag(patch))
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn module_reports(modules: &[ModuleInfo], g: &GuestLog, id: CaseId) -> Vec<ModuleReport> {
     modules
         .iter()
         .enumerate()
         .map(|(i, m)| {
             let patch = m.livepatch.then(|| m.patch_name());
             let transitions = patch
-                .as_ref()
-                .and_then(|p| g.transitions.get(p))
-                .cloned()
+                .as_deref()
+                .map(|p| transitions(g, id, p))
                 .unwrap_or_default();
-            let load = result(g, &format!("insmod.{i}"));
-            let disable = result(g, &format!("disable.{i}"));
-            let unload = result(g, &format!("rmmod.{i}"));
+            let load = result(g, &id.tag(&format!("insmod.{i}")));
+            let disable = result(g, &id.tag(&format!("disable.{i}")));
+            let unload = result(g, &id.tag(&format!("rmmod.{i}")));
             ModuleReport {
                 path: m.path.clone(),
                 name: m.name.clone(),
@@ -447,7 +721,12 @@ fn module_reports(modules: &[ModuleInfo], g: &GuestLog) -> Vec<ModuleReport> {
 }
 
 /// Every workload run the script has, in its order, with the result the guest reported for it.
-fn workload_runs(modules: &[ModuleInfo], g: &GuestLog, asked: bool) -> Vec<WorkloadRun> {
+fn workload_runs(
+    modules: &[ModuleInfo],
+    g: &GuestLog,
+    asked: bool,
+    id: CaseId,
+) -> Vec<WorkloadRun> {
     if !asked {
         return Vec::new();
     }
@@ -464,46 +743,43 @@ fn workload_runs(modules: &[ModuleInfo], g: &GuestLog, asked: bool) -> Vec<Workl
         .map(|(step, (i, patch))| WorkloadRun {
             transition: step.name().to_string(),
             patch: patch.clone(),
-            result: result(g, &guest::workload_tag(step, *i)),
+            result: result(g, &id.tag(&guest::workload_tag(step, *i))),
         })
         .collect()
 }
 
-fn check_reports(checks: &[String], g: &GuestLog) -> Vec<CheckReport> {
+fn check_reports(checks: &[String], g: &GuestLog, id: CaseId) -> Vec<CheckReport> {
     checks
         .iter()
         .enumerate()
         .map(|(i, c)| CheckReport {
             command: c.clone(),
-            before: result(g, &format!("check.before.{i}")),
-            after: result(g, &format!("check.after.{i}")),
-            unloaded: result(g, &format!("check.unloaded.{i}")),
+            before: result(g, &id.tag(&format!("check.before.{i}"))),
+            after: result(g, &id.tag(&format!("check.after.{i}"))),
+            unloaded: result(g, &id.tag(&format!("check.unloaded.{i}"))),
         })
         .collect()
 }
 
-/// `Ok(summary)` when every step worked, else `Err(the first thing that went wrong)`.
-fn judge(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<String, String> {
-    judge_boot(req, r)?;
-    judge_kernel_health(&r.log)?;
-    judge_loads(req, r, g)?;
-    judge_enabled(req, r)?;
-    judge_unloads(req, r)?;
-    judge_end(req, r, g)?;
-    judge_complete(r)?;
-    let patches = r.modules.iter().filter(|m| m.patch.is_some()).count();
-    let runs = r.workloads.iter().filter(|w| w.result.is_some()).count();
-    Ok(format!(
-        "{} livepatch{} loaded and enabled, {}{} check{} passed, disabled and unloaded",
-        patches,
-        if patches == 1 { "" } else { "es" },
-        match runs {
-            0 => String::new(),
-            1 => "workload ran after 1 transition, ".to_string(),
-            n => format!("workload ran after each of {n} transitions, "),
-        },
-        r.checks.len(),
-        if r.checks.len() == 1 { "" } else { "s" },
+/// `Ok(summary)` when every step of a case worked, else `Err(the first thing that went wrong)`.
+fn judge_case(
+    req: &VerifyRequest,
+    case: &VerifyCase,
+    id: CaseId,
+    r: &VerifyReport,
+    c: &CaseReport,
+    g: &GuestLog,
+) -> Result<String, String> {
+    judge_kernel_health(&r.log, id, r.cases.len())?;
+    judge_loads(req, c, g, id)?;
+    judge_enabled(case, c)?;
+    judge_unloads(req, case, c)?;
+    judge_end(req, r, case, c, g, id)?;
+    judge_complete(c)?;
+    Ok(summary(
+        c.modules.iter().filter(|m| m.patch.is_some()).count(),
+        c.workloads.iter().filter(|w| w.result.is_some()).count(),
+        c.checks.len(),
     ))
 }
 
@@ -526,13 +802,24 @@ fn judge_boot(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
     Ok(())
 }
 
-/// The kernel stayed healthy from the first module load on: a warning, BUG or oops there is the
-/// module's doing (objtool's return-site table missing from a module makes the kernel warn
-/// "Unpatched return thunk in use"; a wrong jump label makes it BUG when the key is switched), even
-/// when every check still printed what it should.
-fn judge_kernel_health(log: &str) -> Result<(), String> {
-    let Some(start) = log.find(&format!("{}BEGIN insmod", guest::MARKER)) else {
+/// The kernel stayed healthy from the case's first module load on, until the next case's: a
+/// warning, BUG or oops there is the case's modules' doing (objtool's return-site table missing
+/// from a module makes the kernel warn "Unpatched return thunk in use"; a wrong jump label makes it
+/// BUG when the key is switched), even when every check still printed what it should. `count`: the
+/// run's number of cases.
+fn judge_kernel_health(log: &str, id: CaseId, count: usize) -> Result<(), String> {
+    let first_load =
+        |id: CaseId| log.find(&format!("{}BEGIN {}", guest::MARKER, id.tag("insmod.")));
+    let Some(start) = first_load(id) else {
         return Ok(());
+    };
+    let end = match id.0 {
+        Some(n) => (n + 1..=count)
+            .filter_map(|m| first_load(CaseId(Some(m))))
+            .filter(|&at| at > start)
+            .min()
+            .unwrap_or(log.len()),
+        None => log.len(),
     };
     const SIGNS: [&str; 6] = [
         "WARNING: CPU:",
@@ -542,7 +829,7 @@ fn judge_kernel_health(log: &str) -> Result<(), String> {
         "general protection fault",
         "Unable to handle kernel",
     ];
-    let lines: Vec<&str> = log[start..].lines().collect();
+    let lines: Vec<&str> = log[start..end].lines().collect();
     for (i, line) in lines.iter().enumerate() {
         if let Some(at) = SIGNS.iter().find_map(|s| line.find(s)) {
             // The line that names the place (`RIP:`, `pc :`, `NIP`, `Krnl PSW`), when there is one.
@@ -575,8 +862,13 @@ fn strip_time(line: &str) -> &str {
 }
 
 /// Every module loaded, and every livepatch finished its transition enabled.
-fn judge_loads(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), String> {
-    for m in &r.modules {
+fn judge_loads(
+    req: &VerifyRequest,
+    c: &CaseReport,
+    g: &GuestLog,
+    id: CaseId,
+) -> Result<(), String> {
+    for m in &c.modules {
         let Some(load) = &m.load else { break };
         if !m.loaded {
             // The kernel's reason names the module; other messages are unrelated noise.
@@ -608,7 +900,9 @@ fn judge_loads(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<()
                 ));
             }
             (Some(p), Some("done")) => {
-                let enabled = g.transitions[p].first().and_then(|t| t.enabled.clone());
+                let enabled = transitions(g, id, p)
+                    .first()
+                    .and_then(|t| t.enabled.clone());
                 if enabled.as_deref() != Some("1") {
                     return Err(format!(
                         "livepatch {p} is not enabled after its transition (enabled={})",
@@ -624,39 +918,38 @@ fn judge_loads(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<()
 
 /// With the livepatches enabled: the workload worked after each enabling, and the checks passed
 /// and printed what they should (and had printed the old behaviour before).
-fn judge_enabled(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
-    for w in r
+fn judge_enabled(case: &VerifyCase, c: &CaseReport) -> Result<(), String> {
+    for w in c
         .workloads
         .iter()
         .filter(|w| w.transition == Step::Enable.name())
     {
         judge_workload(w)?;
     }
-    for c in &r.checks {
-        if let Some(after) = &c.after
+    for check in &c.checks {
+        if let Some(after) = &check.after
             && after.status != Some(0)
         {
             return Err(format!(
                 "check `{}` exited with status {} after loading",
-                c.command,
+                check.command,
                 status(after.status)
             ));
         }
     }
     judge_expected(
-        &r.checks,
-        req.expect_after.as_deref(),
+        &c.checks,
+        case.expect_after.as_deref(),
         ("--expect-after", "after loading", ""),
         |c| c.after.as_ref(),
     )?;
     judge_expected(
-        &r.checks,
-        req.expect_before.as_deref(),
+        &c.checks,
+        case.expect_before.as_deref(),
         ("--expect-before", "before loading", ""),
         |c| c.before.as_ref(),
     )
 }
-
 /// A workload run that reported a result succeeded. (One that reported none is
 /// [`judge_complete`]'s.)
 fn judge_workload(w: &WorkloadRun) -> Result<(), String> {
@@ -714,8 +1007,8 @@ fn judge_expected(
 }
 
 /// Every livepatch disabled and every module unloaded, and the old behaviour came back.
-fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
-    for m in r.modules.iter().rev() {
+fn judge_unloads(req: &VerifyRequest, case: &VerifyCase, c: &CaseReport) -> Result<(), String> {
+    for m in c.modules.iter().rev() {
         if let Some(d) = &m.disable
             && d.status != Some(0)
         {
@@ -732,7 +1025,7 @@ fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
                 req.transition_timeout.as_secs()
             ));
         }
-        if let Some(w) = r.workloads.iter().find(|w| {
+        if let Some(w) = c.workloads.iter().find(|w| {
             w.transition == Step::Disable.name() && m.patch.as_deref() == Some(w.patch.as_str())
         }) {
             judge_workload(w)?;
@@ -749,8 +1042,8 @@ fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
         }
     }
     judge_expected(
-        &r.checks,
-        req.expect_before.as_deref(),
+        &c.checks,
+        case.expect_before.as_deref(),
         (
             "--expect-before",
             "after unloading",
@@ -760,14 +1053,27 @@ fn judge_unloads(req: &VerifyRequest, r: &VerifyReport) -> Result<(), String> {
     )
 }
 
-/// The guest ran to its end, with its output readable.
-fn judge_end(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), String> {
+/// The guest got through the case (to the script's end, to the next case, or to stopping after
+/// this one), with the case's output readable.
+fn judge_end(
+    req: &VerifyRequest,
+    r: &VerifyReport,
+    case: &VerifyCase,
+    c: &CaseReport,
+    g: &GuestLog,
+    id: CaseId,
+) -> Result<(), String> {
     let limit = req.timeout.as_secs();
-    if !r.finished {
-        let at = r
+    let through = match id.0 {
+        Some(n) => g.done || g.cases.contains(&(n + 1)) || g.stopped_after == Some(n),
+        None => g.done,
+    };
+    if !through {
+        let at = g
             .unfinished
             .as_deref()
-            .map(|t| format!(" during {t}"))
+            .and_then(|t| t.strip_prefix(&id.prefix()))
+            .map(|step| format!(" during {}", describe_step(step, case, c)))
             .unwrap_or_default();
         return Err(if r.timed_out {
             format!("the guest did not finish within {limit} s{at}")
@@ -775,10 +1081,11 @@ fn judge_end(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), 
             format!("the guest stopped before the end{at}")
         });
     }
+    let prefix = id.prefix();
     let garbled: Vec<&str> = g
         .captures
         .iter()
-        .filter(|(_, c)| c.garbled)
+        .filter(|(t, c)| c.garbled && t.starts_with(&prefix))
         .map(|(t, _)| t.as_str())
         .collect();
     if !garbled.is_empty() {
@@ -791,11 +1098,11 @@ fn judge_end(req: &VerifyRequest, r: &VerifyReport, g: &GuestLog) -> Result<(), 
 }
 
 /// Every step the guest takes once the steps before it worked reported its result. Judged last:
-/// the earlier judges passed and the guest reached its end, so a result that is missing was lost
-/// (a marker the console dropped or a kernel message broke), and what klpx did not see work, it
-/// cannot call a pass.
-fn judge_complete(r: &VerifyReport) -> Result<(), String> {
-    for m in &r.modules {
+/// the earlier judges passed and the guest got through the case, so a result that is missing was
+/// lost (a marker the console dropped or a kernel message broke), and what klpx did not see work,
+/// it cannot call a pass.
+fn judge_complete(c: &CaseReport) -> Result<(), String> {
+    for m in &c.modules {
         if m.load.is_none() {
             return Err(format!("no result from insmod {}", m.name));
         }
@@ -807,11 +1114,11 @@ fn judge_complete(r: &VerifyReport) -> Result<(), String> {
             ));
         }
     }
-    for w in &r.workloads {
+    for w in &c.workloads {
         // Every enabling is a transition; a livepatch disabled by the guest had one more, and one
         // a replacing livepatch took the place of (nothing to disable) had none.
         let ran_transition = w.transition == Step::Enable.name()
-            || r.modules
+            || c.modules
                 .iter()
                 .any(|m| m.patch.as_deref() == Some(w.patch.as_str()) && m.disabled);
         if ran_transition && w.result.is_none() {
@@ -822,38 +1129,58 @@ fn judge_complete(r: &VerifyReport) -> Result<(), String> {
             ));
         }
     }
-    for c in &r.checks {
+    for check in &c.checks {
         for (stage, res) in [
-            ("before loading", &c.before),
-            ("after loading", &c.after),
-            ("after unloading", &c.unloaded),
+            ("before loading", &check.before),
+            ("after loading", &check.after),
+            ("after unloading", &check.unloaded),
         ] {
             if res.is_none() {
-                return Err(format!("no result from check `{}` {stage}", c.command));
+                return Err(format!("no result from check `{}` {stage}", check.command));
             }
         }
     }
     Ok(())
 }
 
-/// What a capture tag stands for, in words.
-fn describe_tag(tag: &str, req: &VerifyRequest, r: &VerifyReport) -> String {
+/// What a capture tag stands for, in words; with several cases, `case <n>: ` first.
+fn describe_tag(tag: &str, cases: &[VerifyCase], reports: &[CaseReport]) -> String {
+    let numbered = tag
+        .strip_prefix("case")
+        .and_then(|t| t.split_once('.'))
+        .and_then(|(n, step)| Some((n.parse::<usize>().ok()?, step)));
+    match numbered {
+        Some((n, step)) if cases.len() > 1 && (1..=cases.len()).contains(&n) => format!(
+            "case {n}: {}",
+            describe_step(step, &cases[n - 1], &reports[n - 1])
+        ),
+        _ if cases.len() == 1 => describe_step(tag, &cases[0], &reports[0]),
+        _ => tag.to_string(),
+    }
+}
+
+/// What a step of a case (a capture tag without its case prefix) stands for, in words.
+fn describe_step(tag: &str, case: &VerifyCase, c: &CaseReport) -> String {
     let mut parts = tag.split('.');
     let (kind, a, b) = (parts.next(), parts.next(), parts.next());
     let index = |s: Option<&str>| s.and_then(|s| s.parse::<usize>().ok());
     let module = |i: Option<usize>| {
-        i.and_then(|i| r.modules.get(i))
+        i.and_then(|i| c.modules.get(i))
             .map(|m| m.name.clone())
             .unwrap_or_default()
     };
     match kind {
         Some("check") => format!(
-            "check `{}` ({} loading)",
+            "check `{}` ({})",
             index(b)
-                .and_then(|i| req.checks.get(i))
+                .and_then(|i| case.checks.get(i))
                 .cloned()
                 .unwrap_or_default(),
-            a.unwrap_or("")
+            match a {
+                Some("unloaded") => "after unloading",
+                Some("after") => "after loading",
+                _ => "before loading",
+            }
         ),
         Some("insmod") => format!("insmod {}", module(index(a))),
         Some("disable") => format!("disabling {}", module(index(a))),
@@ -1011,7 +1338,19 @@ mod tests {
             exit_code: done.then_some(0),
             stderr: String::new(),
         };
-        assess(req, modules, out, qemu::kernel_cmdline(Arch::X86_64))
+        let per_case = match req.cases.as_slice() {
+            [] => vec![modules.to_vec()],
+            cases => cases
+                .iter()
+                .map(|c| {
+                    c.modules
+                        .iter()
+                        .map(|p| livepatch(p.file_stem().unwrap().to_str().unwrap()))
+                        .collect()
+                })
+                .collect(),
+        };
+        assess(req, &per_case, out, qemu::kernel_cmdline(Arch::X86_64))
     }
 
     #[test]
@@ -1238,18 +1577,304 @@ mod tests {
         );
     }
 
+    /// Case `n` of several loading the sample livepatch with one check, every step worked: the
+    /// lines the script prints for it, under the case's tags and transition names.
+    fn sample_case(n: usize) -> Run {
+        let t = |rest: &str| format!("case{n}.{rest}");
+        vec![
+            marker(&format!("KLPX:CASE {n}")),
+            step(&t("check.before.0"), CMDLINE),
+            step(&t("insmod.0"), ""),
+            marker(&format!("KLPX:TRANSITION case{n}.livepatch_sample done 1")),
+            step(&t("workload.enable.0"), WORKED),
+            step(&t("check.after.0"), PATCHED),
+            step(&t("disable.0"), ""),
+            marker(&format!("KLPX:TRANSITION case{n}.livepatch_sample gone -")),
+            step(&t("workload.disable.0"), WORKED),
+            step(&t("rmmod.0"), ""),
+            step(&t("check.unloaded.0"), CMDLINE),
+        ]
+    }
+
+    /// Two cases patching the same function with the same module, each with its own check and
+    /// expectations.
+    fn two_cases() -> VerifyRequest {
+        let case = |check: &str, after: &str| VerifyCase {
+            modules: vec![PathBuf::from("livepatch_sample.ko")],
+            checks: vec![check.to_string()],
+            expect_before: Some("console=".into()),
+            expect_after: Some(after.into()),
+            files: Vec::new(),
+        };
+        VerifyRequest::with_cases(
+            Arch::X86_64,
+            PathBuf::from("bzImage"),
+            vec![
+                case("cat /proc/cmdline", "live patched"),
+                case("cat /proc/cmdline; echo", "this has been"),
+            ],
+        )
+    }
+
+    /// The console of a boot that ran both cases through.
+    fn two_case_run() -> Run {
+        let mut run = vec![marker("KLPX:BOOT x86_64 6.12.117")];
+        run.extend(sample_case(1));
+        run.extend(sample_case(2));
+        run.push(marker("KLPX:DONE"));
+        run
+    }
+
+    /// (passed, reason) of each case.
+    fn verdicts(r: &VerifyReport) -> Vec<(bool, String)> {
+        r.cases
+            .iter()
+            .map(|c| (c.passed, c.reason.clone()))
+            .collect()
+    }
+
+    const ONE_CASE_PASSED: &str = "1 livepatch loaded and enabled, workload ran after each of 2 \
+                                   transitions, 1 check passed, disabled and unloaded";
+
+    #[test]
+    fn two_cases_in_one_boot_pass_each_on_its_own() {
+        let req = two_cases();
+        let r = assess_run(&req, &[], &two_case_run());
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                true,
+                "2 cases passed in one boot: 2 livepatches loaded and enabled, workload ran after \
+                 each of 4 transitions, 2 checks passed, disabled and unloaded"
+            )
+        );
+        assert_eq!(
+            verdicts(&r),
+            [
+                (true, ONE_CASE_PASSED.to_string()),
+                (true, ONE_CASE_PASSED.to_string())
+            ]
+        );
+        for (c, command) in r
+            .cases
+            .iter()
+            .zip(["cat /proc/cmdline", "cat /proc/cmdline; echo"])
+        {
+            assert!(c.ran);
+            assert_eq!(c.checks[0].command, command);
+            let outputs: Vec<&str> = [
+                &c.checks[0].before,
+                &c.checks[0].after,
+                &c.checks[0].unloaded,
+            ]
+            .iter()
+            .map(|o| o.as_ref().unwrap().output.as_str())
+            .collect();
+            assert_eq!(outputs, [CMDLINE, PATCHED, CMDLINE]);
+            assert_eq!(c.modules[0].transition.as_deref(), Some("done"));
+            assert!(c.modules[0].disabled && c.modules[0].unloaded);
+            assert_eq!(c.workloads.len(), 2);
+            assert!(c.workloads.iter().all(|w| w.result.is_some()));
+        }
+        // The top-level lists are the only case's: with two, each case has its own.
+        assert!(r.modules.is_empty() && r.checks.is_empty() && r.workloads.is_empty());
+    }
+
+    #[test]
+    fn a_failing_second_case_is_named_and_the_first_still_passes() {
+        let mut req = two_cases();
+        req.cases[1].expect_after = Some("livepatch_sample".into());
+        let r = assess_run(&req, &[], &two_case_run());
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "case 2 of 2 failed: after loading, the checks' output does not contain \
+                 \"livepatch_sample\""
+            )
+        );
+        assert_eq!(verdicts(&r)[0], (true, ONE_CASE_PASSED.to_string()));
+        assert!(!r.cases[1].passed);
+
+        // A guest that hung in the second case's workload: that case, and that step.
+        let mut run = two_case_run();
+        let at = run
+            .iter()
+            .position(|(t, _)| t == "case2.workload.enable.0")
+            .unwrap();
+        run.truncate(at);
+        run.push(marker("KLPX:BEGIN case2.workload.enable.0"));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert_eq!(
+            r.reason,
+            "case 2 of 2 failed: the guest did not finish within 120 s during the workload \
+             (forks, execs, /proc reads) after enabling livepatch_sample"
+        );
+        assert!(r.cases[0].passed, "{}", r.cases[0].reason);
+        assert_eq!(
+            r.unfinished.as_deref(),
+            Some(
+                "case 2: the workload (forks, execs, /proc reads) after enabling livepatch_sample"
+            )
+        );
+    }
+
+    /// The first case's check fails after loading: the guest stops (`KLPX:STOP 1`) instead of
+    /// running the second case on a kernel whose state is not known, and the second case, which
+    /// never ran, fails.
+    #[test]
+    fn a_case_that_never_ran_fails() {
+        let mut run = vec![marker("KLPX:BOOT x86_64 6.12.117")];
+        run.extend(with(
+            sample_case(1),
+            "case1.check.after.0",
+            "cat: /proc/cmdline: No such file\n",
+            1,
+        ));
+        run.push(marker("KLPX:STOP 1"));
+        run.push(marker("KLPX:DONE"));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "case 1 of 2 failed: check `cat /proc/cmdline` exited with status 1 after \
+                 loading; case 2 did not run"
+            )
+        );
+        assert_eq!(
+            verdicts(&r)[1],
+            (false, "did not run: case 1 failed".to_string())
+        );
+        assert!(r.cases[0].ran && !r.cases[1].ran);
+        assert!(r.cases[1].checks[0].before.is_none());
+        assert!(r.finished, "the guest ended on purpose");
+
+        // A guest that stopped although every result of case 1 passes here (its own test saw
+        // otherwise): case 2 still did not run, and that fails the run.
+        let mut run = vec![marker("KLPX:BOOT x86_64 6.12.117")];
+        run.extend(sample_case(1));
+        run.push(marker("KLPX:STOP 1"));
+        run.push(marker("KLPX:DONE"));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert_eq!(
+            (r.passed, r.reason.as_str()),
+            (
+                false,
+                "case 2 of 2 did not run: the guest stopped after case 1"
+            )
+        );
+        assert!(r.cases[0].passed);
+
+        // A kernel that never reached the script: no case ran.
+        let r = assess_run(
+            &two_cases(),
+            &[],
+            &vec![marker("[    0.1] Linux version 6.12")],
+        );
+        assert_eq!(
+            r.reason,
+            "the kernel did not reach klpx's init within 120 s; none of the 2 cases ran"
+        );
+        assert_eq!(
+            verdicts(&r)[1],
+            (
+                false,
+                "did not run: the kernel did not reach klpx's init within 120 s".to_string()
+            )
+        );
+    }
+
+    /// The first case's livepatch came off, but its check still prints the new behaviour: the old
+    /// one did not come back, so the kernel is not as it was and the second case does not count.
+    #[test]
+    fn a_case_whose_unloaded_check_shows_the_new_behaviour_fails() {
+        let mut run = vec![marker("KLPX:BOOT x86_64 6.12.117")];
+        run.extend(with(sample_case(1), "case1.check.unloaded.0", PATCHED, 0));
+        run.push(marker("KLPX:STOP 1"));
+        run.push(marker("KLPX:DONE"));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert_eq!(
+            r.reason,
+            "case 1 of 2 failed: after unloading, the checks' output does not contain \
+             \"console=\" (the old behaviour did not come back); case 2 did not run"
+        );
+        assert_eq!(
+            r.cases[0].checks[0].unloaded.as_ref().unwrap().output,
+            PATCHED
+        );
+    }
+
+    /// A kernel warning is seen by klpx only, not by the guest, which goes on: the case it came in
+    /// fails, and a later case that ran is not judged. A warning in the second case is the second
+    /// case's.
+    #[test]
+    fn kernel_trouble_is_the_case_s_it_came_in() {
+        let warning = "[    2.8] WARNING: CPU: 0 PID: 310 at kernel/livepatch/core.c:1 klp\n";
+        let mut run = two_case_run();
+        let at = run
+            .iter()
+            .position(|(t, _)| t == "case1.check.after.0")
+            .unwrap();
+        run.insert(at, ("warning".into(), warning.into()));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert_eq!(
+            r.reason,
+            "case 1 of 2 failed: the kernel reported a problem after the modules began loading: \
+             WARNING: CPU: 0 PID: 310 at kernel/livepatch/core.c:1 klp; case 2 was not judged"
+        );
+        assert_eq!(
+            verdicts(&r)[1],
+            (false, "not judged: it ran after case 1 failed".to_string())
+        );
+
+        let mut run = two_case_run();
+        let at = run
+            .iter()
+            .position(|(t, _)| t == "case2.check.after.0")
+            .unwrap();
+        run.insert(at, ("warning".into(), warning.into()));
+        let r = assess_run(&two_cases(), &[], &run);
+        assert!(r.cases[0].passed, "{}", r.cases[0].reason);
+        assert!(
+            r.reason
+                .starts_with("case 2 of 2 failed: the kernel reported a problem"),
+            "{}",
+            r.reason
+        );
+    }
+
+    /// A request has its cases or the fields of one case, not both.
+    #[test]
+    fn cases_and_the_one_case_fields_do_not_mix() {
+        let image = std::env::current_exe().unwrap();
+        let mut req = two_cases();
+        req.kernel_image = image;
+        req.checks = vec!["true".into()];
+        assert_eq!(
+            read_inputs(&req).unwrap_err().to_string(),
+            "a verify request has its cases, or the modules, checks, expectations and files of \
+             one, not both"
+        );
+        req.checks.clear();
+        assert_eq!(
+            read_inputs(&req).unwrap_err().to_string(),
+            "case 1: livepatch_sample.ko: no such kernel module"
+        );
+    }
+
     /// Lines of a real run: Debian's 6.12 amd64 kernel with a livepatch whose `__jump_table` key
     /// relocation objtool could not find (so it wrote no return sites and no jump-label NOPs).
     #[test]
     fn kernel_trouble_after_loading_fails() {
         let healthy = "[    1.0] e1000: probe\nKLPX:BOOT x86_64 6.12\nKLPX:BEGIN insmod.0\n\
                        [    2.1] livepatch: enabling patch 'livepatch_tracepoint'\nKLPX:END insmod.0 0\n";
-        assert_eq!(judge_kernel_health(healthy), Ok(()));
+        assert_eq!(judge_kernel_health(healthy, CaseId::ONLY, 1), Ok(()));
         let warned = format!(
             "{healthy}[    2.844888] WARNING: CPU: 0 PID: 310 at arch/x86/kernel/cpu/bugs.c:3033 __warn_thunk+0x2a/0x40\n\
              [    2.845024] RIP: 0010:__warn_thunk+0x2a/0x40\n"
         );
-        let why = judge_kernel_health(&warned).unwrap_err();
+        let why = judge_kernel_health(&warned, CaseId::ONLY, 1).unwrap_err();
         assert!(
             why.contains("WARNING: CPU: 0 PID: 310 at arch/x86/kernel/cpu/bugs.c:3033"),
             "{why}"
@@ -1260,13 +1885,13 @@ mod tests {
              [    4.291023] Oops: invalid opcode: 0000 [#1] PREEMPT SMP NOPTI\n"
         );
         assert!(
-            judge_kernel_health(&bug)
+            judge_kernel_health(&bug, CaseId::ONLY, 1)
                 .unwrap_err()
                 .contains("kernel BUG at arch/x86/kernel/jump_label.c:73!")
         );
         // Before the first load, the kernel's own warnings are not the module's.
         let early =
             "[    0.5] WARNING: CPU: 0 PID: 1 at drivers/foo.c:1 probe\nKLPX:BOOT x86_64 6.12\n";
-        assert_eq!(judge_kernel_health(early), Ok(()));
+        assert_eq!(judge_kernel_health(early, CaseId::ONLY, 1), Ok(()));
     }
 }
