@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::batch::{BootCase, Group, assert_result};
 use common::cases::{case, cases};
 use common::cli::{assert_exit, build_module, klpx, text};
 
@@ -44,8 +45,41 @@ fn run_case(name: &str) {
     run_case_on(Arch::X86_64, name);
 }
 
+/// The shared boot of each architecture's cases (x86_64, ppc64le, s390, arm64).
+static GROUPS: [Group; 4] = [Group::new(), Group::new(), Group::new(), Group::new()];
+
+/// The cases of cases.yaml whose tests run [`run_case_on`] for `arch`: those that run there
+/// (tests/boot/cases.yaml's `arches`) and are not distribution-only.
+fn group_cases(arch: Arch) -> Vec<String> {
+    cases()
+        .into_iter()
+        .filter(|c| c.runs_on(arch.name()))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Builds case `name` on `arch`'s tiny tree (every case of the architecture, on the first call)
+/// and boots its module with the others in one guest; a case the shared boot did not reach boots
+/// alone.
 fn run_case_on(arch: Arch, name: &str) {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let group = &GROUPS[Arch::ALL.iter().position(|a| *a == arch).unwrap()];
+    let tree = tree_for(arch);
+    let with_tree = |args: &[String]| {
+        let mut args = args.to_vec();
+        args.extend(["--tree".into(), tree.out.display().to_string()]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        klpx(&refs)
+    };
+    let result = group.result(name, &group_cases(arch), |n| build_case(arch, n), with_tree);
+    assert_result(name, result, with_tree);
+}
+
+/// Builds case `name` with `klpx build` on `arch`'s tiny tree and checks the build (its outcome,
+/// the functions it changed, the source tree left as it was); returns what to boot, or nothing for
+/// a refusal, a no-change, or an architecture that cannot load livepatches (checked here without
+/// loading).
+fn build_case(arch: Arch, name: &str) -> Option<BootCase> {
     let c = case(name);
     let tree = tree_for(arch);
     let patch = common::kernel::repo().join("tests/boot").join(&c.patch);
@@ -80,12 +114,12 @@ fn run_case_on(arch: Arch, name: &str) {
                 "{name}: the refusal does not name {msg}:\n{stdout}\n{stderr}"
             );
             assert!(!ko.exists(), "{name}: a module was written");
-            return;
+            return None;
         }
         "no-change" => {
             assert_eq!(out.status.code(), Some(1), "{name}: {stdout}\n{stderr}");
             assert!(!ko.exists(), "{name}: a module was written");
-            return;
+            return None;
         }
         _ => assert_eq!(out.status.code(), Some(0), "{name}: {stdout}\n{stderr}"),
     }
@@ -136,24 +170,21 @@ fn run_case_on(arch: Arch, name: &str) {
             );
         }
         let _ = std::fs::remove_dir_all(&out_dir);
-        return;
+        return None;
     }
 
-    // Boot it.
-    let mut args: Vec<String> = vec!["verify".into()];
-    for l in &c.load {
-        args.push(tree.out.join(l).display().to_string());
-    }
-    args.push(ko.display().to_string());
-    args.extend(["--tree".into(), tree.out.display().to_string()]);
-    for f in &c.files {
-        args.extend(["--file".into(), tree.out.join(f).display().to_string()]);
-    }
-    args.extend(c.verify_args());
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let v = klpx(&refs);
-    assert_exit(&v, 0, &format!("{name}: verify"));
-    let _ = std::fs::remove_dir_all(&out_dir);
+    // Booted with the architecture's other cases; the output directory stays until the run ends
+    // (the temporary directory is this process's own).
+    let mut modules: Vec<PathBuf> = c.load.iter().map(|l| tree.out.join(l)).collect();
+    modules.push(ko);
+    Some(BootCase {
+        modules,
+        check: c.check.iter().cloned().collect(),
+        expect_before: c.before.clone(),
+        expect_after: c.after.clone(),
+        files: c.files.iter().map(|f| tree.out.join(f)).collect(),
+        scratch: Some(out_dir),
+    })
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Shared test support.
 
+pub mod batch;
 pub mod cases;
 pub mod cli;
 pub mod corpus;
