@@ -165,11 +165,23 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
     let mut command = vec![binary.to_string()];
     command.extend(args.iter().cloned());
     let start = Instant::now();
-    let mut child = Command::new(binary)
-        .args(&args)
+    let mut qemu = Command::new(binary);
+    qemu.args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    // qemu dies with the thread that started it: klpx killed (SIGTERM, SIGKILL) leaves no guest
+    // running.
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    };
+    let mut child = qemu
         .spawn()
         .with_context(|| format!("starting {binary}"))?;
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
