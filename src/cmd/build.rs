@@ -629,7 +629,7 @@ fn build_tree_once(srcdir: &Path, objdir: &Path, toolchain: &Toolchain, jobs: us
     }
     argv.push(format!("-j{jobs}"));
     argv.extend(toolchain.make_vars().args());
-    let status = duct::cmd("make", &argv)
+    let status = crate::kbuild::make(&argv)
         .stdout_to_stderr()
         .unchecked()
         .run()

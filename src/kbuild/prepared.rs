@@ -327,7 +327,7 @@ fn without_launcher(t: &Toolchain) -> Toolchain {
 }
 
 fn run_make(argv: &[String], what: &str) -> Result<()> {
-    let out = duct::cmd("make", argv)
+    let out = crate::kbuild::make(argv)
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()

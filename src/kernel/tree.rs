@@ -94,7 +94,7 @@ impl KernelTree {
             argv.push(format!("LLVM={llvm}"));
         }
         argv.extend(args.iter().map(|s| s.to_string()));
-        let out = duct::cmd("make", &argv)
+        let out = crate::kbuild::make(&argv)
             .stderr_to_stdout()
             .stdout_capture()
             .unchecked()

@@ -234,7 +234,7 @@ pub fn make_module(objdir: &Path, dir: &Path, vars: &MakeVars, jobs: usize) -> R
     ];
     argv.extend(vars.args());
     argv.push("modules".into());
-    let out = duct::cmd("make", &argv)
+    let out = crate::kbuild::make(&argv)
         .stderr_to_stdout()
         .stdout_capture()
         .unchecked()

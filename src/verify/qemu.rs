@@ -175,15 +175,20 @@ pub fn run(c: &QemuConfig) -> Result<QemuOutput> {
     // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut qemu, || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         })
     };
-    let mut child = qemu
-        .spawn()
-        .with_context(|| format!("starting {binary}"))?;
+    let mut child = qemu.spawn().with_context(|| format!("starting {binary}"))?;
     let (tx, rx) = mpsc::channel::<(Instant, String)>();
     let stdout = child.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
