@@ -67,6 +67,18 @@ fn lock() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
     ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Has `dir` (a scratch directory of this process's own, outside the cache: `klpx verify`'s) removed
+/// if the process is ended by SIGINT, SIGTERM or SIGHUP; [`untrack`] when it is removed otherwise.
+pub(crate) fn track(dir: &Path) {
+    super::journal::install_signal_handlers();
+    lock().push(dir.to_path_buf());
+}
+
+/// Forgets a directory [`track`] was given.
+pub(crate) fn untrack(dir: &Path) {
+    lock().retain(|p| p != dir);
+}
+
 /// Removes the work directories of this process; for the signal handler, just before it exits.
 pub fn remove_on_interrupt() {
     for p in lock().drain(..) {

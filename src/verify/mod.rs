@@ -1213,7 +1213,8 @@ fn first_line(s: &str) -> &str {
         .trim()
 }
 
-/// A private scratch directory, removed when dropped.
+/// A private scratch directory, removed when dropped, and when klpx is ended by a signal (qemu, its
+/// only other user, dies with klpx).
 struct WorkDir(PathBuf);
 
 impl WorkDir {
@@ -1226,6 +1227,7 @@ impl WorkDir {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::livepatch::workdir::track(&dir);
         Ok(WorkDir(dir))
     }
 }
@@ -1233,6 +1235,7 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        crate::livepatch::workdir::untrack(&self.0);
     }
 }
 
