@@ -9,10 +9,12 @@ pub const DEBIAN_SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// The directory the tarball unpacks to.
 pub const DEBIAN_SOURCE_DIR: &str = "linux-source-6.12";
 
-/// The cache root.
+/// The cache root. An empty `KLPX_CACHE` counts as unset (a relative one is taken from the current
+/// directory once, as an absolute path), so that nothing lands in whatever directory klpx runs in.
 pub fn root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("KLPX_CACHE") {
-        return PathBuf::from(dir);
+    if let Some(dir) = std::env::var_os("KLPX_CACHE").filter(|d| !d.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return std::path::absolute(&dir).unwrap_or(dir);
     }
     let home = std::env::var_os("HOME")
         .map(PathBuf::from)
