@@ -20,6 +20,13 @@ packages=(linux-source-6.12 make gcc flex bison bc libelf-dev libssl-dev xz-util
           qemu-system-x86 qemu-system-ppc qemu-system-misc busybox-static cpio ccache
           patch quilt git gcc-12 dwarves gcc-arm-linux-gnueabihf rpm cpio openssl man-db kmod systemd binutils
           clang-16 lld-16 llvm-16 distcc dpkg-dev debhelper rsync)
+if ((quick)); then
+    # What the quick tier runs: the kernel source (unpacked, never built), the four compilers and
+    # binutils of the fixture corpus and link survival, the patch tools, man, systemd-analyze, and
+    # busybox (a unit test runs the guest script's functions with it).
+    packages=(linux-source-6.12 xz-utils gcc gcc-aarch64-linux-gnu gcc-powerpc64le-linux-gnu
+              gcc-s390x-linux-gnu binutils patch quilt git diffutils man-db systemd busybox-static)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

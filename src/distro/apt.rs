@@ -18,7 +18,8 @@ use anyhow::{Context, Result};
 
 use crate::error::UserError;
 
-/// Debian's archive and its security archive, as this machine's sources name them.
+/// Debian's archive and its security archive (the redirector every Debian host reaches; the host's
+/// proxy settings apply, see [`host_network_settings`]).
 const ARCHIVE: &str = "http://deb.debian.org/debian";
 const SECURITY: &str = "http://deb.debian.org/debian-security";
 
@@ -175,6 +176,13 @@ impl AptState {
     /// said in one line and costs only itself: apt keeps the others. Fails only when no suite
     /// has an index.
     fn update_locked(&self) -> Result<()> {
+        if !Path::new(KEYRING).is_file() {
+            return Err(UserError::new(format!(
+                "{KEYRING}: not found; klpx checks Debian's package indexes with Debian's archive \
+                 keys (apt-get install debian-archive-keyring)"
+            ))
+            .into());
+        }
         eprintln!(
             "klpx: fetching Debian's package indexes for {} ({} suites, into {})",
             self.debarch,
@@ -189,7 +197,8 @@ impl AptState {
             .run()
             .context("running apt-get update (is this a Debian system?)")?;
         let stderr = String::from_utf8_lossy(&out.stderr);
-        for note in update_notes(&stderr) {
+        let notes = update_notes(&stderr);
+        for note in &notes {
             eprintln!("klpx: note: {note}");
         }
         let lists = self.dir.join("lists");
@@ -202,10 +211,7 @@ impl AptState {
                 "apt-get update fetched no package index for {} from {ARCHIVE} ({}); check the \
                  network or the mirror",
                 self.debarch,
-                stderr
-                    .lines()
-                    .find(|l| l.starts_with("E:"))
-                    .unwrap_or("no error said")
+                notes.first().map_or("no error said", String::as_str)
             ))
             .into());
         }

@@ -175,14 +175,12 @@ fn is_series(s: &str) -> bool {
 fn default_release(apt: &apt::AptState, arch: Arch, series: &str) -> Result<String> {
     let b = arch.backend();
     let source = format!("linux-source-{series}");
-    let mut versions = match apt::host_codename() {
+    let host_versions = match apt::host_codename() {
         Some(codename) => apt.versions_in_release(&source, &codename)?,
         None => Vec::new(),
     };
-    if versions.is_empty() {
-        versions = apt.versions(&source)?;
-    }
-    if versions.is_empty() {
+    let all_versions = apt.versions(&source)?;
+    if all_versions.is_empty() {
         return Err(UserError::new(format!(
             "Debian's package indexes for {} know no {source}; name the release: \
              --distro debian:RELEASE",
@@ -217,7 +215,9 @@ fn default_release(apt: &apt::AptState, arch: Arch, series: &str) -> Result<Stri
         })
         .collect();
     let known = apt.versions_by_package(&images)?;
-    for version in &versions {
+    // The host's release's suites first; a source they list (an `all` package is in every
+    // architecture's index) but build no image of falls through to every suite.
+    for version in host_versions.iter().chain(&all_versions) {
         for r in candidates.iter().rev() {
             for image in [
                 format!("linux-image-{r}-unsigned"),

@@ -28,9 +28,16 @@ impl SourceLock {
         }
     }
 
-    /// Takes the lock, waiting for another klpx to finish.
+    /// Takes the lock, waiting for another klpx to finish (and saying so).
     pub fn take(src: &Path) -> Result<SourceLock> {
         let (f, real) = SourceLock::open(src)?;
+        if let Ok(()) = f.try_lock() {
+            return Ok(SourceLock(f));
+        }
+        eprintln!(
+            "klpx: waiting for another klpx patching or building {}",
+            real.display()
+        );
         f.lock()
             .with_context(|| format!("locking {}", real.display()))?;
         Ok(SourceLock(f))

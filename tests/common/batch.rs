@@ -109,10 +109,21 @@ impl Group {
                     _ => None,
                 })
                 .collect();
+            // A shared boot that gives no report fails every case in it, once: a panic here
+            // would leave the group unmade, and the next test would build and boot it all again.
             let outcomes = if booted.is_empty() {
                 HashMap::new()
             } else {
-                boot_together(&booted, &verify)
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    boot_together(&booted, &verify)
+                }))
+                .unwrap_or_else(|p| {
+                    let why = panic_text(&p);
+                    booted
+                        .iter()
+                        .map(|(n, _)| ((*n).clone(), Outcome::Failed(why.clone())))
+                        .collect()
+                })
             };
             built
                 .into_iter()
@@ -173,6 +184,9 @@ fn boot_together(
         report["reason"]
     );
     let tail = tail(report["log"].as_str().unwrap_or(""), 60);
+    // The first failed case answers for the failure; a later case that did not pass (not run, or
+    // not judged after a kernel warning the guest could not see) boots alone.
+    let mut failed_before = false;
     cases
         .iter()
         .zip(per_case)
@@ -180,7 +194,7 @@ fn boot_together(
             let reason = r["reason"].as_str().unwrap_or("").to_string();
             let o = if r["passed"] == true {
                 Outcome::Passed(report["guest_release"].as_str().unwrap_or("").to_string())
-            } else if r["ran"] == true {
+            } else if r["ran"] == true && !std::mem::replace(&mut failed_before, true) {
                 Outcome::Failed(format!(
                     "{reason}\n(run reason: {})\nguest log, last lines:\n{tail}",
                     report["reason"]
