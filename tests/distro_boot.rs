@@ -831,10 +831,10 @@ fn signed_module_verifies_and_loads() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// The oldest linux-source-6.12 that Debian's suites of this host's release serve (klpx's own
-/// indexes), older than the kernel's version `than`: the mirror keeps only a few, so it is picked
-/// when the test runs, never named.
-fn oldest_source(than: &str) -> String {
+/// The linux-source-6.12 versions that Debian's suites of this host's release serve (klpx's own
+/// indexes), older than the kernel's version `than`, newest first: the mirror keeps only a few, so
+/// they are read when the test runs, never named.
+fn older_sources(than: &str) -> Vec<String> {
     let apt = klpx::distro::apt::AptState::open("amd64").expect("klpx's amd64 indexes");
     let codename = klpx::distro::apt::host_codename().expect("this host's Debian codename");
     let versions = apt
@@ -847,32 +847,39 @@ fn oldest_source(than: &str) -> String {
             .expect("running dpkg --compare-versions")
             .success()
     };
-    let older: Vec<&String> = versions.iter().filter(|v| older(v)).collect();
-    older.last().map(|v| v.to_string()).unwrap_or_else(|| {
-        panic!(
-            "Debian's {codename} suites serve no linux-source-6.12 older than the kernel's {than} \
-             (they serve {versions:?}): this test needs one"
-        )
-    })
+    versions.into_iter().filter(|v| older(v)).collect()
 }
 
-/// `emergency_restart`'s definition in `src`'s kernel/reboot.c, to its closing brace.
-fn emergency_restart(src: &Path) -> String {
-    let text = std::fs::read_to_string(src.join("kernel/reboot.c")).unwrap();
-    let start = text
+/// `emergency_restart`'s definition in the text of a kernel/reboot.c, to its closing brace.
+fn emergency_restart(reboot_c: &str, what: &str) -> String {
+    let start = reboot_c
         .find("void emergency_restart(void)\n{")
-        .unwrap_or_else(|| panic!("{}: no emergency_restart", src.display()));
-    let len = text[start..].find("\n}\n").unwrap();
-    text[start..start + len].to_string()
+        .unwrap_or_else(|| panic!("{what}: no emergency_restart"));
+    let len = reboot_c[start..].find("\n}\n").unwrap();
+    reboot_c[start..start + len].to_string()
 }
 
-/// A source of another version than the kernel (kpatch-build's classic mistake): the oldest
-/// linux-source-6.12 of this Debian release still served, with the current release's config,
-/// Module.symvers and vmlinux, given as files. The patch (a git diff written against 6.12.115)
-/// touches `emergency_restart`, which Debian's stable updates changed since (6.12.117:
-/// nbcon_cpu_emergency_enter() and printk_trigger_flush() added): the test first checks that the
-/// two sources' definitions differ; the identity check then refuses, naming the function, and no
-/// module is written.
+/// Runs `sh -c SCRIPT` with `$0` set to `arg` in `dir`; its standard output.
+fn sh(script: &str, arg: &Path, dir: &Path) -> Vec<u8> {
+    let o = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg(arg)
+        .current_dir(dir)
+        .output()
+        .expect("running sh");
+    assert!(o.status.success(), "{script}: {}", text(&o.stderr));
+    o.stdout
+}
+
+/// A source of another version than the kernel (kpatch-build's classic mistake): the newest
+/// linux-source-6.12 of this Debian release still served, older than the kernel, whose
+/// `emergency_restart` differs from the kernel's (Debian's stable updates changed it in 6.12.117:
+/// nbcon_cpu_emergency_enter() and printk_trigger_flush() added), with the current release's
+/// config, Module.symvers and vmlinux, given as files. The newest such source keeps the rest of
+/// the tree close to the kernel's (an older one's Kconfig no longer reproduces the config, a
+/// refusal before any compile). The patch (a git diff written against 6.12.115) touches
+/// `emergency_restart`: the identity check refuses, naming the function, and no module is written.
 #[test]
 fn source_of_another_version_refused_by_the_identity_check() {
     let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
@@ -890,37 +897,50 @@ fn source_of_another_version_refused_by_the_identity_check() {
         .next()
         .unwrap()
         .to_string();
-    let version = oldest_source(&kernel_version);
-    eprintln!("kernel {release} ({kernel_version}), source {version}");
+    let current = std::fs::read_to_string(source.join("kernel/reboot.c")).unwrap();
+    let current = emergency_restart(&current, &kernel_version);
     let cache = klpx::kernel::cache::root();
-    // The older source, downloaded and unpacked once into the cache.
-    let older = cache.join("test-sources").join(&version);
+    let sources = cache.join("test-sources");
+    let apt = klpx::distro::apt::AptState::open("amd64").expect("klpx's amd64 indexes");
+    let candidates = older_sources(&kernel_version);
+    // Each candidate's kernel/reboot.c, taken from its package (kept in the cache), until one
+    // differs; that one is unpacked whole, once.
+    let mut chosen = None;
+    for version in &candidates {
+        let debs = sources.join("debs");
+        std::fs::create_dir_all(&debs).unwrap();
+        let deb = apt
+            .download("linux-source-6.12", version, &debs)
+            .unwrap_or_else(|e| panic!("downloading linux-source-6.12 {version}: {e:#}"));
+        let reboot_c = sh(
+            "dpkg-deb --fsys-tarfile \"$0\" | tar -xO ./usr/src/linux-source-6.12.tar.xz | \
+             tar -xJO linux-source-6.12/kernel/reboot.c",
+            &deb,
+            &debs,
+        );
+        if emergency_restart(&text(&reboot_c), version) != current {
+            chosen = Some((version.clone(), deb));
+            break;
+        }
+    }
+    let (version, deb) = chosen.unwrap_or_else(|| {
+        panic!(
+            "no linux-source-6.12 older than {kernel_version} that this host's Debian suites serve \
+             ({candidates:?}) has another emergency_restart: this test needs one"
+        )
+    });
+    eprintln!("kernel {release} ({kernel_version}), source {version}");
+    let older = sources.join(&version);
     let src = older.join("linux-source-6.12");
     if !src.join("Makefile").is_file() {
         let _ = std::fs::remove_dir_all(&older);
         std::fs::create_dir_all(&older).unwrap();
-        let apt = klpx::distro::apt::AptState::open("amd64").expect("klpx's amd64 indexes");
-        let deb = apt
-            .download("linux-source-6.12", &version, &older)
-            .unwrap_or_else(|e| panic!("downloading linux-source-6.12 {version}: {e:#}"));
-        let o = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(
-                "dpkg-deb --fsys-tarfile \"$0\" | \
-                 tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ && rm \"$0\"",
-            )
-            .arg(&deb)
-            .current_dir(&older)
-            .output()
-            .expect("unpacking");
-        assert!(o.status.success(), "unpacking: {}", text(&o.stderr));
+        sh(
+            "dpkg-deb --fsys-tarfile \"$0\" | tar -xO ./usr/src/linux-source-6.12.tar.xz | tar -xJ",
+            &deb,
+            &older,
+        );
     }
-    assert_ne!(
-        emergency_restart(&src),
-        emergency_restart(&source),
-        "emergency_restart is the same in linux-source-6.12 {version} and {kernel_version}: the \
-         test needs a source where it differs"
-    );
     let patch = common::kernel::repo().join("tests/boot/emergency-restart-6.12.115.patch");
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let out_dir = dir.join("out");
