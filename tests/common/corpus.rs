@@ -109,7 +109,7 @@ pub fn check(
 
 /// `want` with each `a|b` entry replaced by the one alternative `got` holds (left as written when
 /// it holds none or several, so that the comparison fails showing it).
-fn resolve(want: &[String], got: &BTreeSet<String>) -> BTreeSet<String> {
+pub fn resolve(want: &[String], got: &BTreeSet<String>) -> BTreeSet<String> {
     want.iter()
         .map(|w| {
             let present: Vec<&str> = w.split('|').filter(|a| got.contains(*a)).collect();
