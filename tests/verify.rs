@@ -66,6 +66,19 @@ fn sample() -> (PathBuf, PathBuf) {
     (tree.out, ko)
 }
 
+/// The JSON report of a `klpx verify --json` run that ended with `code`, showing everything it
+/// printed when it did not.
+fn report(out: &std::process::Output, code: i32) -> serde_json::Value {
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap()
+}
+
 #[test]
 fn sample_livepatch_changes_proc_cmdline_and_comes_off_again() {
     let (tree, ko) = sample();
@@ -80,14 +93,7 @@ fn sample_livepatch_changes_proc_cmdline_and_comes_off_again() {
         PATCHED,
         "--json",
     ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = report(&out, 0);
     assert_eq!(r["passed"], true);
     assert_eq!(r["booted"], true);
     assert_eq!(r["finished"], true);
@@ -177,14 +183,7 @@ fn with_two_livepatches_the_workload_runs_after_each_transition() {
         PATCHED,
         "--json",
     ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = report(&out, 0);
     // Both were enabled together.
     let after = r["checks"][0]["after"]["output"].as_str().unwrap();
     assert!(after.contains("livepatch_callbacks_demo"), "{after}");
@@ -251,14 +250,7 @@ fn a_check_printing_nothing_with_expect_after_fails() {
         "--no-workload",
         "--json",
     ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = report(&out, 3);
     assert_eq!(r["passed"], false);
     assert_eq!(
         r["reason"],
@@ -467,14 +459,7 @@ fn two_cases_in_one_boot_patch_the_same_function_each_on_its_own() {
         tree.to_str().unwrap(),
         "--json",
     ]);
-    let stdout = text(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        text(&out.stderr)
-    );
-    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = report(&out, 0);
     assert_eq!(r["passed"], true);
     assert_eq!(
         r["reason"],
