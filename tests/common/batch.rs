@@ -160,10 +160,14 @@ fn boot_together(
     let file = dir.join("cases.json");
     let list: Vec<&BootCase> = cases.iter().map(|(_, c)| *c).collect();
     std::fs::write(&file, serde_json::to_vec_pretty(&list).unwrap()).unwrap();
+    // 60 s a case (verify's limit is per case; the cases here take 3 to 20 s): a guest that hangs
+    // costs minutes, not the default's two minutes a case.
     let out = verify(&[
         "verify".into(),
         "--cases".into(),
         file.display().to_string(),
+        "--timeout".into(),
+        "60".into(),
         "--json".into(),
     ]);
     let _ = std::fs::remove_dir_all(&dir);
